@@ -1,0 +1,82 @@
+"""The one exception hierarchy and the exit-code contract (DESIGN §8)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes: one documented contract for every command."""
+
+    OK = 0
+    ERROR = 1  # expected error, invalid input, conflict, failed change, held lock
+    CHANGES = 2  # plan --detailed-exitcode: changes present
+    INTERNAL = 3  # unexpected internal error
+    INTERRUPTED = 130
+
+
+class ReconcilerError(Exception):
+    """Base of every expected failure; the message says what to do next."""
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+
+class ConfigError(ReconcilerError):
+    """reconciler.yaml or the environment variables are wrong."""
+
+
+class SpecError(ReconcilerError):
+    """The spec repository is invalid; carries every problem found."""
+
+    def __init__(self, problems, message: str | None = None):
+        self.problems = tuple(problems)
+        super().__init__(message or f"{len(self.problems)} problem(s) in the specs")
+
+
+class LedgerError(ReconcilerError):
+    """The ledger cannot be opened, read or written."""
+
+
+class LockHeldError(LedgerError):
+    """Another run holds the ledger lock."""
+
+
+class PlanFileError(ReconcilerError):
+    """A saved plan file is unreadable, malformed or stale."""
+
+
+class RemoteError(ReconcilerError):
+    """Zuora (or the sandbox) answered with an error or could not be reached."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | int | None = None,
+        request_id: str | None = None,
+        endpoint: str | None = None,
+        retryable: bool = False,
+    ):
+        self.status = status
+        self.code = code
+        self.remote_message = message
+        self.request_id = request_id
+        self.endpoint = endpoint
+        self.retryable = retryable
+        parts = [endpoint] if endpoint else []
+        if status is not None:
+            parts.append(f"HTTP {status}")
+        if code is not None:
+            parts.append(f"code {code}")
+        prefix = f"{' '.join(parts)}: " if parts else ""
+        suffix = f" (Zuora-Request-Id {request_id})" if request_id else ""
+        super().__init__(f"{prefix}{message}{suffix}")
+
+
+class ConflictError(ReconcilerError):
+    """The plan holds conflicts that must be resolved by a person first."""
+
+
+class ApplyFailed(ReconcilerError):
+    """At least one change failed; the others went on."""

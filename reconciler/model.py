@@ -1,0 +1,220 @@
+"""Frozen values for the three states: desired (specs), recorded (ledger), observed (remote).
+
+Standard library only: every other layer speaks in these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+MASS_ACTION = "MassAction"
+CUSTOM_OBJECT_JOB = "CustomObjectJob"
+KINDS = (MASS_ACTION, CUSTOM_OBJECT_JOB)
+
+ACTION_TYPES = (
+    "UpdateAccountingCode",
+    "CreateRevenueSchedule",
+    "UpdateRevenueSchedule",
+    "DeleteRevenueSchedule",
+    "ImportFXRate",
+    "MPU",
+)
+NAMESPACES = ("default", "com_zuora")
+OPERATIONS = ("create", "update", "delete")
+FILTER_OPERATORS = ("EQ", "GT", "LT", "GE", "LE")
+
+# Remote statuses, as Zuora spells them.
+MASS_STOPPABLE = frozenset({"Pending", "Processing"})
+MASS_TERMINAL = frozenset({"Stopped", "Completed", "Failed"})
+MASS_ACTIVE = frozenset({"Pending", "Processing", "Stopping"})
+CO_CANCELLABLE = frozenset({"accepted", "pending"})
+CO_TERMINAL = frozenset({"completed", "failed", "cancelled"})
+CO_ACTIVE = frozenset({"accepted", "pending", "in_progress"})  # these hold one of the 5 slots
+COMPLETED = frozenset({"Completed", "completed"})
+UNSUCCESSFUL = frozenset({"Failed", "Stopped", "failed", "cancelled"})
+
+# Ledger phases of one remote job (one row per remote job ever attempted).
+PHASE_INTENT = "intent"  # intent committed, the POST's outcome is not known yet
+PHASE_CREATED = "created"  # custom object job exists remotely, its file is not uploaded yet
+PHASE_ACTIVE = "active"  # running remotely (non-terminal remote status)
+PHASE_DONE = "done"  # terminal remote status recorded
+PHASE_RETIRED = "retired"  # spec removed / forgotten / superseded: ledger history only
+PHASES = (PHASE_INTENT, PHASE_CREATED, PHASE_ACTIVE, PHASE_DONE, PHASE_RETIRED)
+
+# Plan actions, their symbols and the order the summary line uses.
+ACTIONS = ("submit", "upload", "replace", "stop", "cancel", "retire", "wait", "conflict")
+SYMBOLS = {
+    "submit": "+",
+    "upload": "↑",
+    "replace": "~",
+    "stop": "-",
+    "cancel": "-",
+    "retire": "x",
+    "wait": "…",
+    "conflict": "!",
+}
+
+IN_DOUBT_SECONDS = 24 * 3600  # Zuora keeps idempotency keys for 24 h
+
+
+def is_terminal(kind: str, status: str | None) -> bool:
+    """True when a remote status can no longer change."""
+    return status in (MASS_TERMINAL if kind == MASS_ACTION else CO_TERMINAL)
+
+
+def is_stoppable(kind: str, status: str | None) -> bool:
+    """True when the job can still be stopped (Mass Updater) or cancelled (custom object)."""
+    return status in (MASS_STOPPABLE if kind == MASS_ACTION else CO_CANCELLABLE)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation problem, located in a file."""
+
+    file: str  # path relative to the repo root (or as given)
+    message: str
+    line: int | None = None
+    path: str = ""  # field path inside the document, e.g. "spec.filter.conditions[0].operator"
+    row: int | None = None  # CSV row (header = 1) for content problems
+
+    def render(self) -> str:
+        """`file:line: path: message` (parts left out when unknown)."""
+        where = self.file + (f":{self.line}" if self.line else "")
+        if self.row is not None:
+            where += f": row {self.row}"
+        return f"{where}: {self.path + ': ' if self.path else ''}{self.message}"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One delete-filter condition (ANDed with the others)."""
+
+    field: str
+    operator: str
+    value: str | int | float | bool
+
+
+@dataclass(frozen=True)
+class DesiredSpec:
+    """One validated spec: what should have run, exactly once per revision."""
+
+    name: str
+    kind: str
+    source: str  # spec file, relative to the repo root
+    line: int  # line of the document in that file
+    fingerprint: str
+    fingerprint_version: int
+    revision: int = 1
+    description: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    depends_on: tuple[str, ...] = ()
+    # MassAction
+    action_type: str | None = None
+    # CustomObjectJob
+    namespace: str | None = None
+    object: str | None = None
+    operation: str | None = None
+    conditions: tuple[Condition, ...] = ()
+    allow_delete_all: bool = False
+    # The data file (both kinds; None for custom object delete)
+    file: str | None = None  # relative to the repo root
+    file_sha256: str | None = None
+    file_size: int | None = None
+
+    @property
+    def needs_upload(self) -> bool:
+        """Custom object create/update jobs take their file in a second step."""
+        return self.kind == CUSTOM_OBJECT_JOB and self.operation in ("create", "update")
+
+    def label_dict(self) -> dict[str, str]:
+        return dict(self.labels)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    """All specs of a repo, keyed by name, plus a digest over specs and files."""
+
+    specs: tuple[DesiredSpec, ...]
+    digest: str  # sha256 over every spec document and file hash: pins a saved plan
+
+    def by_name(self) -> dict[str, DesiredSpec]:
+        return {s.name: s for s in self.specs}
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One remote job (or attempt at one) as the ledger recorded it."""
+
+    id: int  # ledger row id
+    name: str
+    kind: str
+    generation: int  # 1, 2, ... per name: each new remote job gets the next
+    fingerprint: str
+    fingerprint_version: int
+    revision: int
+    idempotency_key: str
+    phase: str  # one of PHASES
+    created_at: datetime
+    updated_at: datetime
+    remote_id: str | None = None  # bulkKey or custom object job Id
+    remote_status: str | None = None
+    uploaded: bool = False  # custom object file uploaded
+    total: int | None = None
+    processed: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    detail: dict = field(default_factory=dict, compare=False, hash=False)
+    result_path: str | None = None
+    result_sha256: str | None = None
+    rerun: bool = False  # created by an explicit --rerun
+
+
+@dataclass(frozen=True)
+class SpecRecord:
+    """Every job the ledger holds for one spec name, oldest first."""
+
+    name: str
+    jobs: tuple[JobRecord, ...]
+
+    @property
+    def latest(self) -> JobRecord:
+        return self.jobs[-1]
+
+
+@dataclass(frozen=True)
+class RecordedState:
+    """The ledger's view: records by name, plus the lineage/serial that pins a plan."""
+
+    records: tuple[SpecRecord, ...] = ()
+    lineage: str | None = None
+    serial: int = 0
+
+    def by_name(self) -> dict[str, SpecRecord]:
+        return {r.name: r for r in self.records}
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The live remote status of one recorded job, as fetched by refresh."""
+
+    remote_id: str
+    kind: str
+    status: str | None  # None when missing remotely
+    missing: bool = False  # the remote answered 404
+    total: int | None = None
+    processed: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    output_url: str | None = None
+    error: str | None = None  # job-level error message, if any
+
+
+@dataclass(frozen=True)
+class ObservedState:
+    """Observations keyed by remote id; empty with --no-refresh."""
+
+    observations: tuple[Observation, ...] = ()
+
+    def by_remote_id(self) -> dict[str, Observation]:
+        return {o.remote_id: o for o in self.observations}
