@@ -41,6 +41,10 @@ class LockHeldError(LedgerError):
     """Another run holds the ledger lock."""
 
 
+class UsageError(ReconcilerError):
+    """A command-line argument is wrong: a bad --selector, a --target or --rerun naming no spec."""
+
+
 class PlanFileError(ReconcilerError):
     """A saved plan file is unreadable, malformed or stale."""
 
