@@ -1,0 +1,397 @@
+"""The pure planner: desired + recorded + observed + options -> Plan (DESIGN §4). No I/O.
+
+It pairs by spec name, classifies each name on its own, then applies the two rules that look across
+names — dependencies and custom object slots — and sorts: dependency depth first (a spec comes after
+everything it depends on), then name. The applier may walk the changes in that order.
+
+Choices the table of DESIGN §4 leaves open, decided here:
+- Any fingerprint change while the latest job is still running — a revision bump included — is a
+  `replace` when the job can be stopped or cancelled and a `wait` otherwise: one name never has two
+  running jobs.
+- A dependency counts as done only when its latest job Completed and its own spec is in sync. A
+  dependency that Failed, Stopped or was cancelled keeps its dependents waiting ("dependency X
+  failed") until it is fixed and completes.
+- Filtered-out names get no change and are not counted, but their jobs still hold custom object
+  slots and still gate their dependents. Selectors match labels, so they leave removed specs out.
+- Slots freed by cancels in the same plan are not handed out again: those submits wait one run.
+- Fingerprints are compared only between equal `fingerprint_version`s; across versions only the
+  revision counts, so a new algorithm never makes old records look edited.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+from reconciler.errors import UsageError
+from reconciler.model import (
+    CO_ACTIVE, COMPLETED, CUSTOM_OBJECT_JOB, IN_DOUBT_SECONDS, MASS_ACTION, PHASE_ACTIVE, PHASE_CREATED,
+    PHASE_INTENT, PHASE_RETIRED, UNSUCCESSFUL, DesiredSpec, DesiredState, JobRecord, ObservedState,
+    RecordedState, SpecRecord, is_stoppable, is_terminal,
+)
+from reconciler.plan import Change, Drift, Plan, PlanOptions
+
+UNCHANGED = "unchanged"  # classification of a name in sync; None means "not even counted"
+ROLLBACK_NOTE = "rows already processed will not be rolled back"
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """A job's status as the planner sees it: observed when refreshed, else recorded."""
+
+    status: str | None
+    missing: bool
+    processed: int | None
+    total: int | None
+
+
+def make_plan(
+    desired: DesiredState,
+    recorded: RecordedState,
+    observed: ObservedState,
+    options: PlanOptions,
+    *,
+    environment: str,
+    reconciler_version: str,
+) -> Plan:
+    """Compute the plan: a pure function of the three states and the options."""
+    specs = desired.by_name()
+    records = recorded.by_name()
+    seen = _Observer(observed)
+    _check_names(options, specs, records)
+
+    names = sorted(set(specs) | set(records))
+    base = {n: _classify(specs.get(n), records.get(n), seen, options) for n in names}
+    depth = _depths(specs)
+    ordered = sorted((n for n in names if _selected(n, specs.get(n), options)), key=lambda n: (depth.get(n, 0), n))
+
+    results = {n: _hold_for_dependencies(base[n], specs, records, base, seen) for n in ordered}
+    _hold_for_slots(results, ordered, recorded, seen, options.custom_object_slots)
+
+    return Plan(
+        reconciler_version=reconciler_version,
+        created_at=options.now,
+        environment=environment,
+        lineage=recorded.lineage,
+        serial=recorded.serial,
+        spec_digest=desired.digest,
+        changes=tuple(results[n] for n in ordered if isinstance(results[n], Change)),
+        drift=_drift(recorded, seen),
+        unchanged=sum(1 for n in ordered if results[n] == UNCHANGED),
+    )
+
+
+def _classify(spec: DesiredSpec | None, rec: SpecRecord | None, seen: _Observer, options: PlanOptions):
+    """One name on its own: a Change, UNCHANGED, or None (removed and already retired)."""
+    if spec is None:
+        return _classify_removed(rec, seen, options)
+    if rec is None:
+        return _submit(spec, "new", generation=1)
+    latest = rec.latest
+    top = max(j.revision for j in rec.jobs)
+    rerun = spec.name in options.reruns
+    if latest.phase == PHASE_INTENT:
+        return _classify_intent(spec, latest, options)
+    if latest.phase == PHASE_RETIRED:
+        if spec.revision > top:
+            return _submit(spec, f"revision {top} -> {spec.revision}", generation=_next(rec))
+        if rerun:
+            return _submit(spec, "rerun requested", generation=_next(rec), rerun=True)
+        return _conflict(spec.name, spec.kind, f"re-added retired spec (retired at revision {top})",
+                         f"bump revision above {top} or run with --rerun {spec.name}", spec=spec)
+    now = seen(latest)
+    if now.missing:
+        return _missing(spec.name, latest, spec)
+    if spec.revision < top:
+        return _conflict(spec.name, spec.kind, f"revision went down ({top} -> {spec.revision})",
+                         f"set revision to {top + 1} or more, or back to {top}", spec=spec, job=latest)
+    changed = _changed(spec, latest)
+    if not is_terminal(latest.kind, now.status):
+        return _classify_running(spec, rec, now, changed, rerun)
+    if spec.revision > top:
+        return _submit(spec, f"revision {top} -> {spec.revision}", generation=_next(rec))
+    if now.status in COMPLETED:
+        if rerun:
+            return _submit(spec, "rerun requested", generation=_next(rec), rerun=True)
+        if changed:
+            return _conflict(spec.name, spec.kind, "spec changed after its job completed",
+                             f"revert the change, bump revision to {top + 1}, or run with --rerun {spec.name}",
+                             spec=spec, job=latest)
+        return UNCHANGED
+    if changed:  # the job ended Failed, Stopped or cancelled: the edited spec may run
+        return _submit(spec, f"retry after change (last job {now.status})", generation=_next(rec),
+                       previous_status=now.status)
+    if rerun:
+        return _submit(spec, "rerun requested", generation=_next(rec), rerun=True)
+    return UNCHANGED  # an unsuccessful job is never retried by itself: only a change, bump or --rerun
+
+
+def _classify_running(spec: DesiredSpec, rec: SpecRecord, now: _Seen, changed: bool, rerun: bool):
+    latest = rec.latest
+    if not changed:
+        if latest.phase == PHASE_CREATED and not latest.uploaded and now.status == "pending":
+            return Change(spec.name, spec.kind, "upload", "job created, file not uploaded yet", spec.fingerprint,
+                          spec.revision, latest.remote_id, latest.generation, latest.idempotency_key,
+                          spec.depends_on, _spec_detail(spec))
+        if rerun:
+            return _wait(spec.name, spec.kind, f"rerun requested; job is still {now.status}: plan again when it ends",
+                         {"waiting_for": "job", "status": now.status}, spec=spec, job=latest)
+        return UNCHANGED
+    what = f"revision {latest.revision} -> {spec.revision}" if spec.revision != latest.revision else "spec changed"
+    verb = "stop" if latest.kind == MASS_ACTION else "cancel"
+    if not is_stoppable(latest.kind, now.status):
+        done = {"stop": "stopped", "cancel": "cancelled"}[verb]
+        return _wait(spec.name, spec.kind, f"{what}; job is {now.status} and can no longer be {done}: plan again when it ends",
+                     {"waiting_for": "job", "status": now.status}, spec=spec, job=latest)
+    detail = {**_spec_detail(spec), "remote_action": verb,
+              "replaces": {"remote_id": latest.remote_id, "kind": latest.kind, "generation": latest.generation,
+                           "status": now.status}}
+    if now.status == "Processing":
+        detail.update(processed=now.processed, total=now.total, note=ROLLBACK_NOTE)
+    return Change(spec.name, spec.kind, "replace", f"{what}: {verb} job ({now.status}), then submit again",
+                  spec.fingerprint, spec.revision, latest.remote_id, _next(rec), None, spec.depends_on, detail)
+
+
+def _classify_intent(spec: DesiredSpec, intent: JobRecord, options: PlanOptions):
+    name = spec.name
+    if _in_doubt(intent, options):
+        return _conflict(name, spec.kind, "submission in doubt for more than 24 h", _doubt_way_out(name), spec=spec)
+    if _changed(spec, intent):
+        return _conflict(name, spec.kind, "spec changed while a submission is in doubt",
+                         f"revert the change so the interrupted submission can finish, or check Zuora, then "
+                         f"`reconciler import {name} ID` or `reconciler forget {name}`", spec=spec)
+    return Change(name, spec.kind, "submit", "resume interrupted submission", spec.fingerprint, spec.revision,
+                  intent.remote_id, intent.generation, intent.idempotency_key, spec.depends_on,
+                  {**_spec_detail(spec), "resume": True})
+
+
+def _classify_removed(rec: SpecRecord, seen: _Observer, options: PlanOptions):
+    latest = rec.latest
+    name, kind = rec.name, latest.kind
+    if latest.phase == PHASE_RETIRED:
+        return None
+    if latest.phase == PHASE_INTENT:
+        if _in_doubt(latest, options):
+            return _conflict(name, kind, "spec removed; submission in doubt for more than 24 h",
+                             _doubt_way_out(name), job=latest)
+        return _wait(name, kind, "spec removed while its submission is unconfirmed: restore the spec to finish it, "
+                     f"or check Zuora, then `reconciler import {name} ID` or `reconciler forget {name}`",
+                     {"waiting_for": "job", "status": None}, job=latest)
+    now = seen(latest)
+    if now.missing:
+        return _missing(name, latest, None)
+    if is_stoppable(kind, now.status):
+        action = "stop" if kind == MASS_ACTION else "cancel"
+        detail = {"status": now.status}
+        if now.status == "Processing":
+            detail.update(processed=now.processed, total=now.total, note=ROLLBACK_NOTE)
+        return _on_job(name, latest, action, f"spec removed: {action} job ({now.status})", detail)
+    if is_terminal(kind, now.status):
+        return _on_job(name, latest, "retire", f"spec removed; job ended {now.status}", {"status": now.status})
+    return _wait(name, kind, f"spec removed; job is {now.status}: retire it once it ends",
+                 {"waiting_for": "job", "status": now.status}, job=latest)
+
+
+def _hold_for_dependencies(result, specs, records, base, seen: _Observer):
+    """Turn a submit/replace into a wait while any dependency has not completed."""
+    if not isinstance(result, Change) or result.action not in ("submit", "replace") or result.detail.get("resume"):
+        return result
+    blocked, why = [], []
+    for dep in specs[result.name].depends_on:
+        reason = _dependency_pending(dep, specs, records, base, seen)
+        if reason:
+            blocked.append(dep)
+            why.append(reason)
+    if not blocked:
+        return result
+    detail = {**result.detail, "waiting_for": "dependency", "dependencies": blocked, "then": result.action}
+    return replace(result, action="wait", reason=f"{result.reason}; {'; '.join(why)}", detail=detail)
+
+
+def _dependency_pending(dep: str, specs, records, base, seen: _Observer) -> str | None:
+    if dep not in specs:
+        return f"dependency {dep} has no spec"
+    mine = base[dep]
+    if isinstance(mine, Change):
+        if mine.action == "conflict":
+            return f"dependency {dep} has a conflict"
+        return f"waiting for dependency {dep} ({'itself waiting' if mine.action == 'wait' else mine.action + ' planned'})"
+    status = seen(records[dep].latest).status  # in sync, so it has a record
+    if status in COMPLETED:
+        return None
+    if status in UNSUCCESSFUL:
+        return f"dependency {dep} {status.lower()}"
+    return f"waiting for dependency {dep} ({status})"
+
+
+def _hold_for_slots(results: dict, ordered: list[str], recorded: RecordedState, seen: _Observer, slots: int):
+    """Hand free custom object slots to new submits in plan order; the rest wait."""
+    active = sum(1 for rec in recorded.records for job in rec.jobs if _holds_slot(job, seen))
+    planned = 0
+    for name in ordered:
+        change = results[name]
+        needs_slot = (isinstance(change, Change) and change.kind == CUSTOM_OBJECT_JOB
+                      and change.action == "submit" and not change.detail.get("resume"))
+        if not needs_slot:
+            continue
+        if active + planned < slots:
+            planned += 1
+            continue
+        use = f"{active} of {slots} active" if not planned else f"{active} active + {planned} planned, of {slots}"
+        results[name] = replace(change, action="wait", reason=f"{change.reason}; no free custom object slot ({use})",
+                                detail={**change.detail, "waiting_for": "slot", "then": "submit"})
+
+
+def _holds_slot(job: JobRecord, seen: _Observer) -> bool:
+    if job.kind != CUSTOM_OBJECT_JOB:
+        return False
+    now = seen(job)
+    if now.missing:
+        return False
+    if now.status is not None:
+        return now.status in CO_ACTIVE
+    return job.phase in (PHASE_INTENT, PHASE_CREATED, PHASE_ACTIVE)  # it may exist remotely: count it
+
+
+def _drift(recorded: RecordedState, seen: _Observer) -> tuple[Drift, ...]:
+    found = []
+    for rec in sorted(recorded.records, key=lambda r: r.name):
+        for job in rec.jobs:
+            obs = seen.observations.get(job.remote_id) if job.remote_id else None
+            if obs is None:
+                continue
+            observed = None if obs.missing else obs.status
+            if observed != job.remote_status:
+                found.append(Drift(rec.name, job.remote_id, job.remote_status, observed))
+    return tuple(found)
+
+
+def _depths(specs: dict[str, DesiredSpec]) -> dict[str, int]:
+    """Longest dependsOn chain below each spec (Kahn's algorithm; validate refuses cycles)."""
+    deps = {n: {d for d in s.depends_on if d in specs} for n, s in specs.items()}
+    dependents = defaultdict(list)
+    for name, ds in deps.items():
+        for d in ds:
+            dependents[d].append(name)
+    remaining = {n: set(ds) for n, ds in deps.items()}
+    ready = [n for n, ds in remaining.items() if not ds]
+    depth: dict[str, int] = {}
+    while ready:
+        name = ready.pop()
+        depth[name] = 1 + max((depth[d] for d in deps[name]), default=-1)
+        for other in dependents[name]:
+            remaining[other].discard(name)
+            if not remaining[other]:
+                ready.append(other)
+    return depth
+
+
+def _check_names(options: PlanOptions, specs: dict, records: dict) -> None:
+    for flag, names in (("--target", options.targets), ("--exclude", options.excludes)):
+        for name in sorted(names):
+            if name not in specs and name not in records:
+                raise UsageError(f"{flag} {name}: no spec named {name!r} in the specs or the ledger; "
+                                 "check the name with `reconciler validate` or `reconciler status`")
+    for name in sorted(options.reruns):
+        if name not in specs:
+            raise UsageError(f"--rerun {name}: no spec named {name!r}; a rerun needs the spec in the repository")
+
+
+def _selected(name: str, spec: DesiredSpec | None, options: PlanOptions) -> bool:
+    if options.targets and name not in options.targets:
+        return False
+    if name in options.excludes:
+        return False
+    if options.selectors:
+        labels = spec.label_dict() if spec else {}
+        return all(labels.get(key) == value for key, value in options.selectors)
+    return True
+
+
+class _Observer:
+    """Looks up the observed status of a recorded job (observed overrides recorded)."""
+
+    def __init__(self, observed: ObservedState):
+        self.observations = observed.by_remote_id()
+
+    def __call__(self, job: JobRecord) -> _Seen:
+        obs = self.observations.get(job.remote_id) if job.remote_id else None
+        if obs is None:
+            return _Seen(job.remote_status, False, job.processed, job.total)
+        return _Seen(obs.status, obs.missing, _first(obs.processed, job.processed), _first(obs.total, job.total))
+
+
+def _first(a, b):
+    return a if a is not None else b
+
+
+def _changed(spec: DesiredSpec, job: JobRecord) -> bool:
+    if spec.fingerprint_version != job.fingerprint_version:
+        return spec.revision != job.revision
+    return spec.fingerprint != job.fingerprint
+
+
+def _in_doubt(job: JobRecord, options: PlanOptions) -> bool:
+    return (options.now - job.created_at).total_seconds() >= IN_DOUBT_SECONDS
+
+
+def _doubt_way_out(name: str) -> str:
+    return (f"check Zuora for the job, then `reconciler import {name} ID` if it exists "
+            f"or `reconciler forget {name}` if it does not")
+
+
+def _next(rec: SpecRecord) -> int:
+    return max(j.generation for j in rec.jobs) + 1
+
+
+def _spec_detail(spec: DesiredSpec) -> dict:
+    if spec.kind == MASS_ACTION:
+        return {"actionType": spec.action_type, "file": spec.file, "file_sha256": spec.file_sha256}
+    detail = {"namespace": spec.namespace, "object": spec.object, "operation": spec.operation,
+              "file": spec.file, "file_sha256": spec.file_sha256,
+              "conditions": [{"field": c.field, "operator": c.operator, "value": c.value} for c in spec.conditions]}
+    if spec.operation == "delete":
+        detail["allowDeleteAll"] = spec.allow_delete_all
+    return detail
+
+
+def _submit(spec: DesiredSpec, reason: str, *, generation: int, rerun: bool = False,
+            previous_status: str | None = None) -> Change:
+    detail = _spec_detail(spec)
+    if rerun:
+        detail["rerun"] = True
+    if previous_status:
+        detail["previous_status"] = previous_status
+    return Change(spec.name, spec.kind, "submit", reason, spec.fingerprint, spec.revision, None, generation,
+                  None, spec.depends_on, detail)
+
+
+def _on_job(name: str, job: JobRecord, action: str, reason: str, detail: dict) -> Change:
+    return Change(name, job.kind, action, reason, job.fingerprint, job.revision, job.remote_id, job.generation,
+                  None, (), detail)
+
+
+def _wait(name, kind, reason, detail, *, spec: DesiredSpec | None = None, job: JobRecord | None = None) -> Change:
+    return _unactionable("wait", name, kind, reason, detail, spec, job)
+
+
+def _conflict(name, kind, reason, resolve, *, spec: DesiredSpec | None = None, job: JobRecord | None = None):
+    return _unactionable("conflict", name, kind, reason, {"resolve": resolve}, spec, job)
+
+
+def _missing(name: str, job: JobRecord, spec: DesiredSpec | None) -> Change:
+    return _conflict(name, job.kind, "job is recorded but missing remotely (404)",
+                     f"`reconciler forget {name}` to drop the record, or `reconciler import {name} ID` "
+                     "to adopt the right job", spec=spec, job=job)
+
+
+def _unactionable(action, name, kind, reason, detail, spec, job) -> Change:
+    return Change(
+        name, kind, action, reason,
+        fingerprint=spec.fingerprint if spec else job.fingerprint,
+        revision=spec.revision if spec else job.revision,
+        remote_id=job.remote_id if job else None,
+        generation=job.generation if job else None,
+        depends_on=spec.depends_on if spec else (),
+        detail=detail,
+    )

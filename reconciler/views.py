@@ -1,0 +1,188 @@
+"""Rendering of plans (text, JSON, pull-request markdown) and aligned tables, to an injected stream.
+
+Nothing here decides anything: a view shows what the Plan holds. No CSV contents and no secrets
+ever reach a Plan, so none can reach a view.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import timezone
+from typing import TextIO
+
+from reconciler.model import ACTIONS, SYMBOLS
+from reconciler.plan import Change, Plan, to_document
+
+_RESET = "\x1b[0m"
+_COLORS = {
+    "submit": "\x1b[32m",  # green
+    "upload": "\x1b[36m",  # cyan
+    "replace": "\x1b[33m",  # yellow
+    "stop": "\x1b[31m",  # red
+    "cancel": "\x1b[31m",
+    "conflict": "\x1b[31m",
+    "retire": "\x1b[2m",  # dim
+    "wait": "\x1b[2m",
+}
+MARKER = "<!-- reconciler-plan -->"
+_CONFLICTS_ON_TOP = 20  # more than this are only in the changes table, so the comment stays readable
+
+
+def render_table(rows: Sequence[Sequence[object]], headers: Sequence[str] | None, stream: TextIO) -> None:
+    """Write rows as left-aligned columns separated by two spaces (None shows as '-')."""
+    table = [list(headers)] if headers else []
+    table += [["-" if cell is None else str(cell) for cell in row] for row in rows]
+    for line in _align(table):
+        stream.write(line + "\n")
+
+
+def summary_line(plan: Plan) -> str:
+    """`Plan: 2 to submit, 1 to upload, ...; 1 waiting; 0 conflicts; 12 unchanged.`"""
+    s = plan.summary
+    moves = ", ".join(f"{s[a]} to {a}" for a in ACTIONS if a not in ("wait", "conflict"))
+    conflicts = f"{s['conflict']} conflict{'' if s['conflict'] == 1 else 's'}"
+    return f"Plan: {moves}; {s['wait']} waiting; {conflicts}; {s['unchanged']} unchanged."
+
+
+def highlights(change: Change) -> list[str]:
+    """What a reader must not miss beside the reason: the way out of a conflict, rows not rolled back."""
+    found = []
+    if change.action == "conflict" and change.detail.get("resolve"):
+        found.append(change.detail["resolve"])
+    if change.detail.get("note"):
+        processed, total = change.detail.get("processed"), change.detail.get("total")
+        if processed is not None and total is not None:
+            found.append(f"{processed} of {total} {change.detail['note']}")
+        elif processed is not None:
+            found.append(f"{processed} {change.detail['note']}")
+        else:
+            found.append(change.detail["note"])
+    return found
+
+
+def describe(change: Change) -> str:
+    """The reason with its highlights, as one line."""
+    return " — ".join([change.reason, *highlights(change)])
+
+
+def render_text(plan: Plan, stream: TextIO, *, color: bool) -> None:
+    """Human text: one line per change, then drift, then the summary line (ANSI colors when asked)."""
+    rows = [[c.name, c.kind, c.remote_id or "-", describe(c)] for c in plan.changes]
+    for change, line in zip(plan.changes, _align(rows)):
+        symbol = SYMBOLS[change.action]
+        if color:
+            symbol = f"{_COLORS[change.action]}{symbol}{_RESET}"
+        stream.write(f"  {symbol} {line}\n")
+    if plan.drift:
+        if plan.changes:
+            stream.write("\n")
+        stream.write("Drift (recorded -> observed; written to the ledger, not an action):\n")
+        drift_rows = [[d.name, d.remote_id, f"{d.recorded or '(unknown)'} -> {_status(d.observed)}"] for d in plan.drift]
+        for line in _align(drift_rows):
+            stream.write(f"  {line}\n")
+    if plan.changes or plan.drift:
+        stream.write("\n")
+    if plan.changes:
+        stream.write(summary_line(plan) + "\n")
+    else:
+        stream.write(f"No changes. Zuora matches the specs ({plan.unchanged} unchanged).\n")
+
+
+def render_json(plan: Plan, stream: TextIO) -> None:
+    """The plan document (what `plan --out` saves), indented, in document order."""
+    stream.write(json.dumps(to_document(plan), indent=2, ensure_ascii=False) + "\n")
+
+
+def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000) -> None:
+    """A pull-request comment: summary table, conflicts on top, changes folded, cut to limit_bytes."""
+    head = _markdown_head(plan)
+    change_rows = [
+        f"| `{SYMBOLS[c.action]}` | {_md(c.name)} | {c.kind} | {_md(c.remote_id or '')} | {_md(describe(c))} |"
+        for c in plan.changes
+    ]
+    drift_rows = [
+        f"| {_md(d.name)} | {_md(d.remote_id)} | {_md(d.recorded or '(unknown)')} | {_md(_status(d.observed))} |"
+        for d in plan.drift
+    ]
+    foot = [
+        "",
+        f"<sub>reconciler {_md(plan.reconciler_version)} · ledger serial {plan.serial} · "
+        f"specs sha256 {plan.spec_digest[:12]} · {plan.created_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC</sub>",
+    ]
+
+    def assemble(changes_shown: int, drift_shown: int) -> str:
+        lines = list(head)
+        if change_rows:
+            lines += ["", f"<details><summary>{len(change_rows)} change{'s' * (len(change_rows) != 1)}</summary>",
+                      "", "| | name | kind | remote id | reason |", "|:-:|---|---|---|---|",
+                      *change_rows[:changes_shown], "", "</details>"]
+        if drift_rows:
+            lines += ["", "#### Drift (recorded → observed; not an action)", "",
+                      "| name | remote id | recorded | observed |", "|---|---|---|---|", *drift_rows[:drift_shown]]
+        hidden = [f"{n} more {what}" for n, what in ((len(change_rows) - changes_shown, "changes"),
+                                                    (len(drift_rows) - drift_shown, "drift entries")) if n]
+        if hidden:
+            lines += ["", f"> … {' and '.join(hidden)} not shown (comment truncated at {limit_bytes / 1000:g} KB); "
+                          "run `reconciler plan` for the full plan"]
+        return "\n".join(lines + foot) + "\n"
+
+    text = assemble(len(change_rows), len(drift_rows))
+    if _size(text) > limit_bytes:
+        # Keep whole rows, changes first, within what is left once the fixed parts and the note fit.
+        budget = limit_bytes - _size(assemble(0, 0))
+        changes_shown, budget = _fit(change_rows, budget)
+        drift_shown, _ = _fit(drift_rows, budget)
+        text = assemble(changes_shown, drift_shown)
+    stream.write(text)
+
+
+def _markdown_head(plan: Plan) -> list[str]:
+    summary = plan.summary
+    lines = [MARKER, f"### reconciler plan for {_md(plan.environment)}", ""]
+    if not plan.changes:
+        return lines + [f"**No changes.** Zuora matches the specs ({plan.unchanged} unchanged)."]
+    lines += [f"**{summary_line(plan)}**", "", "| action | count |", "|---|--:|"]
+    lines += [f"| `{SYMBOLS[a]}` {a} | {summary[a]} |" for a in ACTIONS]
+    lines.append(f"| unchanged | {summary['unchanged']} |")
+    conflicts = [c for c in plan.changes if c.action == "conflict"]
+    if conflicts:
+        lines += ["", f"#### `!` {len(conflicts)} conflict{'s' * (len(conflicts) != 1)}: apply refuses "
+                      "these specs until they are resolved", ""]
+        lines += [f"- **{_md(c.name)}**: {_md(c.reason)}. Way out: {_md(c.detail.get('resolve', ''))}"
+                  for c in conflicts[:_CONFLICTS_ON_TOP]]
+        if len(conflicts) > _CONFLICTS_ON_TOP:
+            lines.append(f"- … and {len(conflicts) - _CONFLICTS_ON_TOP} more in the changes below")
+    return lines
+
+
+def _fit(rows: list[str], budget: int) -> tuple[int, int]:
+    shown = 0
+    for row in rows:
+        cost = _size(row) + 1  # its newline
+        if cost > budget:
+            break
+        budget -= cost
+        shown += 1
+    return shown, budget
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _md(text: str) -> str:
+    """Escape text for a markdown table cell or list item: no HTML, no code spans, no cell breaks."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("|", "\\|").replace("`", "\\`").replace("\r", " ").replace("\n", " "))
+
+
+def _status(status: str | None) -> str:
+    return "missing (404)" if status is None else status
+
+
+def _align(rows: list[list[str]]) -> list[str]:
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows]
