@@ -1,0 +1,152 @@
+"""Secrets and wire hygiene: tokens live only in memory, never in text; header and path values are well-formed.
+
+Standard library only. Every string the Zuora client builds from a server answer or an exception passes
+through a `Redactor` before it reaches a log line, a `Call` or a `RemoteError`.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from typing import Callable
+from urllib.parse import quote, urlsplit
+
+from reconciler.errors import ConfigError, ReconcilerError, RemoteError
+
+REDACTED = "***"
+# Shapes a credential takes in free text, whatever its value: a bearer header, or a token / secret
+# field in JSON or in a form body.
+_PATTERNS = (
+    re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"),
+    re.compile(r"(?i)(\"?(?:access_token|client_secret|refresh_token)\"?\s*[:=]\s*\"?)[^\s\"&,}]+"),
+)
+_TRACK_ID_FORBIDDEN = set(':;"\'')
+TOKEN_MARGIN = 300.0  # refresh this long before expiry (or 10 % of the lifetime, if shorter)
+TRACK_ID_MAX = 64
+IDEMPOTENCY_KEY_MAX = 255
+
+
+class Redactor:
+    """Replaces every known secret value, and anything shaped like a credential, with `***`."""
+
+    def __init__(self, *secrets: str | None):
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        for secret in secrets:
+            self.add(secret)
+
+    def add(self, secret: str | None) -> None:
+        """Remember one more value (a client secret, a freshly issued token) to hide."""
+        if secret:
+            with self._lock:
+                self._secrets.add(secret)
+
+    def __call__(self, text: str) -> str:
+        """`text` with every secret hidden."""
+        with self._lock:
+            secrets = sorted(self._secrets, key=len, reverse=True)
+        for secret in secrets:
+            text = text.replace(secret, REDACTED)
+        for pattern in _PATTERNS:
+            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+        return text
+
+
+class TokenCache:
+    """One OAuth access token shared by every thread, fetched once and refreshed before it expires."""
+
+    def __init__(self, fetch: Callable[[], tuple[str, float]], *, clock: Callable[[], float] = time.monotonic,
+                 redactor: Redactor | None = None):
+        self._fetch = fetch  # returns (token, lifetime in seconds)
+        self._clock = clock
+        self._redactor = redactor
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._refresh_at = 0.0
+
+    def get(self) -> str:
+        """The current token, fetching a new one first when there is none or it is near expiry."""
+        with self._lock:  # one fetch serves every waiting thread
+            if self._token is None or self._clock() >= self._refresh_at:
+                issued = self._clock()
+                token, lifetime = self._fetch()
+                if self._redactor is not None:
+                    self._redactor.add(token)
+                self._token = token
+                self._refresh_at = issued + lifetime - min(TOKEN_MARGIN, lifetime * 0.1)
+            return self._token
+
+    def invalidate(self, token: str | None) -> None:
+        """Forget `token` after Zuora refused it, unless another thread already replaced it."""
+        with self._lock:
+            if self._token == token:
+                self._token = None
+
+
+def new_track_id() -> str:
+    """A fresh per-run `Zuora-Track-Id`: `reconciler-<uuid4 hex>` (43 characters)."""
+    return f"reconciler-{uuid.uuid4().hex}"
+
+
+def validate_track_id(value: str) -> str:
+    """Return `value` if Zuora accepts it as a Track-Id: 1-64 printable US-ASCII, none of `:;"'`."""
+    if not isinstance(value, str) or not 0 < len(value) <= TRACK_ID_MAX:
+        raise ConfigError(f"Zuora-Track-Id must be 1 to {TRACK_ID_MAX} characters, got {value!r}")
+    bad = sorted({c for c in value if not _printable_ascii(c) or c in _TRACK_ID_FORBIDDEN})
+    if bad:
+        raise ConfigError(
+            f"Zuora-Track-Id {value!r} contains {''.join(bad)!r}: use printable US-ASCII without : ; \" '"
+        )
+    return value
+
+
+def validate_idempotency_key(value: str) -> str:
+    """Return `value` if it is a usable Idempotency-Key: 1-255 printable US-ASCII characters."""
+    if not isinstance(value, str) or not 0 < len(value) <= IDEMPOTENCY_KEY_MAX:
+        raise ValueError(f"an Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX} characters, got {len(str(value))}")
+    if not all(_printable_ascii(c) for c in value):
+        raise ValueError(f"an Idempotency-Key must be printable US-ASCII, got {value!r}")
+    return value
+
+
+def validate_header_value(name: str, value: str) -> str:
+    """Return `value` if it can travel in header `name` (printable US-ASCII, no line breaks)."""
+    if not all(_printable_ascii(c) for c in value):
+        raise ConfigError(f"{name} must be printable US-ASCII, got {value!r}")
+    return value
+
+
+def _printable_ascii(char: str) -> bool:
+    return " " <= char <= "~"
+
+
+def path_segment(value: str) -> str:
+    """A remote id (bulkKey, job Id) made safe for a URL path."""
+    if not isinstance(value, str) or not value.strip() or value in (".", ".."):
+        raise ReconcilerError(f"{value!r} is not a valid Zuora id")
+    return quote(value, safe="")
+
+
+def file_id_of(url_or_id: str) -> str:
+    """The id of a Zuora file from an outputURL or a bare id: the URL's host is never used."""
+    text = (url_or_id or "").strip()
+    if "/" in text:
+        match = re.search(r"/v1/files/([^/]+)/?$", urlsplit(text).path)
+        if not match:
+            raise RemoteError(f"{text!r} is not a Zuora file URL (.../v1/files/<id>)", endpoint="GET /v1/files")
+        text = match.group(1)
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+        raise RemoteError(f"{text!r} is not a Zuora file id", endpoint="GET /v1/files")
+    return text
+
+
+def describe_body(raw: bytes, content_type: str | None, expected: str) -> str:
+    """A short, tag-free description of a body we cannot use (HTML error page, truncated JSON...)."""
+    content_type = content_type or "no content type"
+    if not raw.strip():
+        return f"expected {expected}, got an empty body ({content_type})"
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]*>", " ", raw[:2000].decode("utf-8", "replace"))).strip()
+    snippet = f": {text[:120]}" if text else ""
+    return f"expected {expected}, got {len(raw)} bytes of {content_type}{snippet}"

@@ -1,0 +1,146 @@
+"""Attempts at a Zuora call: how a failure is classified, whether and when to send again, what is recorded.
+
+Standard library only, so the policy is tested without the network. Bounded exponential backoff with
+full jitter; sleep, clock and random source are injectable so tests never really wait.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from reconciler.errors import RemoteError
+
+# Zuora's error-handling guide: retry these statuses; never other 4xx.
+RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Last two digits of an 8-digit Zuora error code: locking contention, temporary, limit exceeded,
+# integration. Only these make a `success: false` body worth retrying.
+RETRYABLE_CATEGORIES = frozenset({50, 61, 70, 99})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries: at most `max_attempts` calls and `max_elapsed` seconds in total."""
+
+    max_attempts: int = 6
+    max_elapsed: float = 120.0
+    base: float = 0.5
+    cap: float = 30.0
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    rng: random.Random = field(default_factory=random.Random)
+
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter delay after failed attempt number `attempt` (1-based)."""
+        ceiling = min(self.cap, self.base * (2 ** max(0, attempt - 1)))
+        return self.rng.uniform(0.0, ceiling)
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """The wait before the next attempt: never shorter than what the server asked for."""
+        jittered = self.backoff(attempt)
+        return jittered if retry_after is None else max(retry_after, jittered)
+
+    def permits(self, attempt: int, elapsed: float, delay: float) -> bool:
+        """True when another attempt after `delay` seconds stays inside both bounds."""
+        return attempt < self.max_attempts and elapsed + delay <= self.max_elapsed
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP attempt, as reported to the client's `on_call` (the ledger's event log)."""
+
+    method: str
+    path: str
+    status: int | None
+    request_id: str | None
+    track_id: str
+    idempotency_key: str | None
+    outcome: str  # "ok" | "error" | "retry" | "dropped" | "timeout"
+    attempt: int
+    duration_ms: int
+    error: str | None
+
+
+class Failure(Exception):
+    """One failed attempt: the error to raise, and the facts that decide whether to send again."""
+
+    def __init__(self, error: RemoteError, kind: str = "http", *, reached_server: bool = True,
+                 retry_after: float | None = None, unauthorized: bool = False):
+        super().__init__(str(error))
+        self.error = error
+        self.kind = kind  # "http" (an answer came), "dropped" or "timeout"
+        self.reached_server = reached_server  # False when the server cannot have acted on the request
+        self.retry_after = retry_after
+        self.unauthorized = unauthorized
+
+
+def next_delay(policy: RetryPolicy, failure: Failure, *, attempt: int, elapsed: float, resendable: bool) -> float | None:
+    """Seconds to wait before sending again, or None to give up.
+
+    A request that is not `resendable` (a POST/PATCH without an Idempotency-Key) is sent again only
+    when it cannot have reached the server: sending it twice could create two jobs.
+    """
+    if not failure.error.retryable or not (resendable or not failure.reached_server):
+        return None
+    wait = policy.delay(attempt, failure.retry_after)
+    return wait if policy.permits(attempt, elapsed, wait) else None
+
+
+def error_details(data: Any) -> tuple[str, Any] | None:
+    """(message, code) from any Zuora error shape: v1 reasons, custom object {code, message}, 401 {message}, legacy Errors."""
+    if not isinstance(data, dict):
+        return None
+    for list_key, code_key, message_key in (("reasons", "code", "message"), ("Errors", "Code", "Message")):
+        items = data.get(list_key)
+        items = [r for r in items if isinstance(r, dict)] if isinstance(items, list) else []
+        if items:
+            messages = [str(r[message_key]).strip() for r in items if r.get(message_key)]
+            return "; ".join(messages) or "no message given", _code(items[0].get(code_key))
+    for code_key, message_key in (("code", "message"), ("FaultCode", "FaultMessage")):
+        if data.get(message_key):
+            return str(data[message_key]), _code(data.get(code_key))
+    return error_details(data["error"]) if isinstance(data.get("error"), dict) else None
+
+
+def _code(value: Any) -> str | int | None:
+    if value is None or (isinstance(value, (str, int)) and not isinstance(value, bool)):
+        return value
+    return str(value)
+
+
+def code_category(code: object) -> int | None:
+    """The 2-digit category of a Zuora error code (`53100320` -> 20; a bare `70` -> 70)."""
+    text = str(code).strip() if code is not None else ""
+    if not text.isdigit() or len(text) not in (2, 8):
+        return None
+    return int(text[-2:])
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: Callable[[], float] = time.time) -> float | None:
+    """Seconds the server asked us to wait: `Retry-After` (seconds or HTTP date), else `RateLimit-Reset`."""
+    value = headers.get("retry-after")
+    if value is not None:
+        seconds = _number(value)
+        if seconds is None:
+            try:
+                seconds = email.utils.parsedate_to_datetime(value.strip()).timestamp() - now()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                seconds = None
+        if seconds is not None:
+            return max(0.0, seconds)
+    reset = _number(headers.get("ratelimit-reset"))
+    if reset is None:
+        return None
+    # The draft standard says delta-seconds; some gateways send an epoch timestamp instead.
+    return max(0.0, reset - now() if reset > 1_000_000_000 else reset)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and number == number and number != float("inf") else None
