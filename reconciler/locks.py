@@ -1,0 +1,144 @@
+"""The run lock (DESIGN §5): one lease row in the ledger's `locks` table.
+
+`LockMethods` is mixed into `Ledger` and runs inside its transactions (plain SQL on its connection;
+sqlite-utils stays in ledger.py). Lock transactions never bump the ledger serial, even when they
+append an audit event (a take-over, a forced release): taking the lock must not make the saved plan
+a run is about to apply look stale. The functions below are the pure lease rules over a lock row (id,
+user, host, pid, ci_run_url, acquired_at, heartbeat_at, lease_seconds; times in epoch seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from reconciler.errors import LedgerError, LockHeldError
+
+if TYPE_CHECKING:
+    from reconciler.ledger import Actor
+
+POLL_SECONDS = 0.25  # how often a waiting run looks at the lock again
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists on this host (or when that cannot be told)."""
+    if os.name == "nt":  # os.kill would terminate the process there: rely on the lease instead
+        return True
+    if pid <= 0:  # 0 and negatives name process groups, never a holder
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. PermissionError: it exists and belongs to another user
+        return True
+    return True
+
+
+def takeover_reason(row: Mapping, host: str, now: float) -> str | None:
+    """Why a caller on `host` may take this lock over at `now`, or None when it is still held."""
+    if row["host"] == host and not pid_alive(int(row["pid"])):
+        return f"the holder process {row['pid']} on {host} is gone"
+    silent = now - float(row["heartbeat_at"])
+    if silent > float(row["lease_seconds"]):
+        return f"its lease lapsed: no heartbeat for {silent:.0f}s (lease {float(row['lease_seconds']):.0f}s)"
+    return None
+
+
+def holder(row: Mapping) -> str:
+    """`user@host pid N`, plus the CI run when there is one."""
+    text = f"{row['user']}@{row['host']} pid {row['pid']}"
+    return f"{text} (CI run {row['ci_run_url']})" if row.get("ci_run_url") else text
+
+
+def iso(epoch: float) -> str:
+    """An epoch time as an ISO 8601 UTC string, to the second."""
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+
+
+def held_message(path: object, row: Mapping, now: float) -> str:
+    """The LockHeldError text: who holds the lock, since when, and what to do."""
+    silent = max(0.0, now - float(row["heartbeat_at"]))
+    return (
+        f"{path}: the ledger is locked by {holder(row)} since {iso(float(row['acquired_at']))}, "
+        f"last heartbeat {iso(float(row['heartbeat_at']))} ({silent:.0f}s ago). "
+        "Wait for that run to finish (or pass --lock-timeout), or, if it is gone, "
+        f"run `reconciler lock release {row['id']}`."
+    )
+
+
+class LockMethods:
+    """Ledger methods for the run lock; they rely on Ledger's transaction and event helpers."""
+
+    def acquire_lock(self, holder: Actor, *, lease_seconds: float = 60, timeout: float = 0, now=time.time) -> str:
+        """Take the ledger lock, waiting up to `timeout` seconds; returns the lock id or raises LockHeldError.
+
+        A holder on this host whose process is gone is taken over at once; any holder whose lease
+        lapsed (no heartbeat for its lease_seconds) is taken over too; both leave an event.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._transaction() as tx:
+                tx.bump = False
+                row = self._row("SELECT * FROM locks ORDER BY acquired_at LIMIT 1")
+                moment = now()
+                reason = takeover_reason(row, holder.host, moment) if row else None
+                if row is None or reason:
+                    return self._take_lock(holder, lease_seconds, moment, row, reason)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockHeldError(held_message(self.path, row, moment))
+            time.sleep(min(POLL_SECONDS, remaining))
+
+    def _take_lock(self, holder: Actor, lease: float, moment: float, old: dict | None, reason: str | None) -> str:
+        if old is not None:
+            self._update("DELETE FROM locks WHERE id = ?", (old["id"],), f"lock {old['id']}")
+            self._append_event(
+                run_id=None, event_type="lock_takeover", actor=holder,
+                detail={"lock_id": old["id"], "holder": holder(old), "reason": reason},
+            )
+        lock_id = uuid.uuid4().hex
+        self._conn.execute(
+            "INSERT INTO locks (id, user, host, pid, ci_run_url, acquired_at, heartbeat_at, lease_seconds)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (lock_id, holder.user, holder.host, holder.pid, holder.ci_run_url, moment, moment, float(lease)),
+        )
+        return lock_id
+
+    def heartbeat(self, lock_id: str, *, now=time.time) -> None:
+        """Renew the lease; LedgerError when the lock was released or taken over meanwhile."""
+        with self._transaction() as tx:
+            tx.bump = False
+            if self._conn.execute("UPDATE locks SET heartbeat_at = ? WHERE id = ?", (now(), lock_id)).rowcount != 1:
+                raise LedgerError(
+                    f"{self.path}: lock {lock_id} is no longer held (released or taken over by another run); "
+                    "stop, then check `reconciler lock status` and `reconciler status` before running again"
+                )
+
+    def release_lock(self, lock_id: str, *, by: Actor | None = None, forced: bool = False) -> None:
+        """Release a lock; `forced` (operator `lock release`) also appends an event naming `by`."""
+        with self._transaction() as tx:
+            tx.bump = False
+            row = self._row("SELECT * FROM locks WHERE id = ?", (lock_id,))
+            if row is None:
+                raise LedgerError(f"{self.path}: no lock {lock_id} is held; `reconciler lock status` shows the current one")
+            self._update("DELETE FROM locks WHERE id = ?", (lock_id,), f"lock {lock_id}")
+            if forced:
+                self._append_event(
+                    run_id=None, event_type="lock_release", actor=by,
+                    detail={"lock_id": lock_id, "holder": holder(row), "forced": True},
+                )
+
+    def current_lock(self, *, now=time.time) -> dict | None:
+        """The lock row (times as ISO strings) plus `holder` text and `expired`, or None when free."""
+        with self._reading():
+            row = self._row("SELECT * FROM locks ORDER BY acquired_at LIMIT 1")
+        if row is None:
+            return None
+        expired = now() - row["heartbeat_at"] > row["lease_seconds"]
+        times = {k: iso(row[k]) for k in ("acquired_at", "heartbeat_at")}
+        return {**row, **times, "holder": holder(row), "expired": expired}
