@@ -56,7 +56,7 @@ def make_plan(
 ) -> Plan:
     """Compute the plan: a pure function of the three states and the options."""
     specs = desired.by_name()
-    records = recorded.by_name()
+    records = {name: rec for name, rec in recorded.by_name().items() if rec.jobs}
     seen = _Observer(observed)
     _check_names(options, specs, records)
 
@@ -129,7 +129,7 @@ def _classify(spec: DesiredSpec | None, rec: SpecRecord | None, seen: _Observer,
 def _classify_running(spec: DesiredSpec, rec: SpecRecord, now: _Seen, changed: bool, rerun: bool):
     latest = rec.latest
     if not changed:
-        if latest.phase == PHASE_CREATED and not latest.uploaded and now.status == "pending":
+        if latest.phase == PHASE_CREATED and not latest.uploaded and now.status in (None, "pending"):
             return Change(spec.name, spec.kind, "upload", "job created, file not uploaded yet", spec.fingerprint,
                           spec.revision, latest.remote_id, latest.generation, latest.idempotency_key,
                           spec.depends_on, _spec_detail(spec))
