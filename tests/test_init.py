@@ -1,0 +1,154 @@
+"""`reconciler init`: every file, all-or-nothing refusal, --force, and a scaffold that works."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reconciler import __version__
+from reconciler.commands.init import FILES, init, render
+from reconciler.errors import UsageError
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "reconciler" / "templates"
+TARGETS = [target for _, target in FILES]
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def run(*args, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_init_creates_every_file_in_a_new_directory(tmp_path):
+    root = tmp_path / "billing-ops"
+    out = io.StringIO()
+    assert init(root, out, force=False) == 0
+    assert sorted(files_under(root)) == sorted(TARGETS)
+    for template, target in FILES:
+        assert (root / target).read_bytes() == render(template)
+        assert f"Created {root / target}\n" in out.getvalue()
+    for step in ("reconciler validate", "reconciler plan", "reconciler apply"):
+        assert step in out.getvalue()
+
+
+def test_scaffold_names_the_expected_files():
+    assert set(TARGETS) == {
+        "reconciler.yaml", "specs/fx-rates.yaml", "data/fx-rates-example.csv", "state/.gitignore",
+        ".gitattributes", ".github/workflows/reconcile.yml",
+    }
+
+
+def test_every_template_ships_in_the_wheel_and_is_used():
+    # Package-data globs (`templates/*`, `templates/**/*`) skip names starting with a dot.
+    shipped = {p.relative_to(TEMPLATES).as_posix() for p in TEMPLATES.rglob("*") if p.is_file()}
+    assert shipped == {template for template, _ in FILES}
+    assert not [name for name in shipped if any(part.startswith(".") for part in name.split("/"))]
+
+
+def test_workflow_pins_the_version_that_wrote_it(tmp_path):
+    init(tmp_path, io.StringIO(), force=False)
+    workflow = (tmp_path / ".github/workflows/reconcile.yml").read_text(encoding="utf-8")
+    assert f"RECONCILER_REQUIREMENT: reconciler=={__version__}\n" in workflow
+    assert "@RECONCILER_VERSION@" not in workflow
+
+
+def test_config_spells_out_every_setting_with_its_default(tmp_path):
+    init(tmp_path, io.StringIO(), force=False)
+    text = (tmp_path / "reconciler.yaml").read_text(encoding="utf-8")
+    for line in (
+        "specs: specs", "ledger: state/{environment}/ledger.db", "environment: local", "entity_ids: null",
+        "org_ids: null", "version: null", "parallelism: 16", "custom_object_slots: 5",
+    ):
+        assert line in text
+    assert text.count("#") > 10  # commented
+
+
+def test_init_refuses_to_overwrite_and_writes_nothing(tmp_path):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "reconciler.yaml").write_text("environment: us-production\n", encoding="utf-8")
+    (tmp_path / "specs" / "fx-rates.yaml").write_text("# mine\n", encoding="utf-8")
+    before = files_under(tmp_path)
+    out = io.StringIO()
+    with pytest.raises(UsageError) as caught:
+        init(tmp_path, out, force=False)
+    message = str(caught.value)
+    assert str(tmp_path / "reconciler.yaml") in message and str(tmp_path / "specs" / "fx-rates.yaml") in message
+    assert "--force" in message
+    assert files_under(tmp_path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reconciler.yaml", "specs"]
+    assert out.getvalue() == ""
+
+
+def test_force_overwrites_existing_files(tmp_path):
+    (tmp_path / "reconciler.yaml").write_text("environment: us-production\n", encoding="utf-8")
+    out = io.StringIO()
+    assert init(tmp_path, out, force=True) == 0
+    assert (tmp_path / "reconciler.yaml").read_bytes() == render("reconciler.yaml")
+    assert f"Overwrote {tmp_path / 'reconciler.yaml'}\n" in out.getvalue()
+    assert f"Created {tmp_path / 'state/.gitignore'}\n" in out.getvalue()
+
+
+def test_init_refuses_a_file_where_a_directory_is_needed(tmp_path):
+    target = tmp_path / "not-a-dir"
+    target.write_text("x", encoding="utf-8")
+    with pytest.raises(UsageError, match="not a directory"):
+        init(target, io.StringIO(), force=True)
+    (tmp_path / "repo").mkdir()
+    (tmp_path / "repo" / "state").write_text("x", encoding="utf-8")
+    with pytest.raises(UsageError, match="state: is a file"):
+        init(tmp_path / "repo", io.StringIO(), force=True)
+    assert files_under(tmp_path / "repo") == {"state": b"x"}
+
+
+def test_cli_exit_codes(tmp_path):
+    first = run("init", "repo", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "Next steps:" in first.stdout and "cd repo" in first.stdout
+    second = run("init", "repo", cwd=tmp_path)
+    assert second.returncode == 1
+    assert "refusing to overwrite" in second.stderr and "reconciler.yaml" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert run("init", "repo", "--force", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_keeps_csv_bytes_and_ignores_only_the_sandbox_state(tmp_path):
+    init(tmp_path, io.StringIO(), force=False)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True).stdout
+
+    assert git("check-attr", "text", "--", "data/fx-rates-example.csv").strip().endswith("text: unset")
+    assert git("check-attr", "binary", "--", "state/us-production/ledger.db").strip().endswith("binary: set")
+    ignored = {"state/local/ledger.db", "state/local/sandbox.db", "state/us-production/ledger.db-wal",
+               "state/us-production/ledger.db-shm"}
+    kept = {"state/us-production/ledger.db", "state/us-production/audit.jsonl",
+            "state/us-production/results/abc.zip"}
+    for path in ignored | kept:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(b"x")
+    listed = set(git("check-ignore", *sorted(ignored | kept)).split())
+    assert listed == ignored
+
+
+def test_scaffold_validates(tmp_path):
+    pytest.importorskip("reconciler.commands.validate", reason="`reconciler validate` is not built yet")
+    init(tmp_path, io.StringIO(), force=False)
+    result = run("validate", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_scaffold_plans(tmp_path):
+    pytest.importorskip("reconciler.commands.plan", reason="`reconciler plan` is not built yet")
+    init(tmp_path, io.StringIO(), force=False)
+    result = run("plan", "--no-refresh", "--detailed-exitcode", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr  # one spec to submit
+    assert "fx-rates-example" in result.stdout
