@@ -1,0 +1,265 @@
+"""reconciler.yaml + environment variables -> Settings (frozen). Credentials come only from the environment."""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from reconciler.errors import ConfigError
+
+CONFIG_NAME = "reconciler.yaml"
+LOCAL_BASE_URL = "http://sandbox.local"  # virtual: the embedded sandbox answers it in-process
+ENVIRONMENTS = {
+    "local": LOCAL_BASE_URL,
+    "us-production": "https://rest.zuora.com",
+    "us-cloud1-production": "https://rest.na.zuora.com",
+    "us-apisandbox": "https://rest.apisandbox.zuora.com",
+    "us-cloud1-apisandbox": "https://rest.sandbox.na.zuora.com",
+    "us-sandbox": "https://rest.test.zuora.com",
+    "eu-production": "https://rest.eu.zuora.com",
+    "eu-apisandbox": "https://rest.sandbox.eu.zuora.com",
+    "eu-sandbox": "https://rest.test.eu.zuora.com",
+    "ap-production": "https://rest.ap.zuora.com",
+    "ap-sandbox": "https://rest.test.ap.zuora.com",
+}
+_ALLOWED = {
+    "specs": str,
+    "ledger": str,
+    "environment": str,
+    "zuora": {"entity_ids": str, "org_ids": str, "version": str},
+    "apply": {"parallelism": (1, 40), "custom_object_slots": (1, 5)},
+}
+_DEFAULTS = {"specs": "specs", "ledger": "state/{environment}/ledger.db", "environment": "local"}
+# Keys that look like they hold a secret: refused outright so nobody commits one "just for now".
+_CREDENTIAL_KEY = re.compile(r"secret|token|passw|client.?id|api.?key|credential|auth", re.IGNORECASE)
+_CREDENTIALS_HINT = (
+    "credentials come only from the environment (ZUORA_CLIENT_ID + ZUORA_CLIENT_SECRET, or ZUORA_ACCESS_TOKEN)"
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """OAuth client credentials or a bearer token, from environment variables only."""
+
+    client_id: str | None = None
+    client_secret: str | None = None
+    access_token: str | None = None
+
+    def __repr__(self) -> str:
+        secret = "***" if self.client_secret else None
+        token = "***" if self.access_token else None
+        return f"Credentials(client_id={self.client_id!r}, client_secret={secret!r}, access_token={token!r})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a command needs to know about the repo and the environment it targets."""
+
+    root: Path  # repo root: the directory holding reconciler.yaml
+    config_file: Path
+    specs_dir: Path
+    ledger_path: Path
+    state_dir: Path  # root/state/<env_key>; archived results go to state_dir / "results"
+    environment: str  # as configured: a name or a URL
+    env_key: str  # what {environment} becomes in paths
+    base_url: str
+    is_local: bool
+    sandbox_db: Path | None
+    entity_ids: str | None
+    org_ids: str | None
+    zuora_version: str | None
+    credentials: Credentials
+    parallelism: int = 16
+    custom_object_slots: int = 5
+    cwd: Path | None = None  # where relative command-line paths start (--chdir or the current directory)
+
+    @property
+    def results_dir(self) -> Path:
+        return self.state_dir / "results"
+
+
+def find_config(start: Path) -> Path:
+    """The reconciler.yaml in `start` or its nearest parent directory."""
+    start = Path(start).absolute()
+    for directory in (start, *start.parents):
+        candidate = directory / CONFIG_NAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_NAME} found in {start} or any parent directory; "
+        f"run `reconciler init` to create one, or pass --config FILE"
+    )
+
+
+def load_settings(config: str | None = None, chdir: str | None = None, env: Mapping[str, str] = os.environ) -> Settings:
+    """Find and validate reconciler.yaml, apply ZUORA_ENVIRONMENT and read credentials from `env`."""
+    base = Path.cwd()
+    if chdir is not None:
+        base = base / Path(chdir).expanduser()
+        if not base.is_dir():
+            raise ConfigError(f"--chdir {chdir}: no such directory")
+    if config is not None:
+        config_file = base / Path(config).expanduser()
+        if not config_file.is_file():
+            raise ConfigError(f"--config {config}: no such file ({config_file})")
+    else:
+        config_file = find_config(base)
+    config_file = config_file.resolve()
+    root = config_file.parent
+
+    from reconciler.spec import load_yaml_file  # the one YAML reader (DESIGN §9)
+
+    data = _check_config(load_yaml_file(config_file), config_file)
+    source = f"{config_file}: environment"
+    environment = data.get("environment", _DEFAULTS["environment"])
+    if env.get("ZUORA_ENVIRONMENT"):
+        environment, source = env["ZUORA_ENVIRONMENT"], "ZUORA_ENVIRONMENT"
+    base_url, env_key, is_local = resolve_environment(environment, source)
+
+    specs_dir = (root / data.get("specs", _DEFAULTS["specs"])).resolve()
+    if not specs_dir.is_relative_to(root):
+        raise ConfigError(f"{config_file}: specs: {data['specs']!r} must be a directory inside the repository {root}")
+    ledger = data.get("ledger", _DEFAULTS["ledger"]).replace("{environment}", env_key)
+    zuora = data.get("zuora") or {}
+    apply = data.get("apply") or {}
+    return Settings(
+        root=root,
+        config_file=config_file,
+        specs_dir=specs_dir,
+        ledger_path=(root / Path(ledger).expanduser()).resolve(),
+        state_dir=root / "state" / env_key,
+        environment=environment,
+        env_key=env_key,
+        base_url=base_url,
+        is_local=is_local,
+        sandbox_db=root / "state" / "local" / "sandbox.db" if is_local else None,
+        entity_ids=zuora.get("entity_ids"),
+        org_ids=zuora.get("org_ids"),
+        zuora_version=zuora.get("version"),
+        credentials=_credentials(env),
+        parallelism=apply.get("parallelism", 16),
+        custom_object_slots=apply.get("custom_object_slots", 5),
+        cwd=base,
+    )
+
+
+def resolve_environment(environment: str, source: str = "environment") -> tuple[str, str, bool]:
+    """(base_url, env_key, is_local) for an environment name or URL; `source` names where it came from."""
+    if environment in ENVIRONMENTS:
+        return ENVIRONMENTS[environment], environment, environment == "local"
+    if "://" not in environment:
+        close = difflib.get_close_matches(environment, ENVIRONMENTS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(
+            f"{source}: unknown environment {environment!r}; {hint}use one of {', '.join(ENVIRONMENTS)}, "
+            f"an https:// base URL, or an http:// URL on a loopback address"
+        )
+    try:
+        url = urlsplit(environment)
+        host, port = url.hostname, url.port
+    except ValueError as err:
+        raise ConfigError(f"{source}: {environment!r} is not a valid URL ({err})") from None
+    if url.scheme not in ("http", "https") or not host:
+        raise ConfigError(f"{source}: {environment!r} must be an https:// URL with a host")
+    if url.username is not None or url.password is not None:
+        raise ConfigError(f"{source}: the URL must not contain a user or password; {_CREDENTIALS_HINT}")
+    if url.query or url.fragment:
+        raise ConfigError(f"{source}: {environment!r} must be a base URL without a query or fragment")
+    if url.scheme == "http" and not _is_loopback(host):
+        raise ConfigError(
+            f"{source}: {environment!r} uses plain http:// on a non-loopback host; "
+            f"use https://, or http:// only on 127.0.0.1, localhost or ::1 (a served sandbox)"
+        )
+    hostport = host if port is None else f"{host}:{port}"
+    env_key = re.sub(r"[^a-z0-9]", "-", hostport.lower())
+    base_url = f"{url.scheme}://{url.netloc.lower()}{url.path.rstrip('/')}"
+    return base_url, env_key, False
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _credentials(env: Mapping[str, str]) -> Credentials:
+    client_id = env.get("ZUORA_CLIENT_ID") or None
+    client_secret = env.get("ZUORA_CLIENT_SECRET") or None
+    token = env.get("ZUORA_ACCESS_TOKEN") or None
+    if bool(client_id) != bool(client_secret) and not token:
+        present, missing = (
+            ("ZUORA_CLIENT_ID", "ZUORA_CLIENT_SECRET") if client_id else ("ZUORA_CLIENT_SECRET", "ZUORA_CLIENT_ID")
+        )
+        raise ConfigError(f"{present} is set but {missing} is not; set both, or set ZUORA_ACCESS_TOKEN instead")
+    return Credentials(client_id=client_id, client_secret=client_secret, access_token=token)
+
+
+def _check_config(data: object, path: Path) -> dict:
+    """Every problem of the parsed file at once, each naming the file and the key."""
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a mapping of settings (specs, ledger, environment, zuora, apply)")
+    secrets = [key for key in _walk_keys(data) if _CREDENTIAL_KEY.search(key.rpartition(".")[2])]
+    if secrets:
+        raise ConfigError(f"{path}: {', '.join(secrets)}: not allowed here; {_CREDENTIALS_HINT}")
+    errors = []
+    for key, value in data.items():
+        rule = _ALLOWED.get(key)
+        if rule is None:
+            errors.append(_unknown(path, key, _ALLOWED))
+        elif isinstance(rule, dict):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                errors.append(f"{path}: {key}: must be a mapping of {', '.join(rule)}")
+                continue
+            for sub, subvalue in value.items():
+                if sub not in rule:
+                    errors.append(_unknown(path, f"{key}.{sub}", rule))
+                else:
+                    errors.extend(_check_value(path, f"{key}.{sub}", subvalue, rule[sub]))
+        else:
+            errors.extend(_check_value(path, key, value, rule, nullable=False))
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return data
+
+
+def _check_value(path: Path, key: str, value: object, rule, nullable: bool = True) -> list[str]:
+    if isinstance(rule, tuple):
+        low, high = rule
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            return [f"{path}: {key}: must be an integer from {low} to {high} (got {value!r})"]
+        return []
+    if value is None and nullable:
+        return []
+    if not isinstance(value, str) or not value.strip():
+        return [f"{path}: {key}: must be a non-empty string (got {value!r}); quote it if YAML reads it as something else"]
+    return []
+
+
+def _unknown(path: Path, key: str, allowed: dict) -> str:
+    leaf = key.rpartition(".")[2]
+    close = difflib.get_close_matches(leaf, allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{path}: {key}: unknown key (allowed: {', '.join(allowed)}){hint}"
+
+
+def _walk_keys(data: dict, prefix: str = ""):
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        yield dotted
+        if isinstance(value, dict):
+            yield from _walk_keys(value, dotted + ".")

@@ -1,0 +1,331 @@
+"""The only yaml/jsonschema user: load spec files, validate them, and build the desired state.
+
+Every problem (schema, cross-document, data file) is collected with file, line and field path;
+bad input never raises anything but a ReconcilerError.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from reconciler import specrules
+from reconciler.errors import ConfigError, SpecError
+from reconciler.model import DesiredState, Problem
+from reconciler.specrules import FINGERPRINT_VERSION, fingerprint
+
+__all__ = ["FINGERPRINT_VERSION", "RepoCheck", "check_repo", "fingerprint", "load_desired", "load_yaml_file",
+           "schema_text", "validate_repo"]
+
+MAX_SPEC_BYTES = 1024 * 1024
+MAX_NODES = 20_000  # per document: stops alias bombs ("billion laughs") before they expand
+MAX_DEPTH = 64
+_SPEC_SUFFIXES = (".yaml", ".yml")
+_TAG = "tag:yaml.org,2002:"
+_SCALARS = {_TAG + t for t in ("null", "bool", "int", "float")}
+_AS_TEXT = {_TAG + "str", _TAG + "timestamp"}  # dates stay text: values are sent to Zuora as written
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()  # stateless for scalars
+
+
+class _TooComplex(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class RepoCheck:
+    """The outcome of validating a repo: the desired state when valid, and every problem found."""
+
+    desired: DesiredState | None
+    problems: tuple[Problem, ...]
+    documents: int  # spec documents checked
+
+
+# ---------------------------------------------------------------- YAML
+
+
+def load_yaml_file(path: Path) -> object:
+    """Parse a single-document YAML file (reconciler.yaml); ConfigError naming file and line when malformed."""
+    docs, problems = _load_file(Path(path), str(path))
+    if problems:
+        raise ConfigError("\n".join(p.render() for p in problems))
+    if len(docs) > 1:
+        raise ConfigError(f"{path}:{docs[1].line}: expected a single YAML document, found several")
+    return docs[0].value if docs else None
+
+
+def _load_file(path: Path, source: str) -> tuple[list[specrules.Document], list[Problem]]:
+    try:
+        if path.stat().st_size > MAX_SPEC_BYTES:
+            return [], [Problem(source, f"file is larger than {MAX_SPEC_BYTES // 1024} KB; is this really a spec?")]
+        data = path.read_bytes()
+    except OSError as err:
+        return [], [Problem(source, f"cannot read the file: {err.strerror or err}")]
+    if b"\0" in data:
+        return [], [Problem(source, "binary file (NUL bytes), not YAML", line=data[: data.index(b"\0")].count(b"\n") + 1)]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        return [], [Problem(source, f"not UTF-8 (invalid byte 0x{data[err.start]:02x}); save the file as UTF-8", line=line)]
+    docs, problems = [], []
+    loader = (yaml.SafeLoader if _looks_deep(text) else _Loader)(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None or (node.tag == _TAG + "null" and isinstance(node, yaml.ScalarNode)):
+                continue  # an empty document
+            doc = specrules.Document(source, path, node.start_mark.line + 1, None)
+            try:
+                doc.value = _build(node, (), doc.lines, problems, doc, [MAX_NODES])
+            except _TooComplex:
+                problems.append(doc.problem((), f"document is nested deeper than {MAX_DEPTH} levels or too large"))
+                continue
+            docs.append(doc)
+    except yaml.MarkedYAMLError as err:
+        what = f"{err.context}: {err.problem}" if err.context else err.problem
+        line = err.problem_mark.line + 1 if err.problem_mark else None
+        problems.append(Problem(source, f"invalid YAML: {what}", line=line))
+    except yaml.YAMLError as err:
+        problems.append(Problem(source, f"invalid YAML: {err}"))
+    except RecursionError:
+        problems.append(Problem(source, "invalid YAML: nested too deeply"))
+    finally:
+        loader.dispose()
+    return docs, problems
+
+
+def _looks_deep(text: str) -> bool:
+    """libyaml recurses on the C stack, so very deep nesting goes to the pure-Python parser instead."""
+    if text.count("[") + text.count("{") > 500:
+        depth = top = 0
+        for match in re.finditer(r"[\[\]{}]", text):
+            depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
+            top = max(top, depth)
+        if top > 500:
+            return True
+    return re.search(r"^[ \t?:-]{500}", text, re.MULTILINE) is not None
+
+
+def _build(node, at: tuple, lines: dict, problems: list, doc: specrules.Document, budget: list) -> object:
+    budget[0] -= 1
+    if budget[0] < 0 or len(at) > MAX_DEPTH:
+        raise _TooComplex
+    if isinstance(node, yaml.MappingNode):
+        result: dict = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                problems.append(doc.problem(at, "mapping keys must be plain strings"))
+                continue
+            key = key_node.value
+            if key in result:
+                problems.append(Problem(doc.source, f"duplicate key {key!r} (first at line {lines[at + (key,)]})",
+                                        line=key_node.start_mark.line + 1, path=specrules.dotted(at + (key,))))
+            lines[at + (key,)] = key_node.start_mark.line + 1
+            result[key] = _build(value_node, at + (key,), lines, problems, doc, budget)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for index, item in enumerate(node.value):
+            lines[at + (index,)] = item.start_mark.line + 1
+            items.append(_build(item, at + (index,), lines, problems, doc, budget))
+        return items
+    if node.tag in _AS_TEXT:
+        return node.value
+    if node.tag in _SCALARS:
+        value = _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
+        if isinstance(value, float) and not math.isfinite(value):
+            return node.value  # as text, so the schema names the field's expected type
+        return value
+    problems.append(doc.problem(at, f"unsupported YAML tag {node.tag}; use plain strings, numbers and booleans"))
+    return node.value
+
+
+# ---------------------------------------------------------------- schema
+
+
+def schema_text() -> str:
+    """The spec JSON Schema (draft 2020-12) shipped as package data."""
+    return resources.files("reconciler").joinpath("schema/spec.schema.json").read_text(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=1)
+def _schema() -> dict:
+    return json.loads(schema_text())
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    from jsonschema import Draft202012Validator
+
+    schema = _schema()
+    # Local $refs inlined: the same schema, validated about twice as fast.
+    return Draft202012Validator(_inline(schema, schema["$defs"]), format_checker=None)
+
+
+def _inline(node, defs):
+    if isinstance(node, dict):
+        if "$ref" in node:
+            return _inline(defs[node["$ref"].rpartition("/")[2]], defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def _schema_problems(doc: specrules.Document) -> list[Problem]:
+    problems = []
+    for error in _validator().iter_errors(doc.value):
+        at = tuple(error.absolute_path)
+        for sub, message in _explain(error, at):
+            problems.append(doc.problem(sub, message))
+    return problems
+
+
+_NAME_RULE = "must be lowercase letters, digits, '.', '_' or '-', start with a letter or digit, at most 63 characters"
+_TYPES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "a whole number",
+          "number": "a number", "boolean": "true or false", "null": "empty"}
+
+
+def _explain(error, at: tuple) -> list[tuple[tuple, str]]:
+    kind, expected, got = error.validator, error.validator_value, error.instance
+    if kind == "required":
+        return [(at + (name,), "required field is missing") for name in expected if name not in got]
+    if kind == "additionalProperties":
+        allowed = list(error.schema.get("properties", {}))
+        out = []
+        for key in (k for k in got if k not in allowed):
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            out.append((at + (key,), f"unknown field {key!r}{hint} (allowed here: {', '.join(allowed)})"))
+        return out
+    if kind == "type":
+        wanted = " or ".join(_TYPES[t] for t in ([expected] if isinstance(expected, str) else expected))
+        if not at:
+            return [(at, f"a spec document must be a mapping with apiVersion, kind, metadata and spec (got {_show(got)})")]
+        return [(at, f"must be {wanted} (got {_show(got)})")]
+    if kind == "enum":
+        close = difflib.get_close_matches(str(got), [str(e) for e in expected], n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return [(at, f"must be one of {', '.join(map(str, expected))} (got {_show(got)}){hint}")]
+    if kind == "const":
+        return [(at, f"must be {expected!r} (got {_show(got)})")]
+    if kind == "pattern":
+        if "propertyNames" in error.schema_path:
+            return [(at, f"label key {got!r} must be 1 to 63 characters without '=', ',' or spaces")]
+        if expected == _schema()["$defs"]["name"]["pattern"]:
+            return [(at, f"{_NAME_RULE} (got {_show(got)})")]
+        return [(at, f"must be letters, digits and '_' only, the API name (got {_show(got)})")]
+    limits = {"minimum": "at least", "maximum": "at most", "minItems": "at least", "maxItems": "at most"}
+    if kind in ("minimum", "maximum"):
+        return [(at, f"must be {limits[kind]} {expected} (got {_show(got)})")]
+    if kind in ("minItems", "maxItems"):
+        return [(at, f"must have {limits[kind]} {expected} item{'s' * (expected != 1)} (got {len(got)})")]
+    if kind == "minLength":
+        return [(at, "must not be empty")]
+    if kind == "uniqueItems":
+        return [(at, "must not list the same name twice")]
+    return [(at, error.message)]
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return "a mapping" if isinstance(value, dict) else "a list"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------- the repo
+
+
+def validate_repo(settings, paths: Sequence[str] = ()) -> tuple[DesiredState | None, list[Problem]]:
+    """Validate every spec (or those under `paths`): the desired state when valid, and every problem."""
+    check = check_repo(settings, paths)
+    return check.desired, list(check.problems)
+
+
+def load_desired(settings) -> DesiredState:
+    """The validated desired state of the whole repo; SpecError carrying every problem otherwise."""
+    check = check_repo(settings)
+    if check.problems:
+        files = len({p.file for p in check.problems})
+        raise SpecError(check.problems, f"the specs are invalid ({_count(len(check.problems), 'problem')} in "
+                                        f"{_count(files, 'file')}); fix them, `reconciler validate` lists them again")
+    return check.desired
+
+
+def check_repo(settings, paths: Sequence[str] = ()) -> RepoCheck:
+    """validate_repo, also telling how many spec documents were checked."""
+    root = Path(settings.root)
+    problems: list[Problem] = []
+    files = _spec_files(Path(settings.specs_dir), root, problems)
+    selected = _select(files, paths, settings, problems) if paths else set(files)
+    docs = []
+    for path in files:
+        found, load_problems = _load_file(path, specrules.rel(path, root))
+        for doc in found:
+            doc.selected = path in selected
+        docs.extend(found)
+        if path in selected:
+            problems.extend(load_problems)
+    data = specrules.DataFiles(root)
+    specs = []
+    for doc in (d for d in docs if d.selected):
+        own = _schema_problems(doc) + specrules.kind_problems(doc)
+        file_info = data.check(doc, own)
+        problems.extend(own)
+        if not own and file_info is not False:
+            specs.append(specrules.desired_spec(doc, file_info))
+    problems.extend(specrules.cross_problems(docs))
+    problems = sorted(dict.fromkeys(problems), key=lambda p: (p.file, p.line or 0, p.row or 0))
+    desired = None if problems else specrules.desired_state(specs)
+    return RepoCheck(desired, tuple(problems), sum(1 for d in docs if d.selected))
+
+
+def _spec_files(specs_dir: Path, root: Path, problems: list) -> list[Path]:
+    if not specs_dir.is_dir():
+        problems.append(Problem(specrules.rel(specs_dir, root), "specs directory not found; create it, or set `specs:` in "
+                                                       "reconciler.yaml to the directory holding your specs"))
+        return []
+    found = []
+    for directory, subdirs, names in os.walk(specs_dir):
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+        found.extend(Path(directory, n) for n in names if n.endswith(_SPEC_SUFFIXES) and not n.startswith("."))
+    return sorted(found, key=lambda p: specrules.rel(p, root))
+
+
+def _select(files: list[Path], paths: Sequence[str], settings, problems: list) -> set[Path]:
+    base = Path(settings.cwd or Path.cwd())
+    specs_dir = Path(settings.specs_dir)
+    selected: set[Path] = set()
+    for raw in paths:
+        target = Path(os.path.abspath(base / raw))
+        if not target.exists():
+            problems.append(Problem(raw, "no such file or directory"))
+        elif not target.is_relative_to(specs_dir):
+            problems.append(Problem(raw, f"not inside the specs directory {specrules.rel(specs_dir, settings.root)}/"))
+        elif target.is_dir():
+            selected.update(f for f in files if f.is_relative_to(target))
+        elif target in files:
+            selected.add(target)
+        else:
+            problems.append(Problem(raw, "not a spec file (*.yaml or *.yml)"))
+    return selected
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"

@@ -1,0 +1,256 @@
+"""Spec rules that need no YAML: per-kind rules, data files, names and dependencies, fingerprints.
+
+Standard library only (plus csvcheck and model); spec.py parses and schema-checks the documents and
+hands them here as Document values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import stat
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from reconciler import csvcheck
+from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION, Condition, DesiredSpec, DesiredState, Problem
+
+FINGERPRINT_VERSION = 1
+
+
+@dataclass
+class Document:
+    """One parsed YAML document and where each of its nodes came from."""
+
+    source: str  # spec file relative to the repo root
+    path: Path
+    line: int
+    value: object
+    lines: dict = field(default_factory=dict)  # field path tuple -> line
+    selected: bool = True
+
+    def line_of(self, at: tuple) -> int:
+        """The line of the deepest node of `at` that exists (a missing field points at its parent)."""
+        for end in range(len(at), 0, -1):
+            if at[:end] in self.lines:
+                return self.lines[at[:end]]
+        return self.line
+
+    def problem(self, at: tuple, message: str) -> Problem:
+        """A Problem located at field path `at` of this document."""
+        return Problem(self.source, message, line=self.line_of(at), path=dotted(at))
+
+    def get(self, *keys) -> object:
+        """The value at a key path, or None when any step is missing or not a mapping."""
+        value = self.value
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+
+def kind_problems(doc: Document) -> list[Problem]:
+    """Rules the schema cannot phrase well: file and filter per operation, a guard on delete-all."""
+    spec, kind = doc.get("spec"), doc.get("kind")
+    if not isinstance(spec, dict):
+        return []
+    out = []
+    if kind == MASS_ACTION:
+        file = spec.get("file")
+        if isinstance(file, str) and file and not file.lower().endswith((".csv", ".zip")):
+            out.append(doc.problem(("spec", "file"), "must be a .csv file, or a .zip holding one .csv"))
+    if kind != CUSTOM_OBJECT_JOB:
+        return out
+    operation = spec.get("operation")
+    if operation in ("create", "update") and "file" not in spec:
+        out.append(doc.problem(("spec", "file"), f"required for operation {operation}: the records to {operation}"))
+    if operation == "delete":
+        if "file" in spec:
+            out.append(doc.problem(("spec", "file"), "not allowed for operation delete; a delete job selects "
+                                                     "its records with spec.filter"))
+        if "filter" not in spec and spec.get("allowDeleteAll") is not True:
+            out.append(doc.problem(("spec", "operation"), f"a delete without a filter deletes every "
+                                                          f"{spec.get('object')!r} record; add spec.filter, or set "
+                                                          "allowDeleteAll: true if that is really what you want"))
+    elif operation in ("create", "update") and "filter" in spec:
+        out.append(doc.problem(("spec", "filter"), f"only allowed for operation delete (this job is {operation})"))
+    return out
+
+
+class DataFiles:
+    """Resolves and checks data files once each, reading every file a single time."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.real_root = root.resolve()
+        self.seen: dict = {}
+
+    def check(self, doc: Document, problems: list):
+        """(repo path, sha256, size) of the spec's file; None when it has none; False when it is unusable."""
+        raw, kind, spec = doc.get("spec", "file"), doc.get("kind"), doc.get("spec")
+        if not isinstance(raw, str) or not raw or kind not in (MASS_ACTION, CUSTOM_OBJECT_JOB):
+            return None
+        if kind == CUSTOM_OBJECT_JOB and spec.get("operation") == "delete":
+            return None  # kind_problems says the file is not allowed
+        at = ("spec", "file")
+        if os.path.isabs(raw) or raw.startswith("~"):
+            problems.append(doc.problem(at, "must be a path relative to the spec file"))
+            return False
+        lexical = Path(os.path.normpath(doc.path.parent / raw))
+        display = rel(lexical, self.root)
+        try:
+            real = (doc.path.parent / raw).resolve()
+        except (OSError, RuntimeError) as err:  # a symlink loop
+            problems.append(doc.problem(at, f"cannot resolve {display}: {err}"))
+            return False
+        if not lexical.is_relative_to(self.root) or not real.is_relative_to(self.real_root):
+            problems.append(doc.problem(at, f"points outside the repository ({raw}); data files must be inside it"))
+            return False
+        try:
+            info = os.stat(real)
+        except OSError:
+            problems.append(doc.problem(at, f"file not found: {display}"))
+            return False
+        if not stat.S_ISREG(info.st_mode):
+            problems.append(doc.problem(at, f"not a regular file: {display}"))
+            return False
+        if kind == MASS_ACTION:
+            mode, check = spec.get("actionType"), csvcheck.check_mass_action_file
+        else:
+            mode, check = spec.get("operation"), csvcheck.check_custom_object_file
+        key = (real, kind, mode)
+        if key not in self.seen:
+            if mode not in (csvcheck.ACTIONS if kind == MASS_ACTION else ("create", "update")):
+                return False  # the schema already said why
+            digest = hashlib.sha256()
+            found = check(real, mode, display, digest=digest)
+            self.seen[key] = (found, (display, digest.hexdigest(), info.st_size))
+            problems.extend(found)
+        found, result = self.seen[key]
+        return False if found else result
+
+
+def cross_problems(docs: list[Document]) -> list[Problem]:
+    """Unique names, known dependsOn targets, and no dependency cycles, across the whole repo."""
+    out: list[Problem] = []
+    by_name = defaultdict(list)
+    for doc in docs:
+        if isinstance(doc.get("metadata", "name"), str):
+            by_name[doc.get("metadata", "name")].append(doc)
+    for name, same in by_name.items():
+        for doc in (d for d in same if d.selected and len(same) > 1):
+            others = ", ".join(f"{o.source}:{o.line_of(('metadata', 'name'))}" for o in same if o is not doc)
+            out.append(doc.problem(("metadata", "name"), f"duplicate name {name!r}, also used at {others}"))
+    graph = defaultdict(set)
+    for doc in docs:
+        name, deps = doc.get("metadata", "name"), doc.get("spec", "dependsOn")
+        for index, dep in enumerate(deps if isinstance(deps, list) else ()):
+            at = ("spec", "dependsOn", index)
+            if not isinstance(dep, str) or not isinstance(name, str):
+                continue
+            if dep == name:
+                if doc.selected:
+                    out.append(doc.problem(at, "a spec cannot depend on itself"))
+            elif dep not in by_name:
+                if doc.selected:
+                    close = difflib.get_close_matches(dep, by_name, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    out.append(doc.problem(at, f"no spec is named {dep!r}{hint}"))
+            else:
+                graph[name].add(dep)
+    for cycle in _cycles(graph):
+        for index, member in enumerate(cycle[:-1]):
+            rotated = cycle[index:-1] + cycle[:index] + [member]
+            for doc in (d for d in by_name[member] if d.selected):
+                out.append(doc.problem(("spec", "dependsOn"), f"dependency cycle: {' -> '.join(rotated)}"))
+    return out
+
+
+def _cycles(graph: dict) -> list[list[str]]:
+    """One cycle (first node repeated at the end) per back edge found by a depth-first walk."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    found, seen = [], set()
+    for start in sorted(graph):
+        if start in state:
+            continue
+        path, stack = [start], [iter(sorted(graph[start]))]
+        state[start] = 1
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                cycle = path[path.index(nxt):]
+                if frozenset(cycle) not in seen:
+                    seen.add(frozenset(cycle))
+                    found.append(cycle + [nxt])
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                stack.append(iter(sorted(graph.get(nxt, ()))))
+    return found
+
+
+# ---------------------------------------------------------------- desired state and fingerprints
+
+
+def fingerprint(*, kind: str, file_sha256: str | None, revision: int, action_type: str | None = None,
+                namespace: str | None = None, object: str | None = None, operation: str | None = None,
+                conditions: Sequence[Condition] = (), allow_delete_all: bool = False) -> str:
+    """sha256 over what is sent to Zuora (kind, action or object/operation/filter, file bytes) and the revision."""
+    body: dict = {"fingerprint_version": FINGERPRINT_VERSION, "kind": kind, "file_sha256": file_sha256,
+                  "revision": revision}
+    if kind == MASS_ACTION:
+        body["actionType"] = action_type
+    else:
+        body.update(namespace=namespace, object=object, operation=operation, allowDeleteAll=allow_delete_all,
+                    filter=[[c.field, c.operator, c.value] for c in conditions] or None)
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def desired_spec(doc: Document, file_info) -> DesiredSpec:
+    """The DesiredSpec of a document that passed every check; file_info as DataFiles.check returned it."""
+    meta, spec, kind = doc.value["metadata"], doc.value["spec"], doc.value["kind"]
+    path, sha, size = file_info or (None, None, None)
+    conditions = tuple(Condition(c["field"], c["operator"], c["value"])
+                       for c in (spec.get("filter") or {}).get("conditions", ()))
+    fields = dict(kind=kind, revision=int(spec.get("revision", 1)), file_sha256=sha)
+    if kind == MASS_ACTION:
+        fields.update(action_type=spec["actionType"])
+    else:
+        fields.update(namespace=spec.get("namespace", "default"), object=spec["object"],
+                      operation=spec["operation"], conditions=conditions,
+                      allow_delete_all=spec.get("allowDeleteAll", False))
+    return DesiredSpec(
+        name=meta["name"], source=doc.source, line=doc.line, fingerprint=fingerprint(**fields),
+        fingerprint_version=FINGERPRINT_VERSION, description=meta.get("description"),
+        labels=tuple(sorted((meta.get("labels") or {}).items())), depends_on=tuple(spec.get("dependsOn", ())),
+        file=path, file_size=size, **fields,
+    )
+
+
+def desired_state(specs: list[DesiredSpec]) -> DesiredState:
+    """All specs sorted by name, with the digest that pins a saved plan to them."""
+    specs = sorted(specs, key=lambda s: s.name)
+    # Everything a plan depends on, so a saved plan goes stale when any of it changes.
+    pinned = [[s.name, s.fingerprint, s.source, list(s.depends_on), s.labels, s.description] for s in specs]
+    digest = hashlib.sha256(json.dumps(pinned, ensure_ascii=False).encode("utf-8")).hexdigest()
+    return DesiredState(specs=tuple(specs), digest=digest)
+
+
+def rel(path: Path, root: Path) -> str:
+    """`path` relative to `root`, with forward slashes (how problems and records name files)."""
+    return Path(os.path.relpath(path, root)).as_posix()
+
+
+def dotted(at: tuple) -> str:
+    """("spec", "filter", "conditions", 0) -> "spec.filter.conditions[0]"."""
+    out = ""
+    for part in at:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
