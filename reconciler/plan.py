@@ -169,12 +169,13 @@ def to_document(plan: Plan) -> dict:
 def from_document(doc: object, source: str) -> Plan:
     """Rebuild a Plan from its document; anything unexpected raises PlanFileError naming `source`."""
     r = _Reader(source)
-    top = r.obj(doc, "", _TOP_KEYS)
-    version = r.get(top, "format_version", int, "")
+    # The version comes first: a newer format may have other fields, and the version says why.
+    version = r.get(r.obj(doc, "", ("format_version",), exact=False), "format_version", int, "")
     if version != FORMAT_VERSION:
         hint = "a newer reconciler wrote it; upgrade" if version > FORMAT_VERSION else "make the plan again"
         raise PlanFileError(f"{source}: format_version {version} is not supported (this reconciler reads "
                             f"{FORMAT_VERSION}); {hint}")
+    top = r.obj(doc, "", _TOP_KEYS)
     ledger = r.obj(top["ledger"], "ledger", ("lineage", "serial"))
     changes = tuple(_read_change(r, item, f"changes[{i}]") for i, item in enumerate(r.get(top, "changes", list, "")))
     drift = tuple(_read_drift(r, item, f"drift[{i}]") for i, item in enumerate(r.get(top, "drift", list, "")))
@@ -309,13 +310,13 @@ class _Reader:
         raise PlanFileError(f"{self.source}: {where or 'top level'}: {message}; "
                             "make the plan again with `reconciler plan --out FILE`")
 
-    def obj(self, value: object, where: str, keys: Sequence[str]) -> dict:
+    def obj(self, value: object, where: str, keys: Sequence[str], exact: bool = True) -> dict:
         if not isinstance(value, dict):
             self.fail(where, "expected an object")
         for key in keys:
             if key not in value:
                 self.fail(_join(where, key), "missing")
-        for key in value:
+        for key in value if exact else ():
             if key not in keys:
                 self.fail(_join(where, str(key)), "unknown field")
         return value

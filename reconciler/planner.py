@@ -106,6 +106,11 @@ def _classify(spec: DesiredSpec | None, rec: SpecRecord | None, seen: _Observer,
         return _conflict(spec.name, spec.kind, f"revision went down ({top} -> {spec.revision})",
                          f"set revision to {top + 1} or more, or back to {top}", spec=spec, job=latest)
     changed = _changed(spec, latest)
+    ran = None if rerun else _completed(rec, spec.revision, seen)
+    if changed and ran:  # never a second run of a completed (name, revision) without --rerun
+        return _conflict(spec.name, spec.kind, f"revision {spec.revision} already completed once (job {ran})",
+                         f"revert the change, bump revision to {top + 1}, or run with --rerun {spec.name}",
+                         spec=spec, job=latest)
     if not is_terminal(latest.kind, now.status):
         return _classify_running(spec, rec, now, changed, rerun)
     if spec.revision > top:
@@ -119,7 +124,7 @@ def _classify(spec: DesiredSpec | None, rec: SpecRecord | None, seen: _Observer,
                              spec=spec, job=latest)
         return UNCHANGED
     if changed:  # the job ended Failed, Stopped or cancelled: the edited spec may run
-        return _submit(spec, f"retry after change (last job {now.status})", generation=_next(rec),
+        return _submit(spec, f"retry after change (last job {now.status})", generation=_next(rec), rerun=rerun,
                        previous_status=now.status)
     if rerun:
         return _submit(spec, "rerun requested", generation=_next(rec), rerun=True)
@@ -148,6 +153,8 @@ def _classify_running(spec: DesiredSpec, rec: SpecRecord, now: _Seen, changed: b
                            "status": now.status}}
     if now.status == "Processing":
         detail.update(processed=now.processed, total=now.total, note=ROLLBACK_NOTE)
+    if rerun:
+        detail["rerun"] = True
     return Change(spec.name, spec.kind, "replace", f"{what}: {verb} job ({now.status}), then submit again",
                   spec.fingerprint, spec.revision, latest.remote_id, _next(rec), None, spec.depends_on, detail)
 
@@ -273,8 +280,8 @@ def _depths(specs: dict[str, DesiredSpec]) -> dict[str, int]:
     for name, ds in deps.items():
         for d in ds:
             dependents[d].append(name)
-    remaining = {n: set(ds) for n, ds in deps.items()}
-    ready = [n for n, ds in remaining.items() if not ds]
+    remaining = {n: set(ds) for n, ds in deps.items()}  # consumed as dependencies get their depth
+    ready = [n for n, ds in deps.items() if not ds]
     depth: dict[str, int] = {}
     while ready:
         name = ready.pop()
@@ -298,9 +305,7 @@ def _check_names(options: PlanOptions, specs: dict, records: dict) -> None:
 
 
 def _selected(name: str, spec: DesiredSpec | None, options: PlanOptions) -> bool:
-    if options.targets and name not in options.targets:
-        return False
-    if name in options.excludes:
+    if (options.targets and name not in options.targets) or name in options.excludes:
         return False
     if options.selectors:
         labels = spec.label_dict() if spec else {}
@@ -318,17 +323,19 @@ class _Observer:
         obs = self.observations.get(job.remote_id) if job.remote_id else None
         if obs is None:
             return _Seen(job.remote_status, False, job.processed, job.total)
-        return _Seen(obs.status, obs.missing, _first(obs.processed, job.processed), _first(obs.total, job.total))
-
-
-def _first(a, b):
-    return a if a is not None else b
+        return _Seen(obs.status, obs.missing, job.processed if obs.processed is None else obs.processed,
+                     job.total if obs.total is None else obs.total)
 
 
 def _changed(spec: DesiredSpec, job: JobRecord) -> bool:
     if spec.fingerprint_version != job.fingerprint_version:
         return spec.revision != job.revision
     return spec.fingerprint != job.fingerprint
+
+
+def _completed(rec: SpecRecord, revision: int, seen: _Observer) -> str | None:
+    """The remote id of an earlier job of this revision that completed, if any (the latest is judged apart)."""
+    return next((j.remote_id for j in rec.jobs[:-1] if j.revision == revision and seen(j).status in COMPLETED), None)
 
 
 def _in_doubt(job: JobRecord, options: PlanOptions) -> bool:
@@ -386,12 +393,6 @@ def _missing(name: str, job: JobRecord, spec: DesiredSpec | None) -> Change:
 
 
 def _unactionable(action, name, kind, reason, detail, spec, job) -> Change:
-    return Change(
-        name, kind, action, reason,
-        fingerprint=spec.fingerprint if spec else job.fingerprint,
-        revision=spec.revision if spec else job.revision,
-        remote_id=job.remote_id if job else None,
-        generation=job.generation if job else None,
-        depends_on=spec.depends_on if spec else (),
-        detail=detail,
-    )
+    fingerprint, revision = (spec.fingerprint, spec.revision) if spec else (job.fingerprint, job.revision)
+    return Change(name, kind, action, reason, fingerprint, revision, job.remote_id if job else None,
+                  job.generation if job else None, None, spec.depends_on if spec else (), detail)

@@ -116,6 +116,12 @@ def test_wrong_format_version(tmp_path, version):
         read_plan_file(_write(tmp_path, doc))
 
 
+def test_newer_format_is_reported_by_version_not_by_its_new_fields():
+    doc = {**to_document(sample_plan()), "format_version": 2, "signature": "…"}
+    with pytest.raises(PlanFileError, match="format_version 2 is not supported .* a newer reconciler wrote it"):
+        from_document(doc, "plan.json")
+
+
 @pytest.mark.parametrize("key", ["format_version", "reconciler_version", "created_at", "environment", "ledger",
                                  "spec_digest", "changes", "drift", "summary"])
 def test_missing_top_level_field(key):

@@ -250,6 +250,13 @@ def retired_re_added():
 
 
 @case
+def completed_revision_is_not_run_again_after_a_rerun_failed():
+    jobs = [job("fx-rates", "Completed"), job("fx-rates", "Failed", generation=2)]
+    return plan_of([spec("fx-rates", edit=1), spec("mpu-fix", edit=1)],
+                   jobs + [job("mpu-fix", "Completed"), job("mpu-fix", "Pending", generation=2)])
+
+
+@case
 def revision_went_down():
     return plan_of([spec("fx-rates", revision=1)],
                    [job("fx-rates", "Completed", revision=1), job("fx-rates", "Completed", revision=2, generation=2)])
@@ -330,6 +337,12 @@ def test_replace_and_stop_act_on_the_recorded_bulk_key():
 def test_rerun_is_marked_in_the_detail():
     [change] = plan_of([spec("fx-rates")], [job("fx-rates", "Completed")], reruns=["fx-rates"]).changes
     assert change.detail["rerun"] is True
+
+
+def test_rerun_lets_a_completed_revision_run_again_after_a_failed_rerun():
+    jobs = [job("fx-rates", "Completed"), job("fx-rates", "Failed", generation=2)]
+    [change] = plan_of([spec("fx-rates", edit=1)], jobs, reruns=["fx-rates"]).changes
+    assert (change.action, change.generation, change.detail["rerun"]) == ("submit", 3, True)
 
 
 def test_a_new_fingerprint_version_alone_does_not_look_edited():
