@@ -148,7 +148,7 @@ def _markdown_head(plan: Plan) -> list[str]:
     conflicts = [c for c in plan.changes if c.action == "conflict"]
     if conflicts:
         lines += ["", f"#### `!` {len(conflicts)} conflict{'s' * (len(conflicts) != 1)}: apply refuses "
-                      "these specs until they are resolved", ""]
+                      "to run until they are resolved or left out with --exclude", ""]
         lines += [f"- **{_md(c.name)}**: {_md(c.reason)}. Way out: {_md(c.detail.get('resolve', ''))}"
                   for c in conflicts[:_CONFLICTS_ON_TOP]]
         if len(conflicts) > _CONFLICTS_ON_TOP:
