@@ -1,0 +1,58 @@
+"""A faithful simulator of Zuora's Mass Updater and Custom Object bulk job APIs (DESIGN §7).
+
+It is a thread-safe WSGI app (`make_app`) that `environment: local` runs in-process through
+httpx.WSGITransport, and that `serve` (or `reconciler sandbox serve`) puts on real HTTP.
+
+Default OAuth client (what `environment: local` uses; not a secret, the sandbox holds no data):
+
+    DEFAULT_CLIENT_ID     = "reconciler-local-sandbox-client-0001"   (36 characters, as Zuora requires)
+    DEFAULT_CLIENT_SECRET = "reconciler-local-sandbox-secret"        (31 characters; Zuora allows <= 42)
+
+State lives in SQLite (`db_path`; None keeps it in memory for one process). Several processes may
+share one file: WAL, a busy timeout and BEGIN IMMEDIATE for every read-modify-write keep them on
+one consistent tenant. Time is `clock()` plus an offset persisted by POST /_sandbox/clock; job
+lifecycles are computed from it when read, never by background threads.
+
+Endpoints: POST /oauth/token; POST /v1/bulk, GET /v1/bulk/{key}, PUT /v1/bulk/{key}/stop,
+GET /v1/files/{id}; POST/GET /objects/jobs, GET /objects/jobs/{id}, GET /objects/jobs/{id}/errors,
+PATCH /objects/jobs/{id}/cancel, POST /objects/jobs/{id}/files; admin (no auth): GET /_sandbox/state,
+POST /_sandbox/clock, GET|POST /_sandbox/faults, POST /_sandbox/reset, GET /_sandbox/records.
+
+This package imports nothing from the rest of reconciler and nothing outside the standard library.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .app import SandboxApp, make_settings
+from .server import Server
+from .store import Store
+from .web import DroppedConnection
+
+DEFAULT_CLIENT_ID = "reconciler-local-sandbox-client-0001"
+DEFAULT_CLIENT_SECRET = "reconciler-local-sandbox-secret"
+
+__all__ = [
+    "DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET", "DroppedConnection", "SandboxApp", "Server", "make_app", "serve",
+]
+
+
+def make_app(
+    db_path: str | None = None,
+    *,
+    clock=None,
+    client_id: str = DEFAULT_CLIENT_ID,
+    client_secret: str = DEFAULT_CLIENT_SECRET,
+    pending_seconds: float = 2.0,
+    rows_per_second: float = 100.0,
+    token_seconds: int = 3599,
+) -> SandboxApp:
+    """A sandbox WSGI app on `db_path` (None: in memory); ValueError names a bad setting."""
+    settings = make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds)
+    return SandboxApp(Store(db_path), settings, clock=clock or time.time)
+
+
+def serve(app, host: str = "127.0.0.1", port: int = 0) -> Server:
+    """A threaded HTTP server for `app` on host:port (0 = any free port); call .start() or .serve_forever()."""
+    return Server(app, host, port)

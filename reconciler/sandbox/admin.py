@@ -1,0 +1,82 @@
+"""The admin API under /_sandbox/ (DESIGN §7): state dump, clock, faults, reset, records. No auth."""
+
+from __future__ import annotations
+
+import json
+
+from . import bulk, customobjects, faults, records
+from .store import TENANT_TABLES
+from .web import ApiError, Context, Response, json_response
+
+ADMIN_LIMIT = 1024 * 1024
+
+
+def _payload(ctx: Context) -> dict:
+    raw = ctx.request.body(ADMIN_LIMIT)
+    try:
+        payload = json.loads(raw.decode("utf-8")) if raw.strip() else {}
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "The body must be JSON") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "The body must be a JSON object")
+    return payload
+
+
+def state(ctx: Context) -> Response:
+    """GET /_sandbox/state: every mass action and job as the API shows them, and record counts."""
+    conn = ctx.conn
+    records.settle(conn, ctx.now)
+    base = ctx.request.base_url()
+    mass_actions = [
+        {**bulk.body(conn, row, ctx.now, base), "bulkKey": row["bulk_key"], "idempotencyKey": row["idempotency_key"]}
+        for row in conn.all("SELECT * FROM mass_actions ORDER BY seq")
+    ]
+    jobs = [
+        {**customobjects.job_body(row, ctx.now), "idempotencyKey": row["idempotency_key"]}
+        for row in conn.all("SELECT * FROM co_jobs ORDER BY seq")
+    ]
+    counts = {}
+    for row in conn.all("SELECT namespace, object, COUNT(*) AS n FROM records GROUP BY namespace, object"):
+        name = row["object"] if row["namespace"] == "default" else f"{row['namespace']}:{row['object']}"
+        counts[name] = row["n"]
+    return json_response(200, {"mass_actions": mass_actions, "custom_object_jobs": jobs, "records": counts})
+
+
+def clock(ctx: Context) -> Response:
+    """POST /_sandbox/clock {"advance_seconds": N}: move the sandbox time forward (never back)."""
+    advance = _payload(ctx).get("advance_seconds")
+    if isinstance(advance, bool) or not isinstance(advance, (int, float)) or not 0 <= advance <= 10 ** 9:
+        raise ApiError(400, "advance_seconds must be a non-negative number of seconds")
+    offset = float(ctx.conn.meta("clock_offset", 0.0)) + advance
+    ctx.conn.set_meta("clock_offset", offset)
+    return json_response(200, {"now": records.iso(ctx.now + advance), "offset_seconds": offset})
+
+
+def get_faults(ctx: Context) -> Response:
+    """GET /_sandbox/faults: the current fault configuration."""
+    return json_response(200, faults.current(ctx.conn))
+
+
+def set_faults(ctx: Context) -> Response:
+    """POST /_sandbox/faults: replace the fault configuration (fields left out are zero)."""
+    return json_response(200, faults.configure(ctx.conn, _payload(ctx)))
+
+
+def reset(ctx: Context) -> Response:
+    """POST /_sandbox/reset: empty the tenant and clear faults; tokens and the clock offset stay."""
+    for table in TENANT_TABLES:
+        ctx.conn.execute(f"DELETE FROM {table}")
+    ctx.conn.execute("DELETE FROM meta WHERE key NOT IN ('schema_version', 'clock_offset')")
+    return json_response(200, {"reset": True})
+
+
+def list_records(ctx: Context) -> Response:
+    """GET /_sandbox/records?object=NAME[&namespace=default]: the object's records, oldest first."""
+    name = (ctx.request.query.get("object") or [""])[-1]
+    namespace = (ctx.request.query.get("namespace") or ["default"])[-1]
+    if not name:
+        raise ApiError(400, "the object query parameter is required")
+    records.settle(ctx.conn, ctx.now)
+    rows = ctx.conn.all(
+        "SELECT * FROM records WHERE namespace = ? AND object = ? ORDER BY created_at, id", (namespace, name))
+    return json_response(200, {"records": [records.record_body(row) for row in rows]})

@@ -1,0 +1,245 @@
+"""The WSGI app: routing, auth, faults, idempotency, common headers and the never-a-traceback wrapper."""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from . import admin, auth, bulk, customobjects, faults, idempotency
+from .store import Store, sandbox_now
+from .web import (
+    ADMIN, INTERNAL, METHOD, NOT_FOUND, OAUTH, OBJECTS, TEMPORARY, V1, ApiError, Context, DroppedConnection,
+    Request, Response, family_of, json_response, maybe_gzip,
+)
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT = 50_000
+RATE_LIMIT_POLICY = "50000, 50000;w=60, 2250000;w=3600, 27000000;w=86400"
+CONCURRENCY_LIMIT = 40
+TRACK_ID_FORBIDDEN = set(":;\"'")
+
+ZUORA, TOKEN, ADMIN_ROUTE = "zuora", "token", "admin"
+ROUTES = [
+    ("POST", "/oauth/token", TOKEN, None),
+    ("POST", "/v1/bulk", ZUORA, bulk.submit),
+    ("GET", "/v1/bulk/{bulk_key}", ZUORA, bulk.get),
+    ("PUT", "/v1/bulk/{bulk_key}/stop", ZUORA, bulk.stop),
+    ("GET", "/v1/files/{file_id}", ZUORA, bulk.download),
+    ("POST", "/objects/jobs", ZUORA, customobjects.create),
+    ("GET", "/objects/jobs", ZUORA, customobjects.listing),
+    ("GET", "/objects/jobs/{job_id}", ZUORA, customobjects.get),
+    ("GET", "/objects/jobs/{job_id}/errors", ZUORA, customobjects.errors),
+    ("PATCH", "/objects/jobs/{job_id}/cancel", ZUORA, customobjects.cancel),
+    ("POST", "/objects/jobs/{job_id}/files", ZUORA, customobjects.upload),
+    ("GET", "/_sandbox/state", ADMIN_ROUTE, admin.state),
+    ("POST", "/_sandbox/clock", ADMIN_ROUTE, admin.clock),
+    ("GET", "/_sandbox/faults", ADMIN_ROUTE, admin.get_faults),
+    ("POST", "/_sandbox/faults", ADMIN_ROUTE, admin.set_faults),
+    ("POST", "/_sandbox/reset", ADMIN_ROUTE, admin.reset),
+    ("GET", "/_sandbox/records", ADMIN_ROUTE, admin.list_records),
+]
+COMPILED = [
+    (method, re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"), kind, handler)
+    for method, pattern, kind, handler in ROUTES
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What one app accepts and how fast its jobs move."""
+
+    client_id: str
+    client_secret: str
+    pending_seconds: float
+    rows_per_second: float
+    token_seconds: int
+
+    @property
+    def user_id(self) -> str:
+        return auth.user_id(self.client_id)
+
+    @property
+    def user_email(self) -> str:
+        return auth.user_email(self.client_id)
+
+
+def match(method: str, path: str):
+    """(kind, handler, params) for a request; 404 or 405 (with Allow) when nothing fits."""
+    allowed = []
+    for route_method, pattern, kind, handler in COMPILED:
+        found = pattern.match(path)
+        if found:
+            if route_method == method:
+                return kind, handler, found.groupdict()
+            allowed.append(route_method)
+    if allowed:
+        raise ApiError(405, f"Method {method} is not allowed on {path}; allowed: {', '.join(allowed)}",
+                       category=METHOD, headers=[("Allow", ", ".join(allowed))])
+    raise ApiError(404, f"No such endpoint: {path}", category=NOT_FOUND)
+
+
+class SandboxApp:
+    """The Zuora simulator as a thread-safe WSGI callable."""
+
+    def __init__(self, store: Store, settings: Settings, clock):
+        self.store = store
+        self.settings = settings
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._window = (-1, 0)  # (minute, requests) for the RateLimit headers
+
+    def __call__(self, environ, start_response):
+        request_id = str(uuid.uuid4())
+        family = family_of(environ.get("PATH_INFO") or "/")
+        with self._lock:
+            self._in_flight += 1
+        try:
+            request = Request(environ)
+            try:
+                response = self._dispatch(request, family, request_id)
+            except ApiError as err:
+                response = json_response(err.status, err.payload(family), err.headers)
+            except DroppedConnection:
+                raise
+            except Exception:  # the one place an unexpected error becomes a 500 in the family's shape
+                log.exception("sandbox: unexpected error on %s %s", request.method, request.path)
+                err = ApiError(500, "Internal error in the sandbox", category=INTERNAL)
+                response = json_response(500, err.payload(family))
+            headers = self._headers(request, response, family, request_id)
+            start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
+            return response.chunks if response.chunks is not None else [response.body]
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def _dispatch(self, req: Request, family: str, request_id: str) -> Response:
+        track_id = req.header("zuora-track-id")
+        if track_id is not None and family != ADMIN and not _valid_track_id(track_id):
+            raise ApiError(400, "Zuora-Track-Id must be at most 64 US-ASCII characters without : ; \" or '")
+        if family in (V1, OBJECTS):
+            return self._zuora(req, family, request_id)
+        kind, handler, params = match(req.method, req.path)
+        with self.store.write() as conn:
+            ctx = Context(conn, sandbox_now(conn, self.clock), self.settings, req)
+            if kind == TOKEN:
+                return auth.issue_token(conn, req, ctx.now, self.settings)
+            return handler(ctx, **params)
+
+    def _zuora(self, req: Request, family: str, request_id: str) -> Response:
+        """A Zuora endpoint: bearer auth, faults, Idempotency-Key, then the handler's one transaction."""
+        try:
+            route = match(req.method, req.path)
+        except ApiError as err:
+            route, route_error = None, err
+        with self.store.write() as conn:
+            auth.check_bearer(conn, req, sandbox_now(conn, self.clock))
+            decision = faults.draw(conn) if route else None
+        if route is None:
+            raise route_error
+        _, handler, params = route
+        if decision.rate_limited:
+            raise faults.rate_limited(family, decision.retry_after)
+        key = req.header("idempotency-key") if req.method in ("POST", "PATCH") else None
+        if key is not None:
+            idempotency.validate_key(key)
+            with self.store.write() as conn:
+                outcome, stored = idempotency.claim(conn, key, req.method, req.path, sandbox_now(conn, self.clock))
+            if outcome == idempotency.REPLAY:
+                return stored
+        try:
+            if decision.latency_ms:
+                time.sleep(decision.latency_ms / 1000.0)
+            if decision.error_before:
+                if key is not None:
+                    with self.store.write() as conn:
+                        idempotency.release(conn, key)
+                raise ApiError(503, "Service temporarily unavailable (injected fault, nothing was done)",
+                               category=TEMPORARY)
+            response = self._run(req, family, request_id, handler, params, key)
+        finally:
+            if key is not None:
+                idempotency.forget(key)
+        if decision.error_after:
+            raise ApiError(500, "Internal error (injected fault; the request took effect)", category=INTERNAL)
+        if decision.drop:
+            raise DroppedConnection("sandbox fault injection: connection dropped after the effect")
+        return response
+
+    def _run(self, req, family, request_id, handler, params, key) -> Response:
+        """Run the handler; its effect and the stored idempotent response commit together."""
+        with self.store.write() as conn:
+            ctx = Context(conn, sandbox_now(conn, self.clock), self.settings, req, key)
+            try:
+                with conn.savepoint():
+                    response = handler(ctx, **params)
+            except ApiError as err:
+                response = json_response(err.status, err.payload(family), err.headers)
+            response.headers.append(("Zuora-Request-Id", request_id))
+            if key is not None:
+                idempotency.save(conn, key, response)
+        return response
+
+    def _headers(self, req: Request, response: Response, family: str, request_id: str) -> list:
+        """Common headers: request id, track id echo, rate and concurrency limits, gzip, lengths."""
+        response = maybe_gzip(response, req.header("accept-encoding") or "")
+        headers = list(response.headers)
+        names = {name.lower() for name, _ in headers}
+        if "zuora-request-id" not in names:
+            headers.append(("Zuora-Request-Id", request_id))
+        track_id = req.header("zuora-track-id")
+        if track_id is not None and _valid_track_id(track_id):
+            headers.append(("Zuora-Track-Id", track_id))
+        if family != ADMIN:
+            headers += self._rate_headers(response)
+        if family == V1:
+            with self._lock:
+                remaining = max(0, CONCURRENCY_LIMIT - self._in_flight)
+            headers += [("Concurrency-Limit-Type", "Default"), ("Concurrency-Limit-Limit", str(CONCURRENCY_LIMIT)),
+                        ("Concurrency-Limit-Remaining", str(remaining))]
+        content_type = response.content_type
+        if content_type == "application/json":
+            content_type = "application/json; charset=utf-8"
+        headers.append(("Content-Type", content_type))
+        if "content-length" not in names:
+            headers.append(("Content-Length", str(len(response.body))))
+        return headers
+
+    def _rate_headers(self, response: Response) -> list:
+        now = self.clock()
+        minute = int(now // 60)
+        with self._lock:
+            count = self._window[1] + 1 if self._window[0] == minute else 1
+            self._window = (minute, count)
+        reset = max(1, int(60 - now % 60))
+        remaining = max(0, RATE_LIMIT - count)
+        if response.status == 429:
+            retry = dict((name.lower(), value) for name, value in response.headers).get("retry-after", "1")
+            remaining, reset = 0, int(retry)
+        return [("RateLimit-Limit", RATE_LIMIT_POLICY), ("RateLimit-Remaining", str(remaining)),
+                ("RateLimit-Reset", str(reset))]
+
+
+def _valid_track_id(value: str) -> bool:
+    return len(value) <= 64 and all(32 <= ord(c) < 127 and c not in TRACK_ID_FORBIDDEN for c in value)
+
+
+def make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds) -> Settings:
+    """Validated settings; a bad value raises ValueError naming it."""
+    if len(client_id) != 36:
+        raise ValueError(f"client_id must be exactly 36 characters (got {len(client_id)})")
+    if not client_secret or len(client_secret) > 42:
+        raise ValueError("client_secret must be 1 to 42 characters")
+    if pending_seconds < 0:
+        raise ValueError("pending_seconds must not be negative")
+    if rows_per_second <= 0:
+        raise ValueError("rows_per_second must be greater than 0")
+    if token_seconds <= 0:
+        raise ValueError("token_seconds must be greater than 0")
+    return Settings(client_id, client_secret, float(pending_seconds), float(rows_per_second), int(token_seconds))
