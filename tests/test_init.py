@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,8 @@ from reconciler import __version__
 from reconciler.commands.init import FILES, init, render
 from reconciler.errors import UsageError
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "reconciler" / "templates"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = REPO_ROOT / "reconciler" / "templates"
 TARGETS = [target for _, target in FILES]
 
 
@@ -152,3 +154,19 @@ def test_scaffold_plans(tmp_path):
     result = run("plan", "--no-refresh", "--detailed-exitcode", cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr  # one spec to submit
     assert "fx-rates-example" in result.stdout
+
+
+def test_repository_examples_cover_every_operation_and_validate():
+    pytest.importorskip("reconciler.commands.validate", reason="`reconciler validate` is not built yet")
+    import yaml
+
+    from reconciler.model import ACTION_TYPES, OPERATIONS
+
+    documents = [doc for path in sorted((REPO_ROOT / "specs").rglob("*.yaml"))
+                 for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))]
+    assert {d["spec"]["actionType"] for d in documents if d["kind"] == "MassAction"} == set(ACTION_TYPES)
+    assert {d["spec"]["operation"] for d in documents if d["kind"] == "CustomObjectJob"} == set(OPERATIONS)
+    assert any(d["spec"].get("dependsOn") for d in documents)
+    result = run("validate", "--json", cwd=REPO_ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["specs"] == len(documents)
