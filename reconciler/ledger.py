@@ -674,7 +674,10 @@ class Ledger(LockMethods):
         self._update(f"UPDATE jobs SET {columns}, updated_at = ? WHERE id = ?", params, f"job {job_id}")
 
     def _job_event(self, job: Mapping, event: Mapping, default_type: str, facts: Mapping) -> int:
-        fields = {"event_type": default_type, "name": job["name"], "idempotency_key": job["idempotency_key"], **event}
+        fields = {
+            "run_id": job["run_id"], "event_type": default_type, "name": job["name"],
+            "idempotency_key": job["idempotency_key"], **event,
+        }
         fields["detail"] = {**facts, **(fields.get("detail") or {})}
         return self._append_event(**fields)
 

@@ -49,7 +49,7 @@ def takeover_reason(row: Mapping, host: str, now: float) -> str | None:
     return None
 
 
-def holder(row: Mapping) -> str:
+def describe_holder(row: Mapping) -> str:
     """`user@host pid N`, plus the CI run when there is one."""
     text = f"{row['user']}@{row['host']} pid {row['pid']}"
     return f"{text} (CI run {row['ci_run_url']})" if row.get("ci_run_url") else text
@@ -64,7 +64,7 @@ def held_message(path: object, row: Mapping, now: float) -> str:
     """The LockHeldError text: who holds the lock, since when, and what to do."""
     silent = max(0.0, now - float(row["heartbeat_at"]))
     return (
-        f"{path}: the ledger is locked by {holder(row)} since {iso(float(row['acquired_at']))}, "
+        f"{path}: the ledger is locked by {describe_holder(row)} since {iso(float(row['acquired_at']))}, "
         f"last heartbeat {iso(float(row['heartbeat_at']))} ({silent:.0f}s ago). "
         "Wait for that run to finish (or pass --lock-timeout), or, if it is gone, "
         f"run `reconciler lock release {row['id']}`."
@@ -99,7 +99,7 @@ class LockMethods:
             self._update("DELETE FROM locks WHERE id = ?", (old["id"],), f"lock {old['id']}")
             self._append_event(
                 run_id=None, event_type="lock_takeover", actor=holder,
-                detail={"lock_id": old["id"], "holder": holder(old), "reason": reason},
+                detail={"lock_id": old["id"], "holder": describe_holder(old), "reason": reason},
             )
         lock_id = uuid.uuid4().hex
         self._conn.execute(
@@ -130,7 +130,7 @@ class LockMethods:
             if forced:
                 self._append_event(
                     run_id=None, event_type="lock_release", actor=by,
-                    detail={"lock_id": lock_id, "holder": holder(row), "forced": True},
+                    detail={"lock_id": lock_id, "holder": describe_holder(row), "forced": True},
                 )
 
     def current_lock(self, *, now=time.time) -> dict | None:
@@ -141,4 +141,4 @@ class LockMethods:
             return None
         expired = now() - row["heartbeat_at"] > row["lease_seconds"]
         times = {k: iso(row[k]) for k in ("acquired_at", "heartbeat_at")}
-        return {**row, **times, "holder": holder(row), "expired": expired}
+        return {**row, **times, "holder": describe_holder(row), "expired": expired}

@@ -1,0 +1,641 @@
+"""The SQLite ledger on real files: opening, migrations, reads that never write, records, chain, locks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from reconciler import ledger as ledger_module
+from reconciler.errors import LedgerError, LockHeldError
+from reconciler.ledger import SCHEMA_VERSION, Actor, Binding, Ledger, events_query
+from reconciler.model import Observation
+
+REPO = Path(__file__).resolve().parent.parent
+LOCAL = Binding("local", "http://127.0.0.1:8080")
+ALICE = Actor("alice", "host-a", os.getpid(), "c0ffee", "https://ci.example/runs/1")
+BOB = Actor("bob", "host-a", os.getppid(), None, None)
+
+
+@pytest.fixture
+def path(tmp_path) -> Path:
+    return tmp_path / "state" / "local" / "ledger.db"
+
+
+@pytest.fixture
+def led(path):
+    with Ledger.open_write(path, LOCAL) as opened:
+        yield opened
+
+
+def files(directory: Path) -> dict[str, str]:
+    """Every file in a directory with the sha256 of its bytes."""
+    if not directory.exists():
+        return {}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(directory.iterdir())}
+
+
+def intent(led: Ledger, run_id: int, name: str = "fx", key: str | None = None, kind: str = "MassAction", **kw):
+    generation = led.next_generation(name)
+    return led.add_intent(
+        run_id=run_id, name=name, kind=kind, generation=generation, fingerprint="f" * 64,
+        fingerprint_version=1, revision=1, idempotency_key=key or f"{name}-{generation}",
+        detail={"actionType": "ImportFXRate", "file": "data/fx.csv"}, **kw,
+    )
+
+
+def populate(path: Path, *, binding: Binding = LOCAL, **open_kw) -> None:
+    """A ledger with a run, two jobs, events of several kinds, closed."""
+    with Ledger.open_write(path, binding, **open_kw) as led:
+        run = led.start_run("apply", ALICE, plan_digest="d" * 64)
+        job = intent(led, run)
+        led.record_submitted(job.id, remote_id="B-1", status="Pending", phase="active", event={"run_id": run})
+        co = intent(led, run, name="vehicles", kind="CustomObjectJob")
+        led.record_submitted(co.id, remote_id="J-1", status="pending", phase="created", event={"run_id": run})
+        led.record_event(run_id=run, event_type="remote_call", name="fx", method="GET", path="/v1/bulk/B-1",
+                         http_status=200, request_id="r-1", track_id="t-1", outcome="ok")
+        led.finish_run(run, "ok")
+
+
+def tamper(path: Path, sql: str, params: tuple = ()) -> None:
+    """Edit the file behind the ledger's back, as someone with the file could."""
+    conn = sqlite3.connect(path)
+    conn.executescript("DROP TRIGGER IF EXISTS events_no_update; DROP TRIGGER IF EXISTS events_no_delete;")
+    conn.execute(sql, params)
+    conn.commit()
+    conn.close()
+
+
+# --- opening and creating -------------------------------------------------------------------------
+
+
+def test_open_write_creates_directories_file_and_schema(path):
+    with Ledger.open_write(path, LOCAL) as led:
+        assert led.schema_version == SCHEMA_VERSION and led.serial == 0
+        assert len(led.lineage) == 36 and led.recorded_state().lineage == led.lineage
+        assert led.verify().ok and led.events() == [] and led.current_lock() is None
+    assert list(files(path.parent)) == ["ledger.db"]  # no temp file, no -wal/-shm left at rest
+
+
+def test_reopening_keeps_lineage_and_records(path):
+    populate(path)
+    with Ledger.open_write(path, LOCAL) as first:
+        lineage, serial = first.lineage, first.serial
+    with Ledger.open_write(path, LOCAL) as again:
+        assert (again.lineage, again.serial) == (lineage, serial)
+        assert [j.name for j in again.jobs()] == ["fx", "vehicles"]
+
+
+def test_open_read_of_a_missing_ledger_creates_nothing(tmp_path):
+    assert Ledger.open_read(tmp_path / "state" / "local" / "ledger.db", LOCAL) is None
+    assert not (tmp_path / "state").exists()
+    (tmp_path / "here").mkdir()
+    assert Ledger.open_read(tmp_path / "here" / "ledger.db", LOCAL) is None
+    assert files(tmp_path / "here") == {}
+
+
+def test_reads_never_change_a_byte_or_create_a_file(path):
+    populate(path)
+    before = files(path.parent)
+    led = Ledger.open_read(path, LOCAL)
+    try:
+        state = led.recorded_state()
+        assert [r.name for r in state.records] == ["fx", "vehicles"] and state.serial == led.serial
+        assert led.jobs("fx")[0].remote_id == "B-1" and led.job(1).name == "fx"
+        assert led.job_by_remote_id("J-1").name == "vehicles" and led.job_by_remote_id("nope") is None
+        assert len(led.events(limit=2)) == 2 and len(list(led.iter_events())) == 5
+        assert led.events("fx", before_id=3)[0]["id"] == 2
+        assert led.verify().ok and led.current_lock() is None and led.next_generation("fx") == 2
+        with pytest.raises(LedgerError, match="read-only"):
+            led.record_event(run_id=None, event_type="note")
+        with pytest.raises(LedgerError, match="read-only"):
+            led.acquire_lock(ALICE)
+    finally:
+        led.close()
+    assert files(path.parent) == before
+
+
+def test_a_reader_sees_a_live_writer_and_the_file_rests_alone_afterwards(path):
+    populate(path)
+    writer = Ledger.open_write(path, LOCAL)
+    reader = Ledger.open_read(path, LOCAL)
+    writer.record_event(run_id=None, event_type="note")
+    assert reader.serial == writer.serial and reader.events(limit=1)[0]["event_type"] == "note"
+    writer.close()
+    reader.close()
+    Ledger.open_write(path, LOCAL).close()
+    assert list(files(path.parent)) == ["ledger.db"]
+
+
+def foreign_sqlite(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (body TEXT)")
+    conn.execute("INSERT INTO notes VALUES ('hello')")
+    conn.commit()
+    conn.close()
+
+
+def fake_meta(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE meta (x TEXT)")
+    conn.commit()
+    conn.close()
+
+
+NOT_LEDGERS = {
+    "random bytes": lambda p: p.write_bytes(random.Random(7).randbytes(8192)),
+    "text": lambda p: p.write_text("serial: 3\nthis is not a database\n"),
+    "empty": lambda p: p.write_bytes(b""),
+    "sqlite header then garbage": lambda p: p.write_bytes(b"SQLite format 3\x00" + random.Random(3).randbytes(4096)),
+    "another sqlite database": foreign_sqlite,
+    "a meta table of another shape": fake_meta,
+}
+
+
+@pytest.mark.parametrize("opener", ["open_read", "open_write"])
+@pytest.mark.parametrize("kind", NOT_LEDGERS)
+def test_a_file_that_is_not_a_ledger_is_refused_and_left_untouched(path, kind, opener):
+    path.parent.mkdir(parents=True)
+    NOT_LEDGERS[kind](path)
+    before = files(path.parent)
+    with pytest.raises(LedgerError, match="is not a reconciler ledger") as caught:
+        getattr(Ledger, opener)(path, LOCAL)
+    assert str(path) in str(caught.value)
+    assert files(path.parent) == before
+
+
+def test_a_directory_at_the_ledger_path_is_refused(path):
+    path.mkdir(parents=True)
+    with pytest.raises(LedgerError, match="is a directory"):
+        Ledger.open_write(path, LOCAL)
+
+
+@pytest.mark.parametrize("opener", ["open_read", "open_write"])
+def test_a_newer_schema_is_refused_and_left_untouched(path, opener):
+    populate(path)
+    tamper(path, "UPDATE meta SET schema_version = ?", (SCHEMA_VERSION + 1,))
+    before = files(path.parent)
+    with pytest.raises(LedgerError, match=f"schema version {SCHEMA_VERSION + 1}, newer .* upgrade reconciler"):
+        getattr(Ledger, opener)(path, LOCAL)
+    assert files(path.parent) == before
+
+
+@pytest.mark.parametrize("opener", ["open_read", "open_write"])
+@pytest.mark.parametrize(
+    "other", [Binding("us-production", LOCAL.base_url), Binding("local", "https://rest.zuora.com")]
+)
+def test_a_ledger_of_another_environment_is_refused(path, opener, other):
+    populate(path)
+    before = files(path.parent)
+    with pytest.raises(LedgerError) as caught:
+        getattr(Ledger, opener)(path, other)
+    message = str(caught.value)
+    assert "belongs to environment local (http://127.0.0.1:8080)" in message
+    assert f"state/{other.environment}/ledger.db" in message
+    assert files(path.parent) == before
+
+
+def test_a_trailing_slash_on_the_base_url_is_the_same_environment(path):
+    populate(path)
+    Ledger.open_write(path, Binding("local", LOCAL.base_url + "/")).close()
+
+
+# --- migrations -----------------------------------------------------------------------------------
+
+
+def indexes(path: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("old", range(1, SCHEMA_VERSION))
+def test_every_older_schema_is_readable_and_migrates_forward(path, old):
+    populate(path, migrate_to=old)
+    assert "events_by_name" not in indexes(path)
+    before = files(path.parent)
+    reader = Ledger.open_read(path, LOCAL)
+    assert reader.schema_version == old and len(reader.events("fx")) == 3 and reader.verify().ok
+    serial = reader.serial
+    reader.close()
+    assert files(path.parent) == before  # reading an old ledger does not migrate it
+    with Ledger.open_write(path, LOCAL) as led:
+        assert led.schema_version == SCHEMA_VERSION
+        assert led.serial == serial  # the schema moved, not the records: saved plans stay valid
+        assert [j.name for j in led.jobs()] == ["fx", "vehicles"] and led.verify().ok
+    assert "events_by_name" in indexes(path)
+    with Ledger.open_read(path, LOCAL) as again:
+        assert again.schema_version == SCHEMA_VERSION
+
+
+# --- serial and row counts ------------------------------------------------------------------------
+
+
+def test_each_record_write_bumps_the_serial_exactly_once(led):
+    def delta(action) -> int:
+        before = led.serial
+        action()
+        return led.serial - before
+
+    run = led.start_run("apply", ALICE)
+    assert delta(lambda: intent(led, run, key="k1")) == 1
+    assert delta(lambda: intent(led, run, key="k1")) == 0  # idempotent: the existing row is returned
+    job = led.jobs()[0]
+    submit = lambda: led.record_submitted(job.id, remote_id="B-1", status="Pending", phase="active", event={})  # noqa: E731
+    assert delta(submit) == 1
+    observe = lambda status, **c: led.record_observation(  # noqa: E731
+        job.id, Observation("B-1", "MassAction", status, **c), run_id=run, source="refresh"
+    )
+    assert delta(lambda: observe("Processing", processed=1)) == 1
+    assert delta(lambda: observe("Processing", processed=1)) == 0
+    assert delta(lambda: observe("Processing", processed=5)) == 1
+    assert delta(lambda: led.record_observation(job.id, Observation("B-1", "MassAction", None, missing=True),
+                                                run_id=run, source="refresh")) == 0
+    assert delta(lambda: led.record_result(job.id, path="results/B-1.zip", sha256="a" * 64, run_id=run)) == 1
+    assert delta(lambda: led.record_event(run_id=run, event_type="remote_call")) == 1
+    assert delta(lambda: led.record_retired(job.id, run_id=run, reason="spec removed", actor=ALICE)) == 1
+    assert delta(lambda: led.record_retired(job.id, run_id=run, reason="again", actor=ALICE)) == 0
+    co = intent(led, run, name="vehicles", kind="CustomObjectJob")
+    led.record_submitted(co.id, remote_id="J-1", status="pending", phase="created", event={})
+    assert delta(lambda: led.record_uploaded(co.id, status="pending", event={})) == 1
+    # bookkeeping never moves it: runs and the lock
+    assert delta(lambda: led.finish_run(run, "ok")) == 0
+    assert delta(lambda: led.start_run("plan", ALICE)) == 0
+    lock = led.acquire_lock(ALICE)
+    assert delta(lambda: led.heartbeat(lock)) == 0
+    assert delta(lambda: led.release_lock(lock, by=BOB, forced=True)) == 0
+    assert led.verify().ok
+
+
+def test_a_write_that_finds_no_row_raises_and_changes_nothing(led):
+    run = led.start_run("apply", ALICE)
+    serial, count = led.serial, len(led.events())
+    with pytest.raises(LedgerError, match="no job with ledger id 42"):
+        led.record_submitted(42, remote_id="B", status="Pending", phase="active", event={})
+    with pytest.raises(LedgerError, match="run 99 was not found"):
+        led.finish_run(99, "ok")
+    with pytest.raises(LedgerError, match=str(led.path)):  # the sqlite error names the file
+        led.record_event(run_id=run + 100, event_type="note")  # no such run: foreign key
+    assert (led.serial, len(led.events())) == (serial, count) and led.verify().ok
+
+
+def test_a_second_intent_for_the_same_generation_is_refused(led):
+    run = led.start_run("apply", ALICE)
+    first = intent(led, run, key="k1")
+    with pytest.raises(LedgerError, match="UNIQUE"):
+        led.add_intent(run_id=run, name="fx", kind="MassAction", generation=first.generation, fingerprint="e" * 64,
+                       fingerprint_version=1, revision=1, idempotency_key="k2", detail={})
+    assert [j.idempotency_key for j in led.jobs()] == ["k1"]
+
+
+def test_a_closed_ledger_says_so(path):
+    led = Ledger.open_write(path, LOCAL)
+    led.close()
+    led.close()
+    with pytest.raises(LedgerError, match="already closed"):
+        led.jobs()
+
+
+# --- records --------------------------------------------------------------------------------------
+
+
+def test_job_lifecycle_and_recorded_state(led):
+    run = led.start_run("apply", ALICE)
+    job = intent(led, run, rerun=True)
+    assert (job.phase, job.generation, job.rerun, job.detail["file"]) == ("intent", 1, True, "data/fx.csv")
+    job = led.record_submitted(job.id, remote_id="B-1", status="Pending", phase="active",
+                               counts={"total": 10}, event={"run_id": run, "method": "POST", "http_status": 200})
+    assert (job.remote_id, job.remote_status, job.total, job.processed) == ("B-1", "Pending", 10, None)
+    changed = led.record_observation(job.id, Observation("B-1", "MassAction", "Completed", total=10, processed=10,
+                                                         succeeded=9, failed=1, output_url="https://x/v1/files/F1"),
+                                     run_id=run, source="apply --wait")
+    job = led.job(job.id)
+    assert changed and (job.phase, job.remote_status, job.succeeded, job.failed) == ("done", "Completed", 9, 1)
+    assert job.detail["output_url"] == "https://x/v1/files/F1"
+    led.record_result(job.id, path="state/local/results/B-1.zip", sha256="b" * 64, run_id=run)
+    assert led.job(job.id).result_sha256 == "b" * 64
+    again = intent(led, run)
+    state = led.recorded_state()
+    assert state.by_name()["fx"].jobs == (led.job(job.id), again) and state.by_name()["fx"].latest.generation == 2
+    assert (state.lineage, state.serial) == (led.lineage, led.serial)
+    drift = led.events("fx", limit=1, before_id=led.events("fx")[1]["id"])[0]
+    assert drift["event_type"] == "status_change" and drift["detail"]["from"] == "Pending"
+    assert drift["detail"]["to"] == "Completed" and drift["detail"]["source"] == "apply --wait"
+    assert drift["actor"] == "alice@host-a"  # each event names who caused it, through its run
+
+
+def test_custom_object_job_stays_created_until_uploaded(led):
+    run = led.start_run("apply", ALICE)
+    job = intent(led, run, name="vehicles", kind="CustomObjectJob")
+    led.record_submitted(job.id, remote_id="J-1", status="pending", phase="created", event={})
+    assert not led.record_observation(job.id, Observation("J-1", "CustomObjectJob", "pending"), run_id=run, source="s")
+    assert led.job(job.id).phase == "created"
+    job = led.record_uploaded(job.id, status="pending", event={"method": "POST", "path": "/objects/jobs/J-1/files"})
+    assert (job.uploaded, job.phase) == (True, "active")
+    assert led.events(limit=1)[0]["event_type"] == "uploaded"
+
+
+def test_a_job_missing_remotely_is_left_as_recorded(led):
+    run = led.start_run("plan", ALICE)
+    job = intent(led, run)
+    led.record_submitted(job.id, remote_id="B-1", status="Pending", phase="active", event={})
+    gone = Observation("B-1", "MassAction", None, missing=True)
+    assert led.record_observation(job.id, gone, run_id=run, source="refresh") is False
+    assert led.job(job.id).remote_status == "Pending"
+
+
+def test_retiring_names_the_operator(led):
+    run = led.start_run("forget", ALICE)
+    job = intent(led, run)
+    retired = led.record_retired(job.id, run_id=run, reason="forgotten by operator", actor=BOB)
+    assert retired.phase == "retired"
+    event = led.events(limit=1)[0]
+    assert (event["event_type"], event["actor"], event["detail"]["reason"]) == ("retired", "bob@host-a",
+                                                                                "forgotten by operator")
+
+
+def test_events_newest_first_filtered_and_paged(led):
+    run = led.start_run("apply", ALICE)
+    for i in range(6):
+        led.record_event(run_id=run, event_type="remote_call", name="a" if i % 2 else "b", http_status=200 + i)
+    assert [e["id"] for e in led.events()] == [6, 5, 4, 3, 2, 1]
+    assert [e["id"] for e in led.events("a")] == [6, 4, 2]
+    assert [e["id"] for e in led.events(limit=2, before_id=5)] == [4, 3]
+    assert [e["id"] for e in led.events("b", limit=1)] == [5]
+
+
+def test_iter_events_streams_oldest_first_across_chunks(led, monkeypatch):
+    monkeypatch.setattr(ledger_module, "_CHUNK", 3)
+    for i in range(8):
+        led.record_event(run_id=None, event_type="note", detail={"i": i})
+    assert [e["detail"]["i"] for e in led.iter_events()] == list(range(8))
+
+
+@pytest.mark.parametrize(
+    ("name", "before_id", "index_used"),
+    [(None, None, "SCAN events"), ("fx", None, "events_by_name"), (None, 500, "INTEGER PRIMARY KEY")],
+)
+def test_history_reads_an_index_not_a_sort(led, name, before_id, index_used):
+    sql, params = events_query(name, 50, before_id)
+    plan = " | ".join(row[3] for row in led._conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    assert index_used in plan and "TEMP B-TREE" not in plan, plan
+
+
+# --- secrets --------------------------------------------------------------------------------------
+
+
+def test_secrets_never_enter_the_ledger(path):
+    with Ledger.open_write(path, LOCAL) as led:
+        run = led.start_run("apply", ALICE)
+        led.record_event(
+            run_id=run, event_type="remote_call", method="POST", path="/oauth/token?client_secret=s3cr3t-q&x=1",
+            detail={
+                "Authorization": "Bearer s3cr3t-a", "access_token": "s3cr3t-b", "client_secret": "s3cr3t-c",
+                "headers": {"X-Api-Key": "s3cr3t-d", "Accept": "application/json"},
+                "calls": [{"password": "s3cr3t-e"}, "Bearer s3cr3t-f"], "note": "basic s3cr3t-g",
+            },
+        )
+        intent(led, run, key="k1")
+        led.add_intent(run_id=run, name="y", kind="MassAction", generation=1, fingerprint="f" * 64,
+                       fingerprint_version=1, revision=1, idempotency_key="k2", detail={"token": "s3cr3t-h"})
+        event = led.events(limit=1, before_id=2)[0]
+        assert event["detail"]["headers"] == {"X-Api-Key": "<redacted>", "Accept": "application/json"}
+        assert event["path"] == "/oauth/token?client_secret=<redacted>&x=1"
+        assert led.verify().ok
+    assert b"s3cr3t" not in path.read_bytes()
+
+
+# --- the hash chain in the file -------------------------------------------------------------------
+
+
+def chained(path: Path, n: int = 5) -> None:
+    with Ledger.open_write(path, LOCAL) as led:
+        run = led.start_run("apply", ALICE)
+        for i in range(1, n + 1):
+            led.record_event(run_id=run, event_type="remote_call", name=f"spec-{i}", method="POST",
+                             path="/v1/bulk", http_status=200, request_id=f"r-{i}", track_id="t",
+                             idempotency_key=f"k-{i}", outcome="ok", actor=ALICE, detail={"i": i})
+
+
+def verify(path: Path):
+    with Ledger.open_read(path, LOCAL) as led:
+        return led.verify()
+
+
+EDITS = {
+    "id": "30", "ts": "'2020-01-01T00:00:00+00:00'", "run_id": "run_id + 1", "name": "'other'",
+    "event_type": "'forged'", "method": "'DELETE'", "path": "'/v1/other'", "http_status": "201",
+    "request_id": "'r-x'", "track_id": "'t-x'", "idempotency_key": "'k-x'", "outcome": "'failed'",
+    "actor": "'mallory@evil'", "detail": "'{\"i\":99}'", "prev_hash": "hash", "hash": "prev_hash",
+}
+
+
+@pytest.mark.parametrize("field", list(EDITS))
+def test_verify_names_the_row_whose_field_was_edited(path, field):
+    chained(path)
+    tamper(path, f"UPDATE events SET {field} = {EDITS[field]} WHERE id = 3")
+    report = verify(path)
+    assert not report.ok and report.first_bad_id == 3, report
+
+
+def test_verify_names_a_deleted_row(path):
+    chained(path)
+    tamper(path, "DELETE FROM events WHERE id = 2")
+    report = verify(path)
+    assert not report.ok and report.first_bad_id == 2 and "deleted" in report.message
+
+
+def test_verify_names_swapped_rows(path):
+    chained(path)
+    columns = [c for c in EDITS if c != "id"]
+    conn = sqlite3.connect(path)
+    rows = {r[0]: r[1:] for r in conn.execute(f"SELECT id, {', '.join(columns)} FROM events WHERE id IN (2, 3)")}
+    conn.close()
+    assignments = ", ".join(f"{c} = ?" for c in columns)
+    tamper(path, f"UPDATE events SET {assignments} WHERE id = 2", rows[3])
+    tamper(path, f"UPDATE events SET {assignments} WHERE id = 3", rows[2])
+    report = verify(path)
+    assert not report.ok and report.first_bad_id == 2
+
+
+def test_verify_shows_a_truncated_tail(path):
+    chained(path)
+    tamper(path, "DELETE FROM events WHERE id > 3")
+    report = verify(path)
+    assert not report.ok and report.first_bad_id == 4 and "removed" in report.message
+
+
+def test_a_truncated_tail_stays_visible_after_more_writes(path):
+    chained(path)
+    tamper(path, "DELETE FROM events WHERE id > 3")
+    with Ledger.open_write(path, LOCAL) as led:
+        led.record_event(run_id=None, event_type="note")
+        assert not led.verify().ok
+
+
+def test_events_are_append_only_inside_sqlite(path):
+    chained(path)
+    conn = sqlite3.connect(path)
+    for sql in ("UPDATE events SET outcome = 'x' WHERE id = 1", "DELETE FROM events WHERE id = 1"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            conn.execute(sql)
+    conn.close()
+
+
+def test_history_of_an_edited_detail_does_not_crash(path):
+    chained(path)
+    tamper(path, "UPDATE events SET detail = 'not json' WHERE id = 2")
+    with Ledger.open_read(path, LOCAL) as led:
+        assert led.events(limit=4)[-1]["detail"] == "not json"
+        assert led.verify().first_bad_id == 2
+
+
+# --- locks ----------------------------------------------------------------------------------------
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_second_run_is_refused_naming_the_holder(led):
+    lock = led.acquire_lock(ALICE)
+    with pytest.raises(LockHeldError) as caught:
+        led.acquire_lock(BOB)
+    message = str(caught.value)
+    for part in (f"alice@host-a pid {os.getpid()}", "https://ci.example/runs/1", "since", "last heartbeat",
+                 f"reconciler lock release {lock}", str(led.path)):
+        assert part in message
+    assert led.current_lock()["id"] == lock
+
+
+def test_a_dead_holder_on_this_host_is_taken_over_at_once(led):
+    stale = led.acquire_lock(Actor("ci", "host-a", dead_pid(), None, None))
+    serial = led.serial
+    lock = led.acquire_lock(BOB)
+    assert lock != stale and led.current_lock()["holder"] == f"bob@host-a pid {BOB.pid}"
+    event = led.events(limit=1)[0]
+    assert event["event_type"] == "lock_takeover" and "is gone" in event["detail"]["reason"]
+    assert led.serial == serial and led.verify().ok
+    with pytest.raises(LedgerError, match="no longer held"):
+        led.heartbeat(stale)
+
+
+def test_another_hosts_lock_is_taken_over_only_after_its_lease(led):
+    t0 = 1_000_000.0
+    other = Actor("ci", "host-b", 1, None, "https://ci.example/runs/9")
+    first = led.acquire_lock(other, lease_seconds=60, now=lambda: t0)
+    with pytest.raises(LockHeldError, match="ci@host-b pid 1"):
+        led.acquire_lock(ALICE, now=lambda: t0 + 59)
+    led.heartbeat(first, now=lambda: t0 + 50)
+    with pytest.raises(LockHeldError):
+        led.acquire_lock(ALICE, now=lambda: t0 + 100)
+    assert not led.current_lock(now=lambda: t0 + 100)["expired"]
+    assert led.current_lock(now=lambda: t0 + 111)["expired"]
+    taken = led.acquire_lock(ALICE, now=lambda: t0 + 111)
+    assert led.current_lock()["id"] == taken
+    assert "lease lapsed" in led.events(limit=1)[0]["detail"]["reason"]
+
+
+def test_a_waiting_run_gets_the_lock_when_it_is_released(path):
+    with Ledger.open_write(path, LOCAL) as holder, Ledger.open_write(path, LOCAL) as waiter:
+        lock = holder.acquire_lock(ALICE)
+        releaser = threading.Timer(0.3, holder.release_lock, args=(lock,))
+        releaser.start()
+        try:
+            mine = waiter.acquire_lock(BOB, timeout=30)
+        finally:
+            releaser.join()
+        assert waiter.current_lock()["id"] == mine
+
+
+def test_release_and_forced_release(led):
+    lock = led.acquire_lock(ALICE)
+    count = len(led.events())
+    led.release_lock(lock)
+    assert led.current_lock() is None and len(led.events()) == count
+    with pytest.raises(LedgerError, match="no lock"):
+        led.release_lock(lock)
+    lock = led.acquire_lock(ALICE)
+    led.release_lock(lock, by=BOB, forced=True)
+    event = led.events(limit=1)[0]
+    assert (event["event_type"], event["actor"], event["detail"]["forced"]) == ("lock_release", "bob@host-a", True)
+    assert f"alice@host-a pid {os.getpid()}" in event["detail"]["holder"]
+
+
+# --- concurrency ----------------------------------------------------------------------------------
+
+WRITER = """
+import sys
+from reconciler.ledger import Actor, Binding, Ledger
+path, n = sys.argv[1], int(sys.argv[2])
+with Ledger.open_write(path, Binding("local", "http://127.0.0.1:8080")) as led:
+    run = led.start_run("apply", Actor("w", "h", 1, None, None))
+    for i in range(n):
+        led.record_event(run_id=run, event_type="remote_call", detail={"i": i})
+    print(led.lineage)
+"""
+
+
+def test_two_processes_writing_at_once_lose_nothing(path):
+    n = 40
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(n)], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    lineages = {proc.communicate(timeout=120)[0].strip() for proc in procs}
+    assert [proc.returncode for proc in procs] == [0, 0]
+    with Ledger.open_read(path, LOCAL) as led:
+        assert lineages == {led.lineage}  # both used the one ledger, whoever created it
+        assert led.serial == 2 * n and len(list(led.iter_events())) == 2 * n and led.verify().ok
+
+
+def test_threads_share_one_ledger_safely(led):
+    run = led.start_run("apply", ALICE)
+
+    def work(t: int) -> None:
+        for i in range(20):
+            led.record_event(run_id=run, event_type="remote_call", detail={"t": t, "i": i})
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert led.serial == 120 and led.verify().ok
+
+
+def test_a_busy_ledger_is_a_ledger_error_not_a_hang(path, monkeypatch):
+    populate(path)
+    monkeypatch.setattr(ledger_module, "BUSY_TIMEOUT_SECONDS", 0.1)
+    with Ledger.open_write(path, LOCAL) as led:
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(LedgerError, match="busy"):
+                led.record_event(run_id=None, event_type="note")
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert led.verify().ok
+
+
+def test_detail_is_stored_as_canonical_json(path):
+    with Ledger.open_write(path, LOCAL) as led:
+        led.record_event(run_id=None, event_type="note", detail={"b": 1, "a": ("x", Path("p"))})
+    conn = sqlite3.connect(path)
+    (detail,) = conn.execute("SELECT detail FROM events").fetchone()
+    conn.close()
+    assert detail == '{"a":["x","p"],"b":1}' and json.loads(detail) == {"a": ["x", "p"], "b": 1}
