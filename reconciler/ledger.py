@@ -69,7 +69,11 @@ _SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:token|secret|passw(?:or)?d|api[-_]?k
 
 @dataclass(frozen=True)
 class Binding:
-    """The environment a ledger belongs to; a ledger refuses to serve any other."""
+    """The environment a ledger belongs to; a ledger refuses to serve any other.
+
+    `environment` is the key used in paths (Settings.env_key: the name, or a URL's host-port), so
+    the refusal can point at the right ledger; `base_url` is compared without a trailing slash.
+    """
 
     environment: str
     base_url: str
@@ -271,7 +275,13 @@ def _create(path: Path, binding: Binding, version: int) -> None:
         try:
             os.link(tmp, path)
         except FileExistsError:  # another process created it first: theirs is the ledger
-            pass
+            return
+        if os.name == "posix":  # make the new name as durable as the intents soon written under it
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     except OSError as exc:
         raise LedgerError(f"cannot create the ledger {path}: {exc.strerror or exc}") from exc
     finally:
@@ -402,7 +412,8 @@ class Ledger(LockMethods):
             try:
                 yield
             finally:
-                self._conn.execute("COMMIT")
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
 
     @contextmanager
     def _transaction(self) -> Iterator[_Tx]:
@@ -440,7 +451,7 @@ class Ledger(LockMethods):
         """Run an UPDATE/DELETE that must touch exactly one row."""
         count = self._conn.execute(sql, params).rowcount
         if count != 1:
-            raise LedgerError(f"{self.path}: {what} was not found (changed {count} rows); the ledger is not as expected")
+            raise LedgerError(f"{self.path}: {what} was not found ({count} rows changed); nothing was recorded")
 
     # --- reads ------------------------------------------------------------------------------------
 
@@ -558,22 +569,28 @@ class Ledger(LockMethods):
         with self._transaction() as tx:
             existing = self._row("SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,))
             if existing is not None:
+                recorded = (existing["name"], existing["generation"], existing["fingerprint"])
+                if recorded != (name, generation, fingerprint):
+                    raise LedgerError(
+                        f"{self.path}: idempotency key {idempotency_key} already belongs to job {existing['id']} "
+                        f"({existing['name']} generation {existing['generation']}); refusing to reuse it"
+                    )
                 tx.bump = False
                 return _job(existing)
-            now = _now()
+            now, detail = _now(), _clean_detail(detail)
             job_id = self._db["jobs"].insert(
                 {
                     "name": name, "kind": kind, "generation": generation, "fingerprint": fingerprint,
                     "fingerprint_version": fingerprint_version, "revision": revision, "remote_id": None,
                     "idempotency_key": idempotency_key, "phase": PHASE_INTENT, "remote_status": None,
-                    "uploaded": 0, "detail": canonical_json(_clean_detail(detail)), "rerun": int(rerun),
+                    "uploaded": 0, "detail": canonical_json(detail), "rerun": int(rerun),
                     "created_at": now, "updated_at": now, "run_id": run_id,
                 }
             ).last_pk
             self._append_event(
                 run_id=run_id, event_type="intent", name=name, idempotency_key=idempotency_key,
-                detail={"kind": kind, "generation": generation, "fingerprint": fingerprint, "revision": revision,
-                        "rerun": rerun},
+                detail={**detail, "kind": kind, "generation": generation, "fingerprint": fingerprint,
+                        "revision": revision, "rerun": rerun},
             )
             return _job(self._job_row(job_id))
 
@@ -607,6 +624,8 @@ class Ledger(LockMethods):
         """
         with self._transaction() as tx:
             job = self._job_row(job_id)
+            if job["remote_id"] is not None and obs.remote_id != job["remote_id"]:
+                raise ValueError(f"observation of {obs.remote_id} given for job {job_id} ({job['remote_id']})")
             if obs.missing or obs.status is None:
                 tx.bump = False
                 return False

@@ -125,7 +125,9 @@ class LockMethods:
             tx.bump = False
             row = self._row("SELECT * FROM locks WHERE id = ?", (lock_id,))
             if row is None:
-                raise LedgerError(f"{self.path}: no lock {lock_id} is held; `reconciler lock status` shows the current one")
+                raise LedgerError(
+                    f"{self.path}: no lock {lock_id} is held; `reconciler lock status` shows the current one"
+                )
             self._update("DELETE FROM locks WHERE id = ?", (lock_id,), f"lock {lock_id}")
             if forced:
                 self._append_event(

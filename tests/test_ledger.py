@@ -241,6 +241,10 @@ def test_every_older_schema_is_readable_and_migrates_forward(path, old):
 # --- serial and row counts ------------------------------------------------------------------------
 
 
+def assert_same(got, expected) -> None:
+    assert got == expected and got.detail == expected.detail
+
+
 def test_each_record_write_bumps_the_serial_exactly_once(led):
     def delta(action) -> int:
         before = led.serial
@@ -249,10 +253,13 @@ def test_each_record_write_bumps_the_serial_exactly_once(led):
 
     run = led.start_run("apply", ALICE)
     assert delta(lambda: intent(led, run, key="k1")) == 1
-    assert delta(lambda: intent(led, run, key="k1")) == 0  # idempotent: the existing row is returned
     job = led.jobs()[0]
-    submit = lambda: led.record_submitted(job.id, remote_id="B-1", status="Pending", phase="active", event={})  # noqa: E731
-    assert delta(submit) == 1
+    retry = lambda: led.add_intent(  # noqa: E731 - a rerun after a crash repeats the same intent
+        run_id=run, name="fx", kind="MassAction", generation=1, fingerprint="f" * 64, fingerprint_version=1,
+        revision=1, idempotency_key="k1", detail={},
+    )
+    assert delta(lambda: assert_same(retry(), job)) == 0  # idempotent: the existing row, unchanged
+    assert delta(lambda: led.record_submitted(job.id, remote_id="B-1", status="Pending", phase="active", event={})) == 1
     observe = lambda status, **c: led.record_observation(  # noqa: E731
         job.id, Observation("B-1", "MassAction", status, **c), run_id=run, source="refresh"
     )
@@ -295,6 +302,9 @@ def test_a_second_intent_for_the_same_generation_is_refused(led):
     with pytest.raises(LedgerError, match="UNIQUE"):
         led.add_intent(run_id=run, name="fx", kind="MassAction", generation=first.generation, fingerprint="e" * 64,
                        fingerprint_version=1, revision=1, idempotency_key="k2", detail={})
+    with pytest.raises(LedgerError, match="k1 already belongs to job 1"):
+        led.add_intent(run_id=run, name="other", kind="MassAction", generation=1, fingerprint="e" * 64,
+                       fingerprint_version=1, revision=1, idempotency_key="k1", detail={})
     assert [j.idempotency_key for j in led.jobs()] == ["k1"]
 
 
@@ -313,6 +323,8 @@ def test_job_lifecycle_and_recorded_state(led):
     run = led.start_run("apply", ALICE)
     job = intent(led, run, rerun=True)
     assert (job.phase, job.generation, job.rerun, job.detail["file"]) == ("intent", 1, True, "data/fx.csv")
+    said = led.events(limit=1)[0]  # the audit log says which file ran and that someone asked for a rerun
+    assert (said["event_type"], said["detail"]["file"], said["detail"]["rerun"]) == ("intent", "data/fx.csv", True)
     job = led.record_submitted(job.id, remote_id="B-1", status="Pending", phase="active",
                                counts={"total": 10}, event={"run_id": run, "method": "POST", "http_status": 200})
     assert (job.remote_id, job.remote_status, job.total, job.processed) == ("B-1", "Pending", 10, None)
@@ -352,6 +364,8 @@ def test_a_job_missing_remotely_is_left_as_recorded(led):
     gone = Observation("B-1", "MassAction", None, missing=True)
     assert led.record_observation(job.id, gone, run_id=run, source="refresh") is False
     assert led.job(job.id).remote_status == "Pending"
+    with pytest.raises(ValueError, match="observation of B-2"):
+        led.record_observation(job.id, Observation("B-2", "MassAction", "Completed"), run_id=run, source="refresh")
 
 
 def test_retiring_names_the_operator(led):
@@ -385,9 +399,12 @@ def test_iter_events_streams_oldest_first_across_chunks(led, monkeypatch):
     ("name", "before_id", "index_used"),
     [(None, None, "SCAN events"), ("fx", None, "events_by_name"), (None, 500, "INTEGER PRIMARY KEY")],
 )
-def test_history_reads_an_index_not_a_sort(led, name, before_id, index_used):
+def test_history_reads_an_index_not_a_sort(path, name, before_id, index_used):
+    populate(path)
     sql, params = events_query(name, 50, before_id)
-    plan = " | ".join(row[3] for row in led._conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    plan = " | ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params))
+    conn.close()
     assert index_used in plan and "TEMP B-TREE" not in plan, plan
 
 
