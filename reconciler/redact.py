@@ -16,6 +16,7 @@ from urllib.parse import quote, urlsplit
 from reconciler.errors import ConfigError, ReconcilerError, RemoteError
 
 REDACTED = "***"
+SECRET_MIN = 4
 # Shapes a credential takes in free text, whatever its value: a bearer header, or a token / secret
 # field in JSON or in a form body.
 _PATTERNS = (
@@ -39,7 +40,8 @@ class Redactor:
 
     def add(self, secret: str | None) -> None:
         """Remember one more value (a client secret, a freshly issued token) to hide."""
-        if secret:
+        # Hiding a 1-3 character "secret" would mangle every message and protect nothing.
+        if secret and len(secret) >= SECRET_MIN:
             with self._lock:
                 self._secrets.add(secret)
 

@@ -119,8 +119,10 @@ def code_category(code: object) -> int | None:
     return int(text[-2:])
 
 
-def retry_after_seconds(headers: Mapping[str, str], now: Callable[[], float] = time.time) -> float | None:
-    """Seconds the server asked us to wait: `Retry-After` (seconds or HTTP date), else `RateLimit-Reset`."""
+def retry_after_seconds(headers: Mapping[str, str], *, rate_limited: bool = True,
+                        now: Callable[[], float] = time.time) -> float | None:
+    """Seconds the server asked us to wait: `Retry-After` (seconds or HTTP date), else, for a 429,
+    `RateLimit-Reset` (sent on every answer, it only means "wait" once the limit was hit)."""
     value = headers.get("retry-after")
     if value is not None:
         seconds = _number(value)
@@ -131,7 +133,7 @@ def retry_after_seconds(headers: Mapping[str, str], now: Callable[[], float] = t
                 seconds = None
         if seconds is not None:
             return max(0.0, seconds)
-    reset = _number(headers.get("ratelimit-reset"))
+    reset = _number(headers.get("ratelimit-reset")) if rate_limited else None
     if reset is None:
         return None
     # The draft standard says delta-seconds; some gateways send an epoch timestamp instead.

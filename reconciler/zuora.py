@@ -253,13 +253,11 @@ class ZuoraClient:
                 succeeded=parse_count(body.get("successCount")), failed=parse_count(body.get("errorCount")),
                 output_url=body.get("outputURL") or None, error=reasons[0] if reasons else None,
             )
+        # A custom object job only reports recordsProcessed (rejected rows included); its rejected
+        # rows are listed by /errors, so succeeded and failed stay unknown here.
         error = body.get("error")
         return Observation(
-            remote_id=remote_id, kind=kind, status=status,
-            total=parse_count(body.get("recordsTotal", body.get("totalCount"))),
-            processed=parse_count(body.get("recordsProcessed")),
-            succeeded=parse_count(body.get("recordsSucceeded", body.get("successCount"))),
-            failed=parse_count(body.get("recordsFailed", body.get("errorCount"))),
+            remote_id=remote_id, kind=kind, status=status, processed=parse_count(body.get("recordsProcessed")),
             error=str(error.get("message")) if isinstance(error, dict) and error.get("message") else None,
         )
 
@@ -359,7 +357,7 @@ class ZuoraClient:
         # 409: the same Idempotency-Key is still in flight; wait, then ask again with that key.
         retryable = status in RETRYABLE_STATUSES or (status == 409 and keyed)
         error = self._error(message, response, endpoint, code=code, retryable=retryable)
-        retry_after = retry_after_seconds(response.headers) if status in (429, 503) else None
+        retry_after = retry_after_seconds(response.headers, rate_limited=status == 429) if status in (429, 503) else None
         rejected_early = status in (401, 429)  # decided before any processing: nothing took effect
         return Failure(error, reached_server=not rejected_early, retry_after=retry_after, unauthorized=status == 401)
 

@@ -75,6 +75,12 @@ def test_retry_after_seconds(headers, expected):
     assert retry_after_seconds(headers, now=lambda: 1_000_000_000 + 1_000) == expected
 
 
+def test_rate_limit_reset_only_means_wait_on_a_429():
+    headers = {"ratelimit-reset": "45"}  # sent on every answer, 503s included
+    assert retry_after_seconds(headers, rate_limited=False) is None
+    assert retry_after_seconds({**headers, "retry-after": "3"}, rate_limited=False) == 3.0
+
+
 def test_retry_after_as_an_http_date():
     now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc).timestamp()
     header = format_datetime(datetime(2026, 1, 2, 3, 4, 50, tzinfo=timezone.utc), usegmt=True)
