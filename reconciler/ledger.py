@@ -405,7 +405,7 @@ class Ledger(LockMethods):
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
-        """One consistent snapshot for several SELECTs (a read transaction, kept short)."""
+        """A short read transaction: one consistent snapshot, sqlite errors named by file."""
         with self._lock, _sqlite_errors(self.path):
             self._check_open()
             self._conn.execute("BEGIN")
@@ -458,8 +458,7 @@ class Ledger(LockMethods):
     @property
     def serial(self) -> int:
         """The current serial, read fresh from meta."""
-        with self._lock, _sqlite_errors(self.path):
-            self._check_open()
+        with self._reading():
             return self._conn.execute("SELECT serial FROM meta WHERE id = 1").fetchone()[0]
 
     def recorded_state(self) -> RecordedState:
@@ -475,16 +474,14 @@ class Ledger(LockMethods):
 
     def jobs(self, name: str | None = None) -> list[JobRecord]:
         """Jobs in the order they were created, all or one name's."""
-        with self._lock, _sqlite_errors(self.path):
-            self._check_open()
+        with self._reading():
             if name is None:
                 return [_job(r) for r in self._rows("SELECT * FROM jobs ORDER BY id")]
             return [_job(r) for r in self._rows("SELECT * FROM jobs WHERE name = ? ORDER BY id", (name,))]
 
     def job(self, job_id: int) -> JobRecord:
         """One job by ledger id; LedgerError when there is none."""
-        with self._lock, _sqlite_errors(self.path):
-            self._check_open()
+        with self._reading():
             return _job(self._job_row(job_id))
 
     def _job_row(self, job_id: int) -> dict:
@@ -495,30 +492,26 @@ class Ledger(LockMethods):
 
     def job_by_remote_id(self, remote_id: str) -> JobRecord | None:
         """The latest job recorded with this remote id (bulk key or custom object job id)."""
-        with self._lock, _sqlite_errors(self.path):
-            self._check_open()
+        with self._reading():
             row = self._row("SELECT * FROM jobs WHERE remote_id = ? ORDER BY id DESC LIMIT 1", (remote_id,))
         return _job(row) if row else None
 
     def events(self, name: str | None = None, limit: int | None = None, before_id: int | None = None) -> list[dict]:
         """Events newest first, optionally for one name, at most `limit`, older than `before_id`."""
         sql, params = events_query(name, limit, before_id)
-        with self._lock, _sqlite_errors(self.path):
-            self._check_open()
+        with self._reading():
             return [_event(r) for r in self._rows(sql, params)]
 
     def iter_events(self) -> Iterator[dict]:
         """Every event oldest first, streamed in short read transactions (writers are not held up)."""
-        with self._lock, _sqlite_errors(self.path):
-            self._check_open()
+        with self._reading():
             top = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
         return self._events_upto(top)
 
     def _events_upto(self, top: int) -> Iterator[dict]:
         last = 0
         while last < top:
-            with self._lock, _sqlite_errors(self.path):
-                self._check_open()
+            with self._reading():
                 chunk = self._rows(
                     "SELECT * FROM events WHERE id > ? AND id <= ? ORDER BY id LIMIT ?", (last, top, _CHUNK)
                 )
@@ -556,8 +549,7 @@ class Ledger(LockMethods):
 
     def next_generation(self, name: str) -> int:
         """The generation the next job of this name gets (1 for a new name)."""
-        with self._lock, _sqlite_errors(self.path):
-            self._check_open()
+        with self._reading():
             row = self._conn.execute("SELECT coalesce(max(generation), 0) FROM jobs WHERE name = ?", (name,))
             return row.fetchone()[0] + 1
 
