@@ -77,7 +77,8 @@ class Failure(Exception):
         self.unauthorized = unauthorized
 
 
-def next_delay(policy: RetryPolicy, failure: Failure, *, attempt: int, elapsed: float, resendable: bool) -> float | None:
+def next_delay(policy: RetryPolicy, failure: Failure, *, attempt: int, elapsed: float,
+               resendable: bool) -> float | None:
     """Seconds to wait before sending again, or None to give up.
 
     A request that is not `resendable` (a POST/PATCH without an Idempotency-Key) is sent again only
@@ -90,7 +91,8 @@ def next_delay(policy: RetryPolicy, failure: Failure, *, attempt: int, elapsed: 
 
 
 def error_details(data: Any) -> tuple[str, Any] | None:
-    """(message, code) from any Zuora error shape: v1 reasons, custom object {code, message}, 401 {message}, legacy Errors."""
+    """(message, code) from any Zuora error shape: v1 reasons, custom object {code, message}, 401 {message},
+    legacy Errors."""
     if not isinstance(data, dict):
         return None
     for list_key, code_key, message_key in (("reasons", "code", "message"), ("Errors", "Code", "Message")):

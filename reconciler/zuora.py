@@ -26,8 +26,8 @@ import httpx
 from reconciler import __version__
 from reconciler.errors import ConfigError, ReconcilerError, RemoteError
 from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION, Condition, Observation
-from reconciler.redact import (Redactor, TokenCache, describe_body, file_id_of, new_track_id, path_segment, validate_header_value,
-                               validate_idempotency_key, validate_track_id)
+from reconciler.redact import (Redactor, TokenCache, describe_body, file_id_of, new_track_id, path_segment,
+                               validate_header_value, validate_idempotency_key, validate_track_id)
 from reconciler.retry import (RETRYABLE_CATEGORIES, RETRYABLE_STATUSES, Call, Failure, RetryPolicy, code_category,
                               error_details, next_delay, retry_after_seconds)
 
@@ -71,10 +71,12 @@ class ZuoraClient:
         self._on_call = on_call
         self._retry = retry or RetryPolicy()
         self._tokens = TokenCache(self._fetch_token, clock=clock, redactor=self._redact)
-        headers = {"User-Agent": f"reconciler/{__version__}", "Accept-Encoding": "gzip", "Zuora-Track-Id": self.track_id}
-        for name, value in (("Zuora-Entity-Ids", entity_ids), ("Zuora-Org-Ids", org_ids), ("Zuora-Version", zuora_version)):
+        headers = {"User-Agent": f"reconciler/{__version__}", "Accept-Encoding": "gzip",
+                   "Zuora-Track-Id": self.track_id}
+        optional = {"Zuora-Entity-Ids": entity_ids, "Zuora-Org-Ids": org_ids, "Zuora-Version": zuora_version}
+        for name, value in optional.items():
             if value:
-                text = value if isinstance(value, str) else ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+                text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
                 headers[name] = validate_header_value(name, text)
         size = max(1, int(parallelism))
         self._http = httpx.Client(
@@ -175,8 +177,11 @@ class ZuoraClient:
         """POST /objects/jobs; returns the job (its `Id` is the remote id)."""
         payload: dict[str, Any] = {"namespace": namespace, "object": object, "operation": operation}
         if conditions:
-            payload["filter"] = {"conditions": [{"field": c.field, "operator": c.operator, "value": c.value} for c in conditions]}
-        data = self._request("POST", "/objects/jobs", body=lambda stack: {"json": payload}, idempotency_key=idempotency_key)
+            payload["filter"] = {
+                "conditions": [{"field": c.field, "operator": c.operator, "value": c.value} for c in conditions]
+            }
+        data = self._request("POST", "/objects/jobs", body=lambda stack: {"json": payload},
+                             idempotency_key=idempotency_key)
         return _job(data, "POST /objects/jobs")
 
     def upload_co_file(self, job_id: str, file_path: Path, *, idempotency_key: str | None) -> dict:
@@ -305,7 +310,8 @@ class ZuoraClient:
                                else f"not retried: a {method} without an Idempotency-Key may already have taken effect")
                         error = _restate(error, f"{error.remote_message} ({why})")
                 outcome = failure.kind if failure.kind != "http" else "error" if delay is None else "retry"
-                self._report(method, path, error.status, error.request_id, idempotency_key, outcome, attempt, t0, str(error))
+                self._report(method, path, error.status, error.request_id, idempotency_key, outcome, attempt, t0,
+                             str(error))
                 if delay is None:
                     raise error from failure.__cause__
                 if delay:
@@ -353,11 +359,14 @@ class ZuoraClient:
         status = response.status_code
         raw = response.read()
         details = error_details(_loads(raw, response))
-        message, code = details if details else (describe_body(raw, response.headers.get("content-type"), "a Zuora error body"), None)
+        message, code = details or (describe_body(raw, response.headers.get("content-type"), "a Zuora error body"),
+                                    None)
         # 409: the same Idempotency-Key is still in flight; wait, then ask again with that key.
         retryable = status in RETRYABLE_STATUSES or (status == 409 and keyed)
         error = self._error(message, response, endpoint, code=code, retryable=retryable)
-        retry_after = retry_after_seconds(response.headers, rate_limited=status == 429) if status in (429, 503) else None
+        retry_after = None
+        if status in (429, 503):
+            retry_after = retry_after_seconds(response.headers, rate_limited=status == 429)
         rejected_early = status in (401, 429)  # decided before any processing: nothing took effect
         return Failure(error, reached_server=not rejected_early, retry_after=retry_after, unauthorized=status == 401)
 
@@ -366,14 +375,16 @@ class ZuoraClient:
         raw = response.read()
         data = _loads(raw, response)
         if not isinstance(data, dict):
-            raise Failure(self._error(describe_body(raw, response.headers.get("content-type"), "a JSON object"), response, endpoint))
+            message = describe_body(raw, response.headers.get("content-type"), "a JSON object")
+            raise Failure(self._error(message, response, endpoint))
         if data.get("success") is False or data.get("Success") is False:
             message, code = error_details(data) or ("success: false without a reason", None)
             retryable = code_category(code) in RETRYABLE_CATEGORIES
             raise Failure(self._error(message, response, endpoint, code=code, retryable=retryable))
         return data
 
-    def _error(self, message: str, response: httpx.Response, endpoint: str, *, code=None, retryable=False) -> RemoteError:
+    def _error(self, message: str, response: httpx.Response, endpoint: str, *, code=None,
+               retryable: bool = False) -> RemoteError:
         return RemoteError(self._redact(message), status=response.status_code, code=code, endpoint=endpoint,
                            request_id=response.headers.get("zuora-request-id"), retryable=retryable)
 
