@@ -197,7 +197,8 @@ class Server:
 
     def start(self) -> "Server":
         """Serve in a daemon thread; returns self."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="sandbox-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="sandbox-server", daemon=True)
         self._thread.start()
         return self
 
