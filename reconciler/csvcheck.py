@@ -7,6 +7,7 @@ problem is returned.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import os
@@ -15,7 +16,6 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal
 from difflib import get_close_matches
 from pathlib import Path
 
@@ -26,6 +26,8 @@ MASS_ACTION_MAX_BYTES = 4 * MB
 CUSTOM_OBJECT_MAX_BYTES = 15 * MB
 MAX_INFLATED_BYTES = 64 * MB  # a 4 MB zip of CSV never legitimately unpacks past this
 MAX_ROW_PROBLEMS = 20
+BLOCK = 1024 * 1024
+BATCH_ROWS = 4096
 ZIP_MAGIC = b"PK\x03\x04"
 SYSTEM_FIELDS = ("CreatedDate", "UpdatedDate", "CreatedById", "UpdatedById")
 OBJECT_TYPES = (
@@ -35,11 +37,19 @@ OBJECT_TYPES = (
 LINKED_TRANSACTION_TYPES = ("Invoice Item", "Invoice Item Adjustment", "Credit Memo Item", "Debit Memo Item")
 PAYMENT_TYPES = ("External", "Electronic")
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
-_DECIMAL = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)\Z")
-_CURRENCY = re.compile(r"[A-Za-z]{3}\Z")
-_ZUORA_ID = re.compile(r"[0-9a-fA-F]{32}\Z")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
+_DECIMAL = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
+_INVOICE = rf"[^:|\0]*[^:|\s\0][^:|\0]*:{_DECIMAL}"
+_PATTERNS = {  # full-match patterns of the value kinds (dates are also checked against the calendar)
+    "date": re.compile(r"\d{4}-\d{2}-\d{2}"),
+    "amount": re.compile(r"\+?(?=[\d.]*[1-9])(?:\d+(?:\.\d*)?|\.\d+)"),  # positive and plain: no 1,000 or 1e5
+    "currency": re.compile(r"[A-Za-z]{3}"),
+    "currency_or_id": re.compile(r"[A-Za-z]{3}|[0-9a-fA-F]{32}"),
+    "invoices": re.compile(rf"{_INVOICE}(?:\|{_INVOICE})*"),
+}
+# A whole column in one regex call: values joined by NUL, which _lines has already refused in the file.
+_COLUMNS = {kind: re.compile(rf"(?:{p.pattern})(?:\0(?:{p.pattern}))*") for kind, p in _PATTERNS.items()}
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUIDS = re.compile(rf"{_UUID.pattern}(?:\0{_UUID.pattern})*")
 
 
 @dataclass(frozen=True)
@@ -113,22 +123,21 @@ def check_custom_object_file(path: Path, operation: str, display: str, *, digest
 
 def _check_file(path: Path, display: str, limit: int, what: str, digest, table) -> list[Problem]:
     try:
-        size = os.stat(path).st_size
-        if size > limit:
-            return [Problem(display, f"file is {size / MB:.1f} MB; {what} files may be at most {limit // MB} MB")]
         with open(path, "rb") as stream:
-            head = stream.read(4)
-            if head == ZIP_MAGIC:
+            size = os.fstat(stream.fileno()).st_size
+            if size > limit:
+                return [Problem(display, f"file is {size / MB:.1f} MB; {what} files may be at most {limit // MB} MB")]
+            first = stream.read(BLOCK)
+            if first[:4] == ZIP_MAGIC:
                 if what != "Mass Updater":
                     return [Problem(display, "is a zip archive; custom object jobs take a plain UTF-8 CSV file")]
-                data = head + stream.read()
+                data = first + stream.read()
                 if digest is not None:
                     digest.update(data)
                 return _check_zip(data, display, table)
             if path.suffix.lower() == ".zip":
                 return [Problem(display, "is named .zip but is not a zip archive")]
-            stream.seek(0)
-            return _check_table(_lines(stream, digest, None), display, table)
+            return _check_table(_lines(stream, digest, None, first), display, table)
     except OSError as err:
         return [Problem(display, f"cannot read the file: {err.strerror or err}")]
 
@@ -149,34 +158,59 @@ def _check_zip(data: bytes, display: str, table) -> list[Problem]:
         return [Problem(display, f"not a readable zip archive ({err})")]
 
 
-def _lines(stream, digest, cap: int | None):
-    """Decoded text lines; raises _Unreadable for non-UTF-8 or binary content, or past `cap` bytes."""
-    total = 0
-    number = 0
+def _lines(stream, digest, cap: int | None, first: bytes = b""):
+    """Decoded text lines, read a block at a time; _Unreadable for binary or non-UTF-8 content, or past `cap`."""
+    decoder = codecs.getincrementaldecoder("utf-8")()  # strict: Zuora wants UTF-8
+    total = newlines = 0
+    carry = ""
+    block = first or stream.read(BLOCK)
     while True:
-        raw = stream.readline() if cap is None else stream.readline(cap - total + 1)
-        if not raw:
-            return
-        number += 1
-        total += len(raw)
+        total += len(block)
         if cap is not None and total > cap:
             raise _Unreadable(f"unpacks to more than {cap // MB} MB")
         if digest is not None:
-            digest.update(raw)
-        if b"\0" in raw:
-            raise _Unreadable(f"line {number} contains NUL bytes: a binary file, not a CSV")
+            digest.update(block)
+        if b"\0" in block:
+            line = newlines + block.count(b"\n", 0, block.index(b"\0")) + 1
+            raise _Unreadable(f"line {line} contains NUL bytes: a binary file, not a CSV")
         try:
-            text = raw.decode("utf-8")
+            text = decoder.decode(block, final=not block)
         except UnicodeDecodeError as err:
-            raise _Unreadable(f"not UTF-8 (invalid byte 0x{raw[err.start]:02x} on line {number}); "
+            line = newlines + block.count(b"\n", 0, err.start) + 1
+            raise _Unreadable(f"not UTF-8 (invalid byte 0x{err.object[err.start]:02x} on line {line}); "
                               "save the file as UTF-8") from None
-        yield text[1:] if number == 1 and text.startswith("\ufeff") else text
+        if newlines == 0 and not carry and text.startswith("\ufeff"):
+            text = text[1:]  # a byte order mark is fine
+        newlines += block.count(b"\n")
+        if not block:
+            break
+        # csv.reader ends a record at the end of each string, so hand it whole lines only.
+        *lines, carry = (carry + text).split("\n")
+        for line in lines:
+            yield line + "\n"
+        block = stream.read(BLOCK if cap is None else min(BLOCK, cap - total + 1))
+    if carry + text:
+        yield carry + text
 
 
 def _check_table(lines, display: str, make_table) -> list[Problem]:
     problems: list[Problem] = []
-    more = rows = reported = 0
+    counts = {"rows": 0, "reported": 0, "more": 0}
     reader = csv.reader(lines, strict=True)
+    batch: list = []
+    pending: list = []
+
+    def flush() -> None:
+        # Rows are checked a batch at a time, column by column, so the all-valid case stays fast.
+        for number, column, message in sorted(pending + table.batch_problems(batch), key=lambda f: f[0]):
+            if counts["reported"] < MAX_ROW_PROBLEMS:
+                problems.append(Problem(display, message, row=number, path=column or ""))
+                counts["reported"] += 1
+            else:
+                counts["more"] += 1
+        batch.clear()
+        pending.clear()
+
     try:
         header = next(reader, None)
         if header is None or not any(name.strip() for name in header):
@@ -186,27 +220,24 @@ def _check_table(lines, display: str, make_table) -> list[Problem]:
         for number, record in enumerate(reader, start=2):
             if not record:
                 continue  # a blank line
-            rows += 1
+            counts["rows"] += 1
             if len(record) != len(header):
-                found = [(None, f"has {len(record)} fields, the header has {len(header)}")]
+                pending.append((number, None, f"has {len(record)} fields, the header has {len(header)}"))
             else:
-                found = table.row_problems(record)
-            for column, message in found:
-                if reported < MAX_ROW_PROBLEMS:
-                    problems.append(Problem(display, message, row=number, path=column or ""))
-                    reported += 1
-                else:
-                    more += 1
+                batch.append((number, record))
+            if len(batch) >= BATCH_ROWS:
+                flush()
+        flush()
     except csv.Error as err:
         problems.append(Problem(display, f"malformed CSV near line {reader.line_num}: {err}"))
         return problems
     except _Unreadable as err:
         problems.append(Problem(display, str(err)))
         return problems
-    if rows == 0:
+    if counts["rows"] == 0:
         problems.append(Problem(display, "no data rows: the file holds only a header"))
-    if more:
-        problems.append(Problem(display, f"and {more} more row problem{'s' * (more != 1)}"))
+    if counts["more"]:
+        problems.append(Problem(display, f"and {counts['more']} more row problem{'s' * (counts['more'] != 1)}"))
     return problems
 
 
@@ -227,62 +258,91 @@ def _header_basics(header: list[str], skip_comments: bool) -> list[tuple[str, st
 
 class _MassTable:
     def __init__(self, action: _Action, header: list[str]):
-        self.action = action
         names = [n.strip() for n in header]
-        self.index = {n: i for i, n in reversed(list(enumerate(names))) if n and not n.startswith("#")}
+        index = {n: i for i, n in reversed(list(enumerate(names))) if n and not n.startswith("#")}
         self.header_problems = _header_basics(header, skip_comments=True)
         for column in action.required:
-            if column not in self.index:
+            if column not in index:
                 self.header_problems.append((column, "required column is missing" + _did_you_mean(column, header)))
-        if action.one_of and not any(c in self.index for c in action.one_of):
+        if action.one_of and not any(c in index for c in action.one_of):
             a, b = action.one_of
             self.header_problems.append((a, f"needs a {a!r} or a {b!r} column"))
+        self.columns = [(index[c], c, rule, c in action.required) for c, rule in action.columns.items() if c in index]
+        self.one_of = [index[c] for c in action.one_of if c in index]
+        self.need = " or a ".join(action.one_of)
+        pair = ("Currency (From)", "Currency (To)")
+        self.pair = tuple(index[c] for c in pair) if all(c in index and c in action.columns for c in pair) else None
+        self.invoice = index.get("Payment Invoice") if "Billing Account ID" in action.columns else None
+        self.account = index.get("Billing Account ID")
 
-    def row_problems(self, record: list[str]) -> list[tuple[str | None, str]]:
+    def batch_problems(self, batch: list) -> list[tuple[int, str | None, str]]:
         found = []
-        for column in self.action.required:
-            if column in self.index and not record[self.index[column]].strip():
-                found.append((column, "required value is empty"))
-        for column, rule in self.action.columns.items():
-            if column in self.index and record[self.index[column]].strip():
-                message = _check_value(record[self.index[column]], rule)
-                if message:
-                    found.append((column, message))
-        get = {c: record[i].strip() for c, i in self.index.items()}.get
-        if self.action.one_of and any(c in self.index for c in self.action.one_of):
-            if not any(get(c) for c in self.action.one_of):
-                found.append((None, f"needs a {self.action.one_of[0]} or a {self.action.one_of[1]}"))
-        if get("Currency (From)") and get("Currency (From)") == get("Currency (To)"):
-            found.append(("Currency (To)", "is the same currency as Currency (From)"))
-        if get("Payment Invoice") and "Billing Account ID" in self.action.columns and not get("Billing Account ID"):
-            found.append(("Payment Invoice", "must be empty when Billing Account ID is empty (an unassigned payment)"))
+        for index, column, rule, required in self.columns:
+            if _column_valid([record[index] for _, record in batch], rule, required):
+                continue
+            for number, record in batch:
+                value = record[index]
+                if not value.strip():
+                    if required:
+                        found.append((number, column, "required value is empty"))
+                elif not _valid(value, rule):
+                    found.append((number, column, _explain(value, rule)))
+        if self.one_of:
+            found += [(n, None, f"needs a {self.need}") for n, r in batch if not any(r[i].strip() for i in self.one_of)]
+        if self.pair:
+            a, b = self.pair
+            found += [(n, "Currency (To)", "is the same currency as Currency (From)")
+                      for n, r in batch if r[a].strip() and r[a].strip() == r[b].strip()]
+        if self.invoice is not None:
+            found += [(n, "Payment Invoice", "must be empty when Billing Account ID is empty (an unassigned payment)")
+                      for n, r in batch if r[self.invoice].strip() and not (self.account and r[self.account].strip())]
         return found
 
 
-def _check_value(value: str, rule: _Column) -> str | None:
+def _column_valid(values: list[str], rule: _Column, required: bool) -> bool:
+    """True when every value of a column is fine, in C-level loops only; _valid and _explain then find which."""
+    if required and not all(map(str.strip, values)):
+        return False
+    present = values if required else list(filter(None, values))
+    if not present:
+        return True
+    if rule.max_len is not None and max(map(len, present)) > rule.max_len:
+        return False
+    if rule.kind == "enum":
+        return set(present) <= set(rule.values)
+    pattern = _COLUMNS.get(rule.kind)
+    if pattern is not None and not pattern.fullmatch("\0".join(present)):
+        return False
+    if rule.kind == "date":
+        try:
+            list(map(date.fromisoformat, present))
+        except ValueError:
+            return False
+    return True
+
+
+def _valid(value: str, rule: _Column) -> bool:
+    if rule.max_len is not None and len(value) > rule.max_len:
+        return False
+    if rule.kind == "enum":
+        return value in rule.values
+    pattern = _PATTERNS.get(rule.kind)
+    if pattern is not None and not pattern.fullmatch(value):
+        return False
+    return rule.kind != "date" or _real_date(value)
+
+
+def _explain(value: str, rule: _Column) -> str:
     if rule.max_len is not None and len(value) > rule.max_len:
         return f"is {len(value)} characters long; at most {rule.max_len} are allowed"
-    if rule.kind == "date":
-        if not _DATE.match(value) or not _real_date(value):
-            return f"must be a date written YYYY-MM-DD (got {value!r})"
-    elif rule.kind == "amount":
-        if not _DECIMAL.match(value) or Decimal(value) <= 0:
-            return f"must be a positive plain decimal such as 1234.56, without thousands separators (got {value!r})"
-    elif rule.kind == "currency":
-        if not _CURRENCY.match(value):
-            return f"must be a 3-letter currency code such as USD (got {value!r})"
-    elif rule.kind == "currency_or_id":
-        if not (_CURRENCY.match(value) or _ZUORA_ID.match(value)):
-            return f"must be a 3-letter currency code or a 32-character currency id (got {value!r})"
-    elif rule.kind == "enum":
-        if value not in rule.values:
-            return f"must be one of {', '.join(rule.values)} (got {value!r}){_did_you_mean(value, rule.values)}"
-    elif rule.kind == "invoices":
-        for part in value.split("|"):
-            invoice, _, amount = part.partition(":")
-            if not invoice.strip() or not _DECIMAL.match(amount):
-                return f"must be written InvoiceID1:amount|InvoiceID2:amount (got {value!r})"
-    return None
+    return {
+        "date": f"must be a date written YYYY-MM-DD (got {value!r})",
+        "amount": f"must be a positive plain decimal such as 1234.56, without thousands separators (got {value!r})",
+        "currency": f"must be a 3-letter currency code such as USD (got {value!r})",
+        "currency_or_id": f"must be a 3-letter currency code or a 32-character currency id (got {value!r})",
+        "enum": f"must be one of {', '.join(rule.values)} (got {value!r}){_did_you_mean(value, rule.values)}",
+        "invoices": f"must be written InvoiceID1:amount|InvoiceID2:amount (got {value!r})",
+    }[rule.kind]
 
 
 def _real_date(value: str) -> bool:
@@ -315,7 +375,9 @@ class _ObjectTable:
             self.header_problems.append((names[self.id_index], "not allowed in a create file: Zuora assigns record ids"))
             self.id_index = None
 
-    def row_problems(self, record: list[str]) -> list[tuple[str | None, str]]:
-        if self.id_index is not None and not _UUID.match(record[self.id_index].strip()):
-            return [("Id", f"must be a record id, a 36-character UUID (got {record[self.id_index]!r})")]
-        return []
+    def batch_problems(self, batch: list) -> list[tuple[int, str | None, str]]:
+        column = self.id_index
+        if column is None or _UUIDS.fullmatch("\0".join([record[column] for _, record in batch])):
+            return []
+        return [(n, "Id", f"must be a record id, a 36-character UUID (got {r[column]!r})")
+                for n, r in batch if not _UUID.fullmatch(r[column])]

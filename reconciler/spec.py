@@ -56,7 +56,7 @@ class RepoCheck:
 
 def load_yaml_file(path: Path) -> object:
     """Parse a single-document YAML file (reconciler.yaml); ConfigError naming file and line when malformed."""
-    docs, problems = _load_file(Path(path), str(path))
+    docs, problems = _load_file(os.fspath(path), str(path))
     if problems:
         raise ConfigError("\n".join(p.render() for p in problems))
     if len(docs) > 1:
@@ -64,11 +64,12 @@ def load_yaml_file(path: Path) -> object:
     return docs[0].value if docs else None
 
 
-def _load_file(path: Path, source: str) -> tuple[list[specrules.Document], list[Problem]]:
+def _load_file(path: str, source: str) -> tuple[list[specrules.Document], list[Problem]]:
     try:
-        if path.stat().st_size > MAX_SPEC_BYTES:
-            return [], [Problem(source, f"file is larger than {MAX_SPEC_BYTES // 1024} KB; is this really a spec?")]
-        data = path.read_bytes()
+        with open(path, "rb") as stream:
+            if os.fstat(stream.fileno()).st_size > MAX_SPEC_BYTES:
+                return [], [Problem(source, f"file is larger than {MAX_SPEC_BYTES // 1024} KB; is it really a spec?")]
+            data = stream.read()
     except OSError as err:
         return [], [Problem(source, f"cannot read the file: {err.strerror or err}")]
     if b"\0" in data:
@@ -183,7 +184,83 @@ def _inline(node, defs):
     return node
 
 
+@functools.lru_cache(maxsize=1)
+def _fast_check():
+    """A yes/no twin of the schema, so valid documents skip jsonschema (and its import) altogether."""
+    schema = _schema()
+    try:
+        return _compile(_inline(schema, schema["$defs"]))
+    except KeyError:  # a keyword the twin does not know: let jsonschema judge every document
+        return None
+
+
+_ANNOTATIONS = {"$schema", "$id", "title", "description", "default"}
+_IS = {
+    "object": lambda x: isinstance(x, dict),
+    "array": lambda x: isinstance(x, list),
+    "string": lambda x: isinstance(x, str),
+    "boolean": lambda x: isinstance(x, bool),
+    "null": lambda x: x is None,
+    "number": lambda x: isinstance(x, (int, float)) and not isinstance(x, bool),
+    "integer": lambda x: (isinstance(x, int) and not isinstance(x, bool)) or (isinstance(x, float) and x.is_integer()),
+}
+
+
+def _compile(schema: dict):
+    """Compile the subset of JSON Schema the spec schema uses. It may reject valid input, never accept invalid."""
+    checks = []
+    for key, want in schema.items():
+        if key in _ANNOTATIONS or key == "then":
+            continue
+        if key == "type":
+            tests = [_IS[t] for t in ([want] if isinstance(want, str) else want)]
+            checks.append(lambda x, tests=tests: any(t(x) for t in tests))
+        elif key in ("const", "enum"):
+            allowed = [want] if key == "const" else want
+            if not all(isinstance(a, str) for a in allowed):
+                raise KeyError(key)
+            checks.append(lambda x, allowed=allowed: isinstance(x, str) and x in allowed)
+        elif key == "properties":
+            props = {name: _compile(sub) for name, sub in want.items()}
+            checks.append(lambda x, props=props: not isinstance(x, dict) or all(
+                props[k](v) for k, v in x.items() if k in props))
+        elif key == "required":
+            checks.append(lambda x, want=want: not isinstance(x, dict) or all(k in x for k in want))
+        elif key == "additionalProperties":
+            known, extra = set(schema.get("properties", ())), (_compile(want) if want is not False else None)
+            checks.append(lambda x, known=known, extra=extra: not isinstance(x, dict) or all(
+                k in known or (extra is not None and extra(v)) for k, v in x.items()))
+        elif key == "propertyNames":
+            names = _compile(want)
+            checks.append(lambda x, names=names: not isinstance(x, dict) or all(names(k) for k in x))
+        elif key == "items":
+            item = _compile(want)
+            checks.append(lambda x, item=item: not isinstance(x, list) or all(item(v) for v in x))
+        elif key in ("minItems", "maxItems", "uniqueItems"):
+            size = {"minItems": lambda n, w=want: n >= w, "maxItems": lambda n, w=want: n <= w}.get(key)
+            checks.append(lambda x, size=size: not isinstance(x, list) or (
+                size(len(x)) if size else all(isinstance(v, str) for v in x) and len(set(x)) == len(x)))
+        elif key in ("pattern", "minLength"):
+            test = re.compile(want).search if key == "pattern" else (lambda x, w=want: len(x) >= w)
+            checks.append(lambda x, test=test: not isinstance(x, str) or bool(test(x)))
+        elif key in ("minimum", "maximum"):
+            low, high = (want, math.inf) if key == "minimum" else (-math.inf, want)
+            checks.append(lambda x, low=low, high=high: not _IS["number"](x) or low <= x <= high)
+        elif key == "allOf":
+            parts = [_compile(sub) for sub in want]
+            checks.append(lambda x, parts=parts: all(p(x) for p in parts))
+        elif key == "if":
+            condition, then = _compile(want), _compile(schema.get("then", {}))
+            checks.append(lambda x, condition=condition, then=then: not condition(x) or then(x))
+        else:
+            raise KeyError(key)
+    return lambda x: all(check(x) for check in checks)
+
+
 def _schema_problems(doc: specrules.Document) -> list[Problem]:
+    fast = _fast_check()
+    if fast is not None and fast(doc.value):
+        return []
     problems = []
     for error in _validator().iter_errors(doc.value):
         at = tuple(error.absolute_path)
@@ -296,30 +373,30 @@ def check_repo(settings, paths: Sequence[str] = ()) -> RepoCheck:
     return RepoCheck(desired, tuple(problems), sum(1 for d in docs if d.selected))
 
 
-def _spec_files(specs_dir: Path, root: Path, problems: list) -> list[Path]:
+def _spec_files(specs_dir: Path, root: Path, problems: list) -> list[str]:
     if not specs_dir.is_dir():
-        problems.append(Problem(specrules.rel(specs_dir, root), "specs directory not found; create it, or set `specs:` in "
-                                                       "reconciler.yaml to the directory holding your specs"))
+        problems.append(Problem(specrules.rel(specs_dir, root), "specs directory not found; create it, or set "
+                                                                "`specs:` in reconciler.yaml to where your specs are"))
         return []
     found = []
     for directory, subdirs, names in os.walk(specs_dir):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
-        found.extend(Path(directory, n) for n in names if n.endswith(_SPEC_SUFFIXES) and not n.startswith("."))
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]  # .git and friends
+        found.extend(os.path.join(directory, n) for n in names if n.endswith(_SPEC_SUFFIXES) and not n.startswith("."))
     return sorted(found, key=lambda p: specrules.rel(p, root))
 
 
-def _select(files: list[Path], paths: Sequence[str], settings, problems: list) -> set[Path]:
-    base = Path(settings.cwd or Path.cwd())
-    specs_dir = Path(settings.specs_dir)
-    selected: set[Path] = set()
+def _select(files: list[str], paths: Sequence[str], settings, problems: list) -> set[str]:
+    base = os.fspath(settings.cwd or Path.cwd())
+    specs_dir = os.fspath(settings.specs_dir)
+    selected: set[str] = set()
     for raw in paths:
-        target = Path(os.path.abspath(base / raw))
-        if not target.exists():
+        target = os.path.abspath(os.path.join(base, raw))
+        if not os.path.exists(target):
             problems.append(Problem(raw, "no such file or directory"))
-        elif not target.is_relative_to(specs_dir):
+        elif not specrules.inside(target, specs_dir):
             problems.append(Problem(raw, f"not inside the specs directory {specrules.rel(specs_dir, settings.root)}/"))
-        elif target.is_dir():
-            selected.update(f for f in files if f.is_relative_to(target))
+        elif os.path.isdir(target):
+            selected.update(f for f in files if specrules.inside(f, target))
         elif target in files:
             selected.add(target)
         else:

@@ -27,7 +27,7 @@ class Document:
     """One parsed YAML document and where each of its nodes came from."""
 
     source: str  # spec file relative to the repo root
-    path: Path
+    path: str  # absolute
     line: int
     value: object
     lines: dict = field(default_factory=dict)  # field path tuple -> line
@@ -84,8 +84,9 @@ class DataFiles:
     """Resolves and checks data files once each, reading every file a single time."""
 
     def __init__(self, root: Path):
-        self.root = root
-        self.real_root = root.resolve()
+        self.root = os.fspath(root)
+        self.real_root = os.path.realpath(self.root)
+        self.real_dirs: dict[str, str] = {}  # many specs share a data directory: resolve it once
         self.seen: dict = {}
 
     def check(self, doc: Document, problems: list):
@@ -99,20 +100,29 @@ class DataFiles:
         if os.path.isabs(raw) or raw.startswith("~"):
             problems.append(doc.problem(at, "must be a path relative to the spec file"))
             return False
-        lexical = Path(os.path.normpath(doc.path.parent / raw))
-        display = rel(lexical, self.root)
-        try:
-            real = (doc.path.parent / raw).resolve()
-        except (OSError, RuntimeError) as err:  # a symlink loop
-            problems.append(doc.problem(at, f"cannot resolve {display}: {err}"))
-            return False
-        if not lexical.is_relative_to(self.root) or not real.is_relative_to(self.real_root):
+        # The normalized path is the one recorded and read later, so it is the one checked here.
+        lexical = os.path.normpath(os.path.join(os.path.dirname(doc.path), raw))
+        if not inside(lexical, self.root):
             problems.append(doc.problem(at, f"points outside the repository ({raw}); data files must be inside it"))
             return False
+        display = rel(lexical, self.root)
+        directory, name = os.path.split(lexical)
+        if directory not in self.real_dirs:
+            self.real_dirs[directory] = os.path.realpath(directory)
+        real = os.path.join(self.real_dirs[directory], name)
         try:
-            info = os.stat(real)
-        except OSError:
+            info = os.lstat(real)
+            if stat.S_ISLNK(info.st_mode):
+                real = os.path.realpath(real)
+                info = os.stat(real)
+        except FileNotFoundError:
             problems.append(doc.problem(at, f"file not found: {display}"))
+            return False
+        except OSError as err:
+            problems.append(doc.problem(at, f"cannot read {display}: {err.strerror or err}"))
+            return False
+        if not inside(real, self.real_root):
+            problems.append(doc.problem(at, f"{display} is a link pointing outside the repository"))
             return False
         if not stat.S_ISREG(info.st_mode):
             problems.append(doc.problem(at, f"not a regular file: {display}"))
@@ -131,6 +141,11 @@ class DataFiles:
             problems.extend(found)
         found, result = self.seen[key]
         return False if found else result
+
+
+def inside(path: str, root: str) -> bool:
+    """True when `path` is `root` or below it (both absolute and normalized)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def cross_problems(docs: list[Document]) -> list[Problem]:
@@ -243,8 +258,11 @@ def desired_state(specs: list[DesiredSpec]) -> DesiredState:
     return DesiredState(specs=tuple(specs), digest=digest)
 
 
-def rel(path: Path, root: Path) -> str:
+def rel(path, root) -> str:
     """`path` relative to `root`, with forward slashes (how problems and records name files)."""
+    path, root = os.fspath(path), os.fspath(root)
+    if inside(path, root) and path != root:
+        return path[len(root.rstrip(os.sep)) + 1:].replace(os.sep, "/")
     return Path(os.path.relpath(path, root)).as_posix()
 
 
