@@ -29,7 +29,7 @@ def state(ctx: Context) -> Response:
     base = ctx.request.base_url()
     mass_actions = [
         {**bulk.body(conn, row, ctx.now, base), "bulkKey": row["bulk_key"], "idempotencyKey": row["idempotency_key"]}
-        for row in conn.all("SELECT * FROM mass_actions ORDER BY seq")
+        for row in conn.all(f"SELECT {bulk.SUMMARY} FROM mass_actions ORDER BY seq")
     ]
     jobs = [
         {**customobjects.job_body(row, ctx.now), "idempotencyKey": row["idempotency_key"]}

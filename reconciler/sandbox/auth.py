@@ -8,7 +8,7 @@ import secrets
 import urllib.parse
 import uuid
 
-from .web import MISSING_FIELD, ApiError, Request, json_response
+from .web import MISSING_FIELD, ApiError, Request, Response, json_response
 
 WWW_AUTHENTICATE = "Basic realm=Zuora API, ZSession realm=Zuora API, Bearer realm=Zuora API"
 FORM_LIMIT = 64 * 1024
@@ -37,7 +37,7 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def issue_token(conn, req: Request, now: float, settings) -> object:
+def issue_token(conn, req: Request, now: float, settings) -> Response:
     """POST /oauth/token: form-encoded client_credentials -> a bearer token valid expires_in seconds."""
     if req.media_type != "application/x-www-form-urlencoded":
         raise ApiError(400, "Content-Type must be application/x-www-form-urlencoded", code=90000020)

@@ -25,6 +25,9 @@ FILE_LIMIT = 4 * 1024 * 1024
 BODY_LIMIT = FILE_LIMIT + 64 * 1024  # room for the multipart envelope and the params part
 CHECKSUM = re.compile(r"^[0-9a-fA-F]{32}$")
 CHUNK = 64 * 1024
+# Everything but the file content and per-row outcomes, which only the response file needs.
+SUMMARY = ("bulk_key, action_type, uploaded_by, uploaded_at, pending_seconds, rows_per_second, input_size, total,"
+           " file_error, flags, stop_at, file_id, idempotency_key")
 
 
 @dataclass(frozen=True)
@@ -191,8 +194,8 @@ def ensure_output(conn, row, view: View) -> bytes:
     stored = conn.one("SELECT content FROM output_files WHERE file_id = ?", (row["file_id"],))
     if stored is not None:
         return stored["content"]
-    content = json.loads(row["content"])
-    outcomes = json.loads(row["outcomes"])
+    full = conn.one("SELECT content, outcomes FROM mass_actions WHERE bulk_key = ?", (row["bulk_key"],))
+    content, outcomes = json.loads(full["content"]), json.loads(full["outcomes"])
     header = content["header"]
     extra_columns = massupdater.response_columns(row["action_type"])
     extra_names = [column for column in extra_columns if column not in ("Success", "Error Message")]
@@ -212,7 +215,7 @@ def ensure_output(conn, row, view: View) -> bytes:
 
 
 def _find(conn, bulk_key: str):
-    row = conn.one("SELECT * FROM mass_actions WHERE bulk_key = ?", (bulk_key,))
+    row = conn.one(f"SELECT {SUMMARY} FROM mass_actions WHERE bulk_key = ?", (bulk_key,))
     if row is None:
         raise ApiError(404, f"Mass action not found for bulk key '{bulk_key}'", category=NOT_FOUND)
     return row
@@ -239,7 +242,7 @@ def stop(ctx: Context, bulk_key: str) -> Response:
 
 def download(ctx: Context, file_id: str) -> Response:
     """GET /v1/files/{id}: the zipped response file, streamed."""
-    row = ctx.conn.one("SELECT * FROM mass_actions WHERE file_id = ?", (file_id,))
+    row = ctx.conn.one(f"SELECT {SUMMARY} FROM mass_actions WHERE file_id = ?", (file_id,))
     view = lifecycle(row, ctx.now) if row is not None else None
     if view is None or not view.has_file:
         raise ApiError(404, f"File not found for id '{file_id}'", category=NOT_FOUND)

@@ -87,8 +87,7 @@ def _start(conn, job, at) -> None:
 
 
 def _item(conn, job, at) -> None:
-    row = conn.one("SELECT data FROM co_items WHERE job_id = ? AND idx = ?", (job["id"], job["applied"]))
-    data = json.loads(row["data"])
+    data = json.loads(_load_item(conn, job))
     if job["operation"] == "delete":
         conn.execute("DELETE FROM records WHERE namespace = ? AND object = ? AND id = ?",
                      (job["namespace"], job["object"], data))
@@ -102,6 +101,17 @@ def _item(conn, job, at) -> None:
             conn.execute("INSERT INTO co_errors (job_id, row, code, message, record) VALUES (?, ?, ?, ?, ?)",
                          (job["id"], row_number, code, message, json.dumps(record)))
     job.update(applied=job["applied"] + 1, updated_at=at)
+
+
+def _load_item(conn, job) -> str:
+    """The job's next item, read a thousand at a time (one query per item is the slow part)."""
+    cache = job.setdefault("_items", {})
+    if job["applied"] not in cache:
+        cache.clear()
+        cache.update(conn.all(
+            "SELECT idx, data FROM co_items WHERE job_id = ? AND idx >= ? ORDER BY idx LIMIT 1000",
+            (job["id"], job["applied"])))
+    return cache.pop(job["applied"])
 
 
 def _complete(conn, job, at) -> None:
