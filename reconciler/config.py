@@ -162,6 +162,9 @@ def resolve_environment(environment: str, source: str = "environment") -> tuple[
             f"{source}: unknown environment {environment!r}; {hint}use one of {', '.join(ENVIRONMENTS)}, "
             f"an https:// base URL, or an http:// URL on a loopback address"
         )
+    if "@" in environment.partition("://")[2].partition("/")[0]:
+        # Checked first, so no later message can echo a password.
+        raise ConfigError(f"{source}: the URL must not contain a user or password; {_CREDENTIALS_HINT}")
     try:
         url = urlsplit(environment)
         host, port = url.hostname, url.port
@@ -169,8 +172,6 @@ def resolve_environment(environment: str, source: str = "environment") -> tuple[
         raise ConfigError(f"{source}: {environment!r} is not a valid URL ({err})") from None
     if url.scheme not in ("http", "https") or not host:
         raise ConfigError(f"{source}: {environment!r} must be an https:// URL with a host")
-    if url.username is not None or url.password is not None:
-        raise ConfigError(f"{source}: the URL must not contain a user or password; {_CREDENTIALS_HINT}")
     if url.query or url.fragment:
         raise ConfigError(f"{source}: {environment!r} must be a base URL without a query or fragment")
     if url.scheme == "http" and not _is_loopback(host):
