@@ -189,3 +189,21 @@ def test_serve_command_refuses_a_db_that_is_not_sqlite(tmp_path):
     with pytest.raises(ConfigError, match="--db"):
         serve_command(io.StringIO(), host="127.0.0.1", port=0, db=str(bogus), client_id=None, client_secret=None,
                       pending_seconds=None, rows_per_second=None)
+
+
+def test_make_app_creates_the_db_directory_and_refuses_foreign_or_newer_files(tmp_path):
+    import sqlite3
+
+    nested = tmp_path / "state" / "local" / "sandbox.db"
+    make_app(str(nested))
+    assert nested.exists()
+    foreign = tmp_path / "not.db"
+    foreign.write_bytes(b"x" * 4096)
+    with pytest.raises(ValueError, match="sandbox database"):
+        make_app(str(foreign))
+    conn = sqlite3.connect(nested)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(ValueError, match="newer sandbox"):
+        make_app(str(nested))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sqlite3
 import threading
 
 from reconciler import sandbox
@@ -27,10 +26,8 @@ def serve(out, *, host, port, db, client_id, client_secret, pending_seconds, row
             db, client_id=client_id, client_secret=client_secret,
             **{name: value for name, value in speeds.items() if value is not None},
         )
-    except ValueError as err:
-        raise ConfigError(f"sandbox serve: {err}") from None
-    except sqlite3.Error as err:
-        raise ConfigError(f"sandbox serve: cannot use --db {db}: {err}; pass another path") from None
+    except ValueError as err:  # a bad setting, or a --db file that is not a sandbox database
+        raise ConfigError(f"sandbox serve: {err}; fix the option (or pass another --db path)") from None
     try:
         server = sandbox.serve(app, host=host or "127.0.0.1", port=port or 0)
     except OSError as err:

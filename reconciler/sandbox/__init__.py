@@ -48,7 +48,7 @@ def make_app(
     rows_per_second: float = 100.0,
     token_seconds: int = 3599,
 ) -> SandboxApp:
-    """A sandbox WSGI app on `db_path` (None: in memory); ValueError names a bad setting."""
+    """A sandbox WSGI app on `db_path` (None: in memory); ValueError names a bad setting or unusable db."""
     settings = make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds)
     return SandboxApp(Store(db_path), settings, clock=clock or time.time)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -50,9 +51,20 @@ class Store:
     """One SQLite connection per app, serialised by a lock; SQLite's own locks order the processes."""
 
     def __init__(self, db_path: str | None):
+        """Open (creating if needed) the tenant at `db_path`; ValueError if it is not a usable sandbox db."""
         self._lock = threading.RLock()
-        target = db_path if db_path else ":memory:"
-        self._conn = sqlite3.connect(target, timeout=30, isolation_level=None, check_same_thread=False)
+        try:
+            if db_path:
+                os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
+            self._open(db_path)
+        except (sqlite3.Error, OSError) as err:
+            raise ValueError(f"cannot use {db_path} as the sandbox database: {err}") from None
+        version = int(self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise ValueError(f"{db_path} was written by a newer sandbox (schema {version}); upgrade reconciler")
+
+    def _open(self, db_path: str | None) -> None:
+        self._conn = sqlite3.connect(db_path or ":memory:", timeout=30, isolation_level=None, check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA busy_timeout = 30000")
         if db_path:
