@@ -67,6 +67,9 @@ def test_errors_after_the_effect_lose_only_the_response():
     lost = upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "k"})
     assert lost.status_code == 500 and lost.json()["success"] is False
     [mass_action] = state(client)["mass_actions"]
+    still_failing = upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "k"})
+    assert still_failing.status_code == 500  # the storm hits replays too, and they create nothing
+    assert len(state(client)["mass_actions"]) == 1
     faults(client)
     retried = upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "k"})
     assert retried.status_code == 200 and retried.json()["bulkKey"] == mass_action["bulkKey"]

@@ -147,24 +147,26 @@ class SandboxApp:
         if decision.rate_limited:
             raise faults.rate_limited(family, decision.retry_after)
         key = req.header("idempotency-key") if req.method in ("POST", "PATCH") else None
+        outcome, stored = None, None
         if key is not None:
             idempotency.validate_key(key)
             with self.store.write() as conn:
                 outcome, stored = idempotency.claim(conn, key, req.method, req.path, sandbox_now(conn, self.clock))
-            if outcome == idempotency.REPLAY:
-                return stored
+        claimed = outcome == idempotency.NEW
+        # Faults hit replays too: a storm does not spare a client retrying with its key.
         try:
             if decision.latency_ms:
                 time.sleep(decision.latency_ms / 1000.0)
             if decision.error_before:
-                if key is not None:
+                if claimed:
                     with self.store.write() as conn:
                         idempotency.release(conn, key)
                 raise ApiError(503, "Service temporarily unavailable (injected fault, nothing was done)",
                                category=TEMPORARY)
-            response = self._run(req, family, request_id, handler, params, key)
+            response = stored if outcome == idempotency.REPLAY else self._run(
+                req, family, request_id, handler, params, key)
         finally:
-            if key is not None:
+            if claimed:
                 idempotency.forget(key)
         if decision.error_after:
             raise ApiError(500, "Internal error (injected fault; the request took effect)", category=INTERNAL)
