@@ -32,7 +32,8 @@ CO_CANCELLABLE = frozenset({"accepted", "pending"})
 CO_TERMINAL = frozenset({"completed", "failed", "cancelled"})
 CO_ACTIVE = frozenset({"accepted", "pending", "in_progress"})  # these hold one of the 5 slots
 COMPLETED = frozenset({"Completed", "completed"})
-UNSUCCESSFUL = frozenset({"Failed", "Stopped", "failed", "cancelled"})
+REJECTED = "rejected"  # ours, not Zuora's: a submission refused with a 4xx (phase done, nothing exists remotely)
+UNSUCCESSFUL = frozenset({"Failed", "Stopped", "failed", "cancelled", REJECTED})
 
 # Ledger phases of one remote job (one row per remote job ever attempted).
 PHASE_INTENT = "intent"  # intent committed, the POST's outcome is not known yet

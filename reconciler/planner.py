@@ -1,7 +1,7 @@
 """The pure planner: desired + recorded + observed + options -> Plan (DESIGN §4). No I/O.
 
 It pairs by spec name, classifies each name on its own, then applies the two rules that look across
-names — dependencies and custom object slots — and sorts: dependency depth first (a spec comes after
+names — dependencies and custom object slots, in planrules.py — and sorts: dependency depth first (a spec comes after
 everything it depends on), then name. The applier may walk the changes in that order.
 
 Choices the table of DESIGN §4 leaves open, decided here:
@@ -16,33 +16,28 @@ Choices the table of DESIGN §4 leaves open, decided here:
 - Slots freed by cancels in the same plan are not handed out again: those submits wait one run.
 - Fingerprints are compared only between equal `fingerprint_version`s; across versions only the
   revision counts, so a new algorithm never makes old records look edited.
+- A rejected submission (Zuora refused it with a 4xx; nothing exists remotely) is judged as if it
+  never happened, except that generations keep counting and a spec whose latest job was rejected
+  is submitted again as "previous submission was rejected". So it never holds a slot nor counts as
+  completed, and a spec reverted to what already ran is not run again. Retiring a removed spec
+  whose latest job was rejected retires that job: a name is retired when its latest job is.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from reconciler.errors import UsageError
 from reconciler.model import (
-    CO_ACTIVE, COMPLETED, CUSTOM_OBJECT_JOB, IN_DOUBT_SECONDS, MASS_ACTION, PHASE_ACTIVE, PHASE_CREATED,
-    PHASE_INTENT, PHASE_RETIRED, UNSUCCESSFUL, DesiredSpec, DesiredState, JobRecord, ObservedState,
-    RecordedState, SpecRecord, is_stoppable, is_terminal,
+    COMPLETED, IN_DOUBT_SECONDS, MASS_ACTION, PHASE_CREATED, PHASE_INTENT, PHASE_RETIRED, REJECTED, DesiredSpec,
+    DesiredState, JobRecord, ObservedState, RecordedState, SpecRecord, is_stoppable, is_terminal,
 )
 from reconciler.plan import Change, Drift, Plan, PlanOptions
+from reconciler.planrules import (
+    Observer, Seen, check_names, depths, hold_for_dependencies, hold_for_slots, selected, without_rejected,
+)
 
 UNCHANGED = "unchanged"  # classification of a name in sync; None means "not even counted"
 ROLLBACK_NOTE = "rows already processed will not be rolled back"
-
-
-@dataclass(frozen=True)
-class _Seen:
-    """A job's status as the planner sees it: observed when refreshed, else recorded."""
-
-    status: str | None
-    missing: bool
-    processed: int | None
-    total: int | None
 
 
 def make_plan(
@@ -53,20 +48,25 @@ def make_plan(
     *,
     environment: str,
     reconciler_version: str,
+    drift_since: RecordedState | None = None,
 ) -> Plan:
-    """Compute the plan: a pure function of the three states and the options."""
+    """Compute the plan: a pure function of the three states and the options.
+
+    Drift is `observed` against `drift_since` (default `recorded`): a refresh that already wrote the
+    new statuses into the ledger passes the state it read before, so the plan still shows them.
+    """
     specs = desired.by_name()
     records = {name: rec for name, rec in recorded.by_name().items() if rec.jobs}
-    seen = _Observer(observed)
-    _check_names(options, specs, records)
+    seen = Observer(observed)
+    check_names(desired, recorded, options)
 
     names = sorted(set(specs) | set(records))
     base = {n: _classify(specs.get(n), records.get(n), seen, options) for n in names}
-    depth = _depths(specs)
-    ordered = sorted((n for n in names if _selected(n, specs.get(n), options)), key=lambda n: (depth.get(n, 0), n))
+    depth = depths(specs)
+    ordered = sorted((n for n in names if selected(n, specs.get(n), options)), key=lambda n: (depth.get(n, 0), n))
 
-    results = {n: _hold_for_dependencies(base[n], specs, records, base, seen) for n in ordered}
-    _hold_for_slots(results, ordered, recorded, seen, options.custom_object_slots)
+    results = {n: hold_for_dependencies(base[n], specs, records, base, seen) for n in ordered}
+    hold_for_slots(results, ordered, recorded, seen, options.custom_object_slots)
 
     return Plan(
         reconciler_version=reconciler_version,
@@ -76,27 +76,38 @@ def make_plan(
         serial=recorded.serial,
         spec_digest=desired.digest,
         changes=tuple(results[n] for n in ordered if isinstance(results[n], Change)),
-        drift=_drift(recorded, seen),
+        drift=_drift(recorded if drift_since is None else drift_since, seen),
         unchanged=sum(1 for n in ordered if results[n] == UNCHANGED),
     )
 
 
-def _classify(spec: DesiredSpec | None, rec: SpecRecord | None, seen: _Observer, options: PlanOptions):
+def _classify(spec: DesiredSpec | None, rec: SpecRecord | None, seen: Observer, options: PlanOptions):
     """One name on its own: a Change, UNCHANGED, or None (removed and already retired)."""
     if spec is None:
         return _classify_removed(rec, seen, options)
     if rec is None:
         return _submit(spec, "new", generation=1)
+    latest, ran = rec.latest, without_rejected(rec)
+    if latest.phase != PHASE_RETIRED and latest.remote_status == REJECTED:
+        return _resubmit(_judge(spec, ran, _next(rec), False, seen, options), latest)
+    return _judge(spec, ran, _next(rec), latest.phase == PHASE_RETIRED, seen, options)
+
+
+def _judge(spec: DesiredSpec, rec: SpecRecord | None, gen: int, retired: bool, seen: Observer,
+           options: PlanOptions):
+    """A spec against the jobs that ran (rejected ones left out); `gen` numbers a new job."""
+    if rec is None:
+        return _submit(spec, "new", generation=gen)
     latest = rec.latest
     top = max(j.revision for j in rec.jobs)
     rerun = spec.name in options.reruns
     if latest.phase == PHASE_INTENT:
         return _classify_intent(spec, latest, options)
-    if latest.phase == PHASE_RETIRED:
+    if retired or latest.phase == PHASE_RETIRED:
         if spec.revision > top:
-            return _submit(spec, f"revision {top} -> {spec.revision}", generation=_next(rec))
+            return _submit(spec, f"revision {top} -> {spec.revision}", generation=gen)
         if rerun:
-            return _submit(spec, "rerun requested", generation=_next(rec), rerun=True)
+            return _submit(spec, "rerun requested", generation=gen, rerun=True)
         return _conflict(spec.name, spec.kind, f"re-added retired spec (retired at revision {top})",
                          f"bump revision above {top} or run with --rerun {spec.name}", spec=spec)
     now = seen(latest)
@@ -112,26 +123,26 @@ def _classify(spec: DesiredSpec | None, rec: SpecRecord | None, seen: _Observer,
                          f"revert the change, bump revision to {top + 1}, or run with --rerun {spec.name}",
                          spec=spec, job=latest)
     if not is_terminal(latest.kind, now.status):
-        return _classify_running(spec, rec, now, changed, rerun)
+        return _classify_running(spec, rec, gen, now, changed, rerun)
     if spec.revision > top:
-        return _submit(spec, f"revision {top} -> {spec.revision}", generation=_next(rec))
+        return _submit(spec, f"revision {top} -> {spec.revision}", generation=gen)
     if now.status in COMPLETED:
         if rerun:
-            return _submit(spec, "rerun requested", generation=_next(rec), rerun=True)
+            return _submit(spec, "rerun requested", generation=gen, rerun=True)
         if changed:
             return _conflict(spec.name, spec.kind, "spec changed after its job completed",
                              f"revert the change, bump revision to {top + 1}, or run with --rerun {spec.name}",
                              spec=spec, job=latest)
         return UNCHANGED
     if changed:  # the job ended Failed, Stopped or cancelled: the edited spec may run
-        return _submit(spec, f"retry after change (last job {now.status})", generation=_next(rec), rerun=rerun,
+        return _submit(spec, f"retry after change (last job {now.status})", generation=gen, rerun=rerun,
                        previous_status=now.status)
     if rerun:
-        return _submit(spec, "rerun requested", generation=_next(rec), rerun=True)
+        return _submit(spec, "rerun requested", generation=gen, rerun=True)
     return UNCHANGED  # an unsuccessful job is never retried by itself: only a change, bump or --rerun
 
 
-def _classify_running(spec: DesiredSpec, rec: SpecRecord, now: _Seen, changed: bool, rerun: bool):
+def _classify_running(spec: DesiredSpec, rec: SpecRecord, gen: int, now: Seen, changed: bool, rerun: bool):
     latest = rec.latest
     if not changed:
         if latest.phase == PHASE_CREATED and not latest.uploaded and now.status in (None, "pending"):
@@ -156,7 +167,7 @@ def _classify_running(spec: DesiredSpec, rec: SpecRecord, now: _Seen, changed: b
     if rerun:
         detail["rerun"] = True
     return Change(spec.name, spec.kind, "replace", f"{what}: {verb} job ({now.status}), then submit again",
-                  spec.fingerprint, spec.revision, latest.remote_id, _next(rec), None, spec.depends_on, detail)
+                  spec.fingerprint, spec.revision, latest.remote_id, gen, None, spec.depends_on, detail)
 
 
 def _classify_intent(spec: DesiredSpec, intent: JobRecord, options: PlanOptions):
@@ -172,11 +183,28 @@ def _classify_intent(spec: DesiredSpec, intent: JobRecord, options: PlanOptions)
                   {**_spec_detail(spec), "resume": True})
 
 
-def _classify_removed(rec: SpecRecord, seen: _Observer, options: PlanOptions):
+def _resubmit(result, rejected: JobRecord):
+    """A new submission after a rejected one says so: nothing was created remotely, so it may go again."""
+    if not isinstance(result, Change) or result.action != "submit" or result.detail.get("resume"):
+        return result
+    error = rejected.detail.get("error")
+    reason = f"previous submission was rejected: {error}" if error else "previous submission was rejected"
+    if result.detail.get("rerun"):
+        reason += " (rerun requested)"
+    return replace(result, reason=reason, detail={**result.detail, "previous_status": REJECTED})
+
+
+def _classify_removed(rec: SpecRecord, seen: Observer, options: PlanOptions):
     latest = rec.latest
     name, kind = rec.name, latest.kind
     if latest.phase == PHASE_RETIRED:
         return None
+    if latest.remote_status == REJECTED:
+        ran = without_rejected(rec)
+        earlier = _classify_removed(ran, seen, options) if ran else None
+        if isinstance(earlier, Change) and earlier.action != "retire":  # a job that ran still needs handling
+            return earlier
+        return _on_job(name, latest, "retire", "spec removed; its last submission was rejected", {"status": REJECTED})
     if latest.phase == PHASE_INTENT:
         if _in_doubt(latest, options):
             return _conflict(name, kind, "spec removed; submission in doubt for more than 24 h",
@@ -199,68 +227,7 @@ def _classify_removed(rec: SpecRecord, seen: _Observer, options: PlanOptions):
                  {"waiting_for": "job", "status": now.status}, job=latest)
 
 
-def _hold_for_dependencies(result, specs, records, base, seen: _Observer):
-    """Turn a submit/replace into a wait while any dependency has not completed."""
-    if not isinstance(result, Change) or result.action not in ("submit", "replace") or result.detail.get("resume"):
-        return result
-    blocked, why = [], []
-    for dep in specs[result.name].depends_on:
-        reason = _dependency_pending(dep, specs, records, base, seen)
-        if reason:
-            blocked.append(dep)
-            why.append(reason)
-    if not blocked:
-        return result
-    detail = {**result.detail, "waiting_for": "dependency", "dependencies": blocked, "then": result.action}
-    return replace(result, action="wait", reason=f"{result.reason}; {'; '.join(why)}", detail=detail)
-
-
-def _dependency_pending(dep: str, specs, records, base, seen: _Observer) -> str | None:
-    if dep not in specs:
-        return f"dependency {dep} has no spec"
-    mine = base[dep]
-    if isinstance(mine, Change):
-        if mine.action == "conflict":
-            return f"dependency {dep} has a conflict"
-        return f"waiting for dependency {dep} ({'itself waiting' if mine.action == 'wait' else mine.action + ' planned'})"
-    status = seen(records[dep].latest).status  # in sync, so it has a record
-    if status in COMPLETED:
-        return None
-    if status in UNSUCCESSFUL:
-        return f"dependency {dep} {status.lower()}"
-    return f"waiting for dependency {dep} ({status})"
-
-
-def _hold_for_slots(results: dict, ordered: list[str], recorded: RecordedState, seen: _Observer, slots: int):
-    """Hand free custom object slots to new submits in plan order; the rest wait."""
-    active = sum(1 for rec in recorded.records for job in rec.jobs if _holds_slot(job, seen))
-    planned = 0
-    for name in ordered:
-        change = results[name]
-        needs_slot = (isinstance(change, Change) and change.kind == CUSTOM_OBJECT_JOB
-                      and change.action == "submit" and not change.detail.get("resume"))
-        if not needs_slot:
-            continue
-        if active + planned < slots:
-            planned += 1
-            continue
-        use = f"{active} of {slots} active" if not planned else f"{active} active + {planned} planned, of {slots}"
-        results[name] = replace(change, action="wait", reason=f"{change.reason}; no free custom object slot ({use})",
-                                detail={**change.detail, "waiting_for": "slot", "then": "submit"})
-
-
-def _holds_slot(job: JobRecord, seen: _Observer) -> bool:
-    if job.kind != CUSTOM_OBJECT_JOB:
-        return False
-    now = seen(job)
-    if now.missing:
-        return False
-    if now.status is not None:
-        return now.status in CO_ACTIVE
-    return job.phase in (PHASE_INTENT, PHASE_CREATED, PHASE_ACTIVE)  # it may exist remotely: count it
-
-
-def _drift(recorded: RecordedState, seen: _Observer) -> tuple[Drift, ...]:
+def _drift(recorded: RecordedState, seen: Observer) -> tuple[Drift, ...]:
     found = []
     for rec in sorted(recorded.records, key=lambda r: r.name):
         for job in rec.jobs:
@@ -273,67 +240,13 @@ def _drift(recorded: RecordedState, seen: _Observer) -> tuple[Drift, ...]:
     return tuple(found)
 
 
-def _depths(specs: dict[str, DesiredSpec]) -> dict[str, int]:
-    """Longest dependsOn chain below each spec (Kahn's algorithm; validate refuses cycles)."""
-    deps = {n: {d for d in s.depends_on if d in specs} for n, s in specs.items()}
-    dependents = defaultdict(list)
-    for name, ds in deps.items():
-        for d in ds:
-            dependents[d].append(name)
-    remaining = {n: set(ds) for n, ds in deps.items()}  # consumed as dependencies get their depth
-    ready = [n for n, ds in deps.items() if not ds]
-    depth: dict[str, int] = {}
-    while ready:
-        name = ready.pop()
-        depth[name] = 1 + max((depth[d] for d in deps[name]), default=-1)
-        for other in dependents[name]:
-            remaining[other].discard(name)
-            if not remaining[other]:
-                ready.append(other)
-    return depth
-
-
-def _check_names(options: PlanOptions, specs: dict, records: dict) -> None:
-    for flag, names in (("--target", options.targets), ("--exclude", options.excludes)):
-        for name in sorted(names):
-            if name not in specs and name not in records:
-                raise UsageError(f"{flag} {name}: no spec named {name!r} in the specs or the ledger; "
-                                 "check the name with `reconciler validate` or `reconciler status`")
-    for name in sorted(options.reruns):
-        if name not in specs:
-            raise UsageError(f"--rerun {name}: no spec named {name!r}; a rerun needs the spec in the repository")
-
-
-def _selected(name: str, spec: DesiredSpec | None, options: PlanOptions) -> bool:
-    if (options.targets and name not in options.targets) or name in options.excludes:
-        return False
-    if options.selectors:
-        labels = spec.label_dict() if spec else {}
-        return all(labels.get(key) == value for key, value in options.selectors)
-    return True
-
-
-class _Observer:
-    """Looks up the observed status of a recorded job (observed overrides recorded)."""
-
-    def __init__(self, observed: ObservedState):
-        self.observations = observed.by_remote_id()
-
-    def __call__(self, job: JobRecord) -> _Seen:
-        obs = self.observations.get(job.remote_id) if job.remote_id else None
-        if obs is None:
-            return _Seen(job.remote_status, False, job.processed, job.total)
-        return _Seen(obs.status, obs.missing, job.processed if obs.processed is None else obs.processed,
-                     job.total if obs.total is None else obs.total)
-
-
 def _changed(spec: DesiredSpec, job: JobRecord) -> bool:
     if spec.fingerprint_version != job.fingerprint_version:
         return spec.revision != job.revision
     return spec.fingerprint != job.fingerprint
 
 
-def _completed(rec: SpecRecord, revision: int, seen: _Observer) -> str | None:
+def _completed(rec: SpecRecord, revision: int, seen: Observer) -> str | None:
     """The remote id of an earlier job of this revision that completed, if any (the latest is judged apart)."""
     return next((j.remote_id for j in rec.jobs[:-1] if j.revision == revision and seen(j).status in COMPLETED), None)
 

@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import random
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -18,8 +19,8 @@ import pytest
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.model import (
     CUSTOM_OBJECT_JOB, MASS_ACTION, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, PHASE_INTENT, PHASE_RETIRED,
-    Condition, DesiredSpec, DesiredState, JobRecord, Observation, ObservedState, RecordedState, SpecRecord,
-    is_terminal,
+    REJECTED, Condition, DesiredSpec, DesiredState, JobRecord, Observation, ObservedState, RecordedState,
+    SpecRecord, is_terminal,
 )
 from reconciler.plan import PlanOptions
 from reconciler.planner import make_plan
@@ -73,6 +74,12 @@ def job(name, status, *, kind=MA, phase=None, generation=1, revision=1, edit=0, 
         remote_id=remote_id(name, kind, generation) if has_remote else None, remote_status=status,
         uploaded=uploaded, processed=processed, total=total,
     )
+
+
+def rejected(name, *, kind=MA, error="HTTP 400: the file is not a valid CSV", phase=PHASE_DONE, **kw):
+    """A submission Zuora refused with a 4xx: recorded done with status rejected, no remote job."""
+    return replace(job(name, REJECTED, kind=kind, phase=phase, has_remote=False, **kw),
+                   detail={"error": error} if error else {})
 
 
 def observe(j: JobRecord, status, *, missing=False, processed=None, total=None) -> Observation:
@@ -279,6 +286,29 @@ def drift_observed_overrides_recorded():
 
 
 @case
+def rejected_submission_is_submitted_again():
+    return plan_of(
+        [spec("a-unchanged"), spec("b-fixed", CO, edit=1), spec("c-bumped", revision=2),
+         spec("d-retry-after-failure", edit=2)],
+        [rejected("a-unchanged"),
+         rejected("b-fixed", kind=CO, error="HTTP 422: only 5 custom object jobs may be active"),
+         job("c-bumped", "Completed"), rejected("c-bumped", generation=2, revision=2, error=None),
+         job("d-retry-after-failure", "Failed"), rejected("d-retry-after-failure", generation=2, edit=1)],
+    )
+
+
+@case
+def spec_removed_after_rejected_submission():
+    return plan_of([], [
+        rejected("a-only-rejected"),
+        job("b-completed-then-rejected", "Completed"), rejected("b-completed-then-rejected", generation=2),
+        job("c-running-then-rejected", "Processing", processed=3, total=10),
+        rejected("c-running-then-rejected", generation=2, edit=1),
+        rejected("d-rejected-and-retired", phase=PHASE_RETIRED),
+    ])
+
+
+@case
 def in_sync():
     return plan_of([spec("fx-rates"), spec("load-vehicles", CO)],
                    [job("fx-rates", "Completed"), job("load-vehicles", "in_progress", kind=CO)])
@@ -361,6 +391,51 @@ def test_filtered_out_jobs_still_hold_slots_and_gate_dependents():
 def test_changes_come_in_dependency_order_then_by_name():
     plan = plan_of([spec("z-base"), spec("a-top", deps=["m-mid"]), spec("m-mid", deps=["z-base"]), spec("b")])
     assert [c.name for c in plan.changes] == ["b", "z-base", "m-mid", "a-top"]
+
+
+def test_a_rejected_submission_takes_the_next_generation_and_a_fresh_key():
+    [change] = plan_of([spec("fx-rates")], [job("fx-rates", "Failed"), rejected("fx-rates", generation=2)],
+                       reruns=["fx-rates"]).changes
+    assert (change.action, change.generation, change.idempotency_key, change.remote_id) == ("submit", 3, None, None)
+    assert change.detail["previous_status"] == REJECTED and change.detail["rerun"] is True
+    assert change.reason == "previous submission was rejected: HTTP 400: the file is not a valid CSV (rerun requested)"
+
+
+def test_rejected_custom_object_jobs_hold_no_slot():
+    refused = [rejected(f"co-{i}", kind=CO, error="HTTP 429") for i in range(5)]
+    plan = plan_of([spec(j.name, CO) for j in refused] + [spec("new-co", CO)], refused, custom_object_slots=5)
+    assert [c.action for c in plan.changes] == ["submit"] * 5 + ["wait"]  # 5 slots for 6 submits, none held
+
+
+def test_a_rejected_rerun_does_not_count_as_completed_nor_run_the_revision_again_by_itself():
+    jobs = [job("fx-rates", "Completed"), rejected("fx-rates", generation=2)]
+    assert plan_of([spec("fx-rates")], jobs).changes == ()  # the rerun never happened: ask for it again
+    [again] = plan_of([spec("fx-rates")], jobs, reruns=["fx-rates"]).changes
+    assert (again.action, again.generation) == ("submit", 3)
+    [edited] = plan_of([spec("fx-rates", edit=1)], jobs).changes
+    assert (edited.action, edited.reason) == ("conflict", "spec changed after its job completed")
+
+
+def test_a_spec_reverted_after_a_rejected_bump_is_in_sync():
+    jobs = [job("fx-rates", "Completed"), rejected("fx-rates", generation=2, revision=2)]
+    plan = plan_of([spec("fx-rates", revision=1)], jobs)
+    assert (plan.changes, plan.unchanged) == ((), 1)
+
+
+def test_a_retired_rejected_only_record_is_new_when_re_added():
+    [change] = plan_of([spec("fx-rates")], [rejected("fx-rates", phase=PHASE_RETIRED)]).changes
+    assert (change.action, change.reason, change.generation) == ("submit", "new", 2)
+
+
+def test_a_name_retired_through_its_rejected_submission_is_a_re_added_retired_spec():
+    jobs = [job("fx-rates", "Completed"), rejected("fx-rates", generation=2, phase=PHASE_RETIRED)]
+    [change] = plan_of([spec("fx-rates")], jobs).changes
+    assert (change.action, change.reason) == ("conflict", "re-added retired spec (retired at revision 1)")
+
+
+def test_dependents_wait_while_a_dependency_is_submitted_again_after_a_rejection():
+    plan = plan_of([spec("base"), spec("top", deps=["base"])], [rejected("base")])
+    assert [(c.name, c.action) for c in plan.changes] == [("base", "submit"), ("top", "wait")]
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -1,0 +1,152 @@
+"""The planner's rules that look across names or over a whole record (DESIGN §4); pure, no I/O.
+
+How a job is seen (observed over recorded; rejected submissions left out), which names a plan covers
+(filters), their order (dependency depth), and which submits must wait (a dependency not completed,
+no free custom object slot). planner.py classifies each name on its own and calls these.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+from reconciler.errors import UsageError
+from reconciler.model import (
+    CO_ACTIVE, COMPLETED, CUSTOM_OBJECT_JOB, PHASE_ACTIVE, PHASE_CREATED, PHASE_INTENT, REJECTED, UNSUCCESSFUL,
+    DesiredSpec, DesiredState, JobRecord, ObservedState, RecordedState, SpecRecord,
+)
+from reconciler.plan import Change, PlanOptions
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A job's status as the planner sees it: observed when refreshed, else recorded."""
+
+    status: str | None
+    missing: bool
+    processed: int | None
+    total: int | None
+
+
+class Observer:
+    """Looks up the observed status of a recorded job (observed overrides recorded)."""
+
+    def __init__(self, observed: ObservedState):
+        self.observations = observed.by_remote_id()
+
+    def __call__(self, job: JobRecord) -> Seen:
+        obs = self.observations.get(job.remote_id) if job.remote_id else None
+        if obs is None:
+            return Seen(job.remote_status, False, job.processed, job.total)
+        return Seen(obs.status, obs.missing, job.processed if obs.processed is None else obs.processed,
+                    job.total if obs.total is None else obs.total)
+
+
+def without_rejected(rec: SpecRecord) -> SpecRecord | None:
+    """The record without rejected submissions (None when every submission was rejected)."""
+    jobs = tuple(j for j in rec.jobs if j.remote_status != REJECTED)
+    return SpecRecord(rec.name, jobs) if jobs else None
+
+
+def check_names(desired: DesiredState, recorded: RecordedState, options: PlanOptions) -> None:
+    """Refuse a --target/--exclude naming nothing and a --rerun naming no spec (UsageError)."""
+    specs, records = desired.by_name(), {r.name for r in recorded.records if r.jobs}
+    for flag, names in (("--target", options.targets), ("--exclude", options.excludes)):
+        for name in sorted(names):
+            if name not in specs and name not in records:
+                raise UsageError(f"{flag} {name}: no spec named {name!r} in the specs or the ledger; "
+                                 "check the name with `reconciler validate` or `reconciler status`")
+    for name in sorted(options.reruns):
+        if name not in specs:
+            raise UsageError(f"--rerun {name}: no spec named {name!r}; a rerun needs the spec in the repository")
+
+
+def selected(name: str, spec: DesiredSpec | None, options: PlanOptions) -> bool:
+    """True when --target/--exclude/--selector leave the name in the plan."""
+    if (options.targets and name not in options.targets) or name in options.excludes:
+        return False
+    if options.selectors:
+        labels = spec.label_dict() if spec else {}
+        return all(labels.get(key) == value for key, value in options.selectors)
+    return True
+
+
+def depths(specs: dict[str, DesiredSpec]) -> dict[str, int]:
+    """Longest dependsOn chain below each spec (Kahn's algorithm; validate refuses cycles)."""
+    deps = {n: {d for d in s.depends_on if d in specs} for n, s in specs.items()}
+    dependents = defaultdict(list)
+    for name, ds in deps.items():
+        for d in ds:
+            dependents[d].append(name)
+    remaining = {n: set(ds) for n, ds in deps.items()}  # consumed as dependencies get their depth
+    ready = [n for n, ds in deps.items() if not ds]
+    depth: dict[str, int] = {}
+    while ready:
+        name = ready.pop()
+        depth[name] = 1 + max((depth[d] for d in deps[name]), default=-1)
+        for other in dependents[name]:
+            remaining[other].discard(name)
+            if not remaining[other]:
+                ready.append(other)
+    return depth
+
+
+def hold_for_dependencies(result, specs, records, base, seen: Observer):
+    """Turn a submit/replace into a wait while any dependency has not completed."""
+    if not isinstance(result, Change) or result.action not in ("submit", "replace") or result.detail.get("resume"):
+        return result
+    blocked, why = [], []
+    for dep in specs[result.name].depends_on:
+        reason = _dependency_pending(dep, specs, records, base, seen)
+        if reason:
+            blocked.append(dep)
+            why.append(reason)
+    if not blocked:
+        return result
+    detail = {**result.detail, "waiting_for": "dependency", "dependencies": blocked, "then": result.action}
+    return replace(result, action="wait", reason=f"{result.reason}; {'; '.join(why)}", detail=detail)
+
+
+def _dependency_pending(dep: str, specs, records, base, seen: Observer) -> str | None:
+    if dep not in specs:
+        return f"dependency {dep} has no spec"
+    mine = base[dep]
+    if isinstance(mine, Change):
+        if mine.action == "conflict":
+            return f"dependency {dep} has a conflict"
+        return f"waiting for dependency {dep} ({'itself waiting' if mine.action == 'wait' else mine.action + ' planned'})"
+    status = seen(without_rejected(records[dep]).latest).status  # in sync, so a job of it ran
+    if status in COMPLETED:
+        return None
+    if status in UNSUCCESSFUL:
+        return f"dependency {dep} {status.lower()}"
+    return f"waiting for dependency {dep} ({status})"
+
+
+def hold_for_slots(results: dict, ordered: list[str], recorded: RecordedState, seen: Observer, slots: int):
+    """Hand free custom object slots to new submits in plan order; the rest wait."""
+    active = sum(1 for rec in recorded.records for job in rec.jobs if _holds_slot(job, seen))
+    planned = 0
+    for name in ordered:
+        change = results[name]
+        needs_slot = (isinstance(change, Change) and change.kind == CUSTOM_OBJECT_JOB
+                      and change.action == "submit" and not change.detail.get("resume"))
+        if not needs_slot:
+            continue
+        if active + planned < slots:
+            planned += 1
+            continue
+        use = f"{active} of {slots} active" if not planned else f"{active} active + {planned} planned, of {slots}"
+        results[name] = replace(change, action="wait", reason=f"{change.reason}; no free custom object slot ({use})",
+                                detail={**change.detail, "waiting_for": "slot", "then": "submit"})
+
+
+def _holds_slot(job: JobRecord, seen: Observer) -> bool:
+    if job.kind != CUSTOM_OBJECT_JOB:
+        return False
+    now = seen(job)
+    if now.missing:
+        return False
+    if now.status is not None:  # a rejected submission ("rejected") created nothing: no slot
+        return now.status in CO_ACTIVE
+    return job.phase in (PHASE_INTENT, PHASE_CREATED, PHASE_ACTIVE)  # it may exist remotely: count it
