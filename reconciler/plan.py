@@ -240,11 +240,19 @@ def read_plan_file(path: str | os.PathLike) -> Plan:
 
 
 def check_fresh(plan: Plan, *, lineage: str | None, serial: int, spec_digest: str, environment: str) -> None:
-    """Refuse a saved plan when anything it was computed from has moved since."""
+    """Refuse a saved plan when anything it was computed from has moved since.
+
+    `lineage`/`serial` are the ledger's now (None/0 when there is none). A plan made before any ledger
+    existed pins lineage null and serial 0; it stays fresh while there is no ledger or only an empty
+    one (serial 0: nothing recorded yet, e.g. the one apply just created), whatever its lineage.
+    """
     moved = []
     if plan.environment != environment:
         moved.append(f"it was made for environment {plan.environment!r}, this is {environment!r}")
-    if plan.lineage != lineage:
+    if plan.lineage is None:
+        if serial != 0:
+            moved.append(f"it was made before the ledger existed, and the ledger holds records now (serial {serial})")
+    elif plan.lineage != lineage:
         moved.append(f"the ledger was replaced (lineage {plan.lineage} -> {lineage})")
     elif plan.serial != serial:
         moved.append(f"the ledger changed since (serial {plan.serial} -> {serial})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime, timezone
 
@@ -177,6 +178,19 @@ def test_stale_plan_says_what_moved(moved, message):
     current = {"lineage": "9d1c-lineage", "serial": 42, "spec_digest": "c" * 64, "environment": "local", **moved}
     with pytest.raises(PlanFileError, match=message):
         check_fresh(sample_plan(), **current)
+
+
+@pytest.mark.parametrize("lineage", [None, "new-ledger-lineage"])
+def test_plan_made_without_a_ledger_is_fresh_while_the_ledger_is_missing_or_empty(lineage):
+    plan = dataclasses.replace(sample_plan(), lineage=None, serial=0)
+    check_fresh(plan, lineage=lineage, serial=0, spec_digest="c" * 64, environment="local")
+    with pytest.raises(PlanFileError, match=r"made before the ledger existed, and the ledger holds records now \(serial 3\)"):
+        check_fresh(plan, lineage="new-ledger-lineage", serial=3, spec_digest="c" * 64, environment="local")
+
+
+def test_plan_pinned_to_a_ledger_is_stale_when_the_ledger_is_gone():
+    with pytest.raises(PlanFileError, match=r"the ledger was replaced \(lineage 9d1c-lineage -> None\)"):
+        check_fresh(sample_plan(), lineage=None, serial=0, spec_digest="c" * 64, environment="local")
 
 
 def test_stale_plan_lists_every_reason():
