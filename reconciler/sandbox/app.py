@@ -13,7 +13,7 @@ from http import HTTPStatus
 from . import admin, auth, bulk, customobjects, faults, idempotency
 from .store import Store, sandbox_now
 from .web import (
-    ADMIN, INTERNAL, METHOD, NOT_FOUND, OAUTH, OBJECTS, TEMPORARY, V1, ApiError, Context, DroppedConnection,
+    ADMIN, INTERNAL, METHOD, NOT_FOUND, OBJECTS, TEMPORARY, V1, ApiError, Context, DroppedConnection,
     Request, Response, family_of, json_response, maybe_gzip,
 )
 
@@ -62,10 +62,12 @@ class Settings:
 
     @property
     def user_id(self) -> str:
+        """The 32-hex id jobs are attributed to."""
         return auth.user_id(self.client_id)
 
     @property
     def user_email(self) -> str:
+        """The uploader shown as uploadedBy."""
         return auth.user_email(self.client_id)
 
 

@@ -42,7 +42,7 @@ def issue_token(conn, req: Request, now: float, settings) -> Response:
     if req.media_type != "application/x-www-form-urlencoded":
         raise ApiError(400, "Content-Type must be application/x-www-form-urlencoded", code=90000020)
     try:
-        form = urllib.parse.parse_qs(req.body(FORM_LIMIT, "form").decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        form = urllib.parse.parse_qs(req.body(FORM_LIMIT, "form").decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError:
         raise ApiError(400, "The form body is not valid UTF-8", code=90000020) from None
     fields = {name: (form.get(name) or [""])[0] for name in ("client_id", "client_secret", "grant_type")}

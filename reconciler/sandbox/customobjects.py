@@ -110,7 +110,8 @@ def create(ctx: Context) -> Response:
     job_filter = payload.get("filter")
     ctx.conn.execute(
         "INSERT INTO co_jobs (id, seq, namespace, object, operation, filter, status, created_at, updated_at,"
-        " created_by, pending_seconds, rows_per_second, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_by, pending_seconds, rows_per_second, idempotency_key)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (job_id, ctx.conn.next_counter("co_job_seq"), payload["namespace"], payload["object"],
          payload["operation"], json.dumps(job_filter) if job_filter is not None else None, status, ctx.now,
          ctx.now, ctx.settings.user_id, ctx.settings.pending_seconds, ctx.settings.rows_per_second,

@@ -103,15 +103,19 @@ class _Conn:
         self._conn = conn
 
     def execute(self, sql: str, params=()):
+        """Run one statement."""
         return self._conn.execute(sql, params)
 
     def executemany(self, sql: str, rows):
+        """Run one statement for each row."""
         return self._conn.executemany(sql, rows)
 
     def one(self, sql: str, params=()):
+        """The first result row, or None."""
         return self._conn.execute(sql, params).fetchone()
 
     def all(self, sql: str, params=()):
+        """Every result row."""
         return self._conn.execute(sql, params).fetchall()
 
     @contextmanager

@@ -102,11 +102,13 @@ class Request:
 
     @property
     def media_type(self) -> str:
+        """The Content-Type without parameters, lower-cased."""
         return (self.headers.get("content-type") or "").split(";")[0].strip().lower()
 
     def base_url(self) -> str:
         """Scheme and host the client used, for absolute URLs in bodies (outputURL)."""
-        host = self.headers.get("host") or f"{self.environ.get('SERVER_NAME', 'localhost')}:{self.environ.get('SERVER_PORT', '80')}"
+        environ = self.environ
+        host = self.headers.get("host") or f"{environ.get('SERVER_NAME', 'localhost')}:{environ.get('SERVER_PORT', '80')}"
         return f"{self.environ.get('wsgi.url_scheme', 'http')}://{host}"
 
     def body(self, limit: int, what: str = "request body") -> bytes:
