@@ -247,7 +247,8 @@ def _check_value(path: Path, key: str, value: object, rule, nullable: bool = Tru
     if value is None and nullable:
         return []
     if not isinstance(value, str) or not value.strip():
-        return [f"{path}: {key}: must be a non-empty string (got {value!r}); quote it if YAML reads it as something else"]
+        return [f"{path}: {key}: must be a non-empty string (got {value!r}); "
+                "quote it if YAML reads it as something else"]
     return []
 
 

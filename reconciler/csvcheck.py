@@ -70,7 +70,8 @@ _GROUP = {"Group ID": _Column(255)}
 ACTIONS = {
     "ImportFXRate": _Action(
         required=("Provider Exchange Rate Date", "Currency (From)", "Currency (To)", "Exchange Rate"),
-        columns={**_GROUP, "Provider Exchange Rate Date": _Column(kind="date"), "Currency (From)": _Column(kind="currency"),
+        columns={**_GROUP, "Provider Exchange Rate Date": _Column(kind="date"),
+                 "Currency (From)": _Column(kind="currency"),
                  "Currency (To)": _Column(kind="currency"), "Exchange Rate": _Column(kind="amount")},
     ),
     "UpdateAccountingCode": _Action(
@@ -93,7 +94,8 @@ ACTIONS = {
     "MPU": _Action(
         required=("Payment Amount", "Currency", "Payment Date", "Payment Method ID"),
         columns={**_GROUP, "Payment Amount": _Column(kind="amount"), "Currency": _Column(kind="currency_or_id"),
-                 "Payment Date": _Column(kind="date"), "Payment Method ID": _Column(32), "Billing Account ID": _Column(32),
+                 "Payment Date": _Column(kind="date"), "Payment Method ID": _Column(32),
+                 "Billing Account ID": _Column(32),
                  "Payment Invoice": _Column(kind="invoices"), "Payment Comment": _Column(255),
                  "Payment Type": _Column(kind="enum", values=PAYMENT_TYPES), "Gateway ID": _Column(32)},
     ),
@@ -294,8 +296,9 @@ class _MassTable:
             found += [(n, "Currency (To)", "is the same currency as Currency (From)")
                       for n, r in batch if r[a].strip() and r[a].strip() == r[b].strip()]
         if self.invoice is not None:
+            has_account = (lambda r: False) if self.account is None else (lambda r: bool(r[self.account].strip()))
             found += [(n, "Payment Invoice", "must be empty when Billing Account ID is empty (an unassigned payment)")
-                      for n, r in batch if r[self.invoice].strip() and not (self.account and r[self.account].strip())]
+                      for n, r in batch if r[self.invoice].strip() and not has_account(r)]
         return found
 
 
@@ -372,7 +375,8 @@ class _ObjectTable:
         if operation == "update" and self.id_index is None:
             self.header_problems.append(("Id", "an update file needs an Id column holding each record's id"))
         if operation == "create" and self.id_index is not None:
-            self.header_problems.append((names[self.id_index], "not allowed in a create file: Zuora assigns record ids"))
+            self.header_problems.append((names[self.id_index], "not allowed in a create file: "
+                                                                "Zuora assigns record ids"))
             self.id_index = None
 
     def batch_problems(self, batch: list) -> list[tuple[int, str | None, str]]:

@@ -73,12 +73,14 @@ def _load_file(path: str, source: str) -> tuple[list[specrules.Document], list[P
     except OSError as err:
         return [], [Problem(source, f"cannot read the file: {err.strerror or err}")]
     if b"\0" in data:
-        return [], [Problem(source, "binary file (NUL bytes), not YAML", line=data[: data.index(b"\0")].count(b"\n") + 1)]
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        return [], [Problem(source, "binary file (NUL bytes), not YAML", line=line)]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
-        return [], [Problem(source, f"not UTF-8 (invalid byte 0x{data[err.start]:02x}); save the file as UTF-8", line=line)]
+        message = f"not UTF-8 (invalid byte 0x{data[err.start]:02x}); save the file as UTF-8"
+        return [], [Problem(source, message, line=line)]
     docs, problems = [], []
     loader = (yaml.SafeLoader if _looks_deep(text) else _Loader)(text)
     try:
@@ -97,6 +99,10 @@ def _load_file(path: str, source: str) -> tuple[list[specrules.Document], list[P
         what = f"{err.context}: {err.problem}" if err.context else err.problem
         line = err.problem_mark.line + 1 if err.problem_mark else None
         problems.append(Problem(source, f"invalid YAML: {what}", line=line))
+    except yaml.reader.ReaderError as err:
+        character = chr(err.character) if isinstance(err.character, int) else str(err.character)
+        line = text.count("\n", 0, max(text.find(character), 0)) + 1
+        problems.append(Problem(source, f"invalid YAML: the control character {character!r} is not allowed", line=line))
     except yaml.YAMLError as err:
         problems.append(Problem(source, f"invalid YAML: {err}"))
     except RecursionError:
@@ -289,7 +295,8 @@ def _explain(error, at: tuple) -> list[tuple[tuple, str]]:
     if kind == "type":
         wanted = " or ".join(_TYPES[t] for t in ([expected] if isinstance(expected, str) else expected))
         if not at:
-            return [(at, f"a spec document must be a mapping with apiVersion, kind, metadata and spec (got {_show(got)})")]
+            return [(at, f"a spec document must be a mapping with apiVersion, kind, metadata and spec "
+                         f"(got {_show(got)})")]
         return [(at, f"must be {wanted} (got {_show(got)})")]
     if kind == "enum":
         close = difflib.get_close_matches(str(got), [str(e) for e in expected], n=1, cutoff=0.6)

@@ -87,6 +87,8 @@ CASES = {
     "invalid-yaml": ({S: "apiVersion: reconciler/v1\nkind: [MassAction\n"}, S, 3, None, "invalid YAML"),
     "mapping-values": ({S: "apiVersion: reconciler/v1\nkind: a: b\n"}, S, 2, None, "mapping values are not allowed"),
     "spec-not-utf8": ({S: b"apiVersion: reconciler/v1\n# caf\xe9\n"}, S, 2, None, "not UTF-8 (invalid byte 0xe9)"),
+    "control-character": ({S: "apiVersion: reconciler/v1\nkind: Mass\x07Action\n"}, S, 2, None,
+                          "invalid YAML: the control character '\\x07' is not allowed"),
     "spec-binary": ({S: b"\x89PNG\r\n\x1a\n\x00\x00"}, S, 3, None, "binary file (NUL bytes), not YAML"),
     "spec-huge": ({S: "# padding\n" * 110_000}, S, None, None, "larger than 1024 KB"),
     "document-is-list": ({S: "- a\n- b\n"}, S, 1, None, "a spec document must be a mapping"),
