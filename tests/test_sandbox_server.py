@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -147,7 +148,8 @@ def test_two_processes_share_one_tenant(tmp_path):
     assert other.get(f"/v1/bulk/{theirs['keys'][0]}").json()["status"] == "Completed"
 
 
-def test_reconciler_sandbox_serve_subprocess(tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_reconciler_sandbox_serve_subprocess(tmp_path, stop_signal):
     db = tmp_path / "served.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "reconciler", "sandbox", "serve", "--db", str(db), "--pending-seconds", "0",
@@ -162,9 +164,9 @@ def test_reconciler_sandbox_serve_subprocess(tmp_path):
             client.headers["Authorization"] = f"Bearer {token(client)}"
             assert upload_bulk(client, "ImportFXRate", FX_CSV).status_code == 200
     finally:
-        proc.terminate()
+        proc.send_signal(stop_signal)
         proc.wait(timeout=10)
-    assert proc.returncode == 0
+    assert proc.returncode == 0, proc.stderr.read()
     assert len(wsgi_client(make_app(str(db))).get("/_sandbox/state").json()["mass_actions"]) == 1
 
 

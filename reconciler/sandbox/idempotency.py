@@ -54,13 +54,13 @@ def _owner_alive(key: str, owner: str) -> bool:
 
 def claim(conn, key: str, method: str, path: str, now: float):
     """Claim `key` for this request; returns (NEW, None), (REPLAY, stored Response) or raises 409/422."""
+    conn.execute("DELETE FROM idempotency WHERE created_at <= ?", (now - TTL_SECONDS,))
     row = conn.one("SELECT * FROM idempotency WHERE key = ?", (key,))
     if row is not None:
-        expired = row["created_at"] + TTL_SECONDS <= now
         abandoned = row["state"] == "inflight" and (
             not _owner_alive(key, row["owner"]) or time.time() - row["started_wall"] > STALE_WALL_SECONDS
         )
-        if expired or abandoned:
+        if abandoned:
             conn.execute("DELETE FROM idempotency WHERE key = ?", (key,))
             row = None
     if row is None:
