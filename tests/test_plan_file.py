@@ -184,7 +184,8 @@ def test_stale_plan_says_what_moved(moved, message):
 def test_plan_made_without_a_ledger_is_fresh_while_the_ledger_is_missing_or_empty(lineage):
     plan = dataclasses.replace(sample_plan(), lineage=None, serial=0)
     check_fresh(plan, lineage=lineage, serial=0, spec_digest="c" * 64, environment="local")
-    with pytest.raises(PlanFileError, match=r"made before the ledger existed, and the ledger holds records now \(serial 3\)"):
+    with pytest.raises(PlanFileError, match=r"made before the ledger existed, and the ledger holds records now "
+                                            r"\(serial 3\)"):
         check_fresh(plan, lineage="new-ledger-lineage", serial=3, spec_digest="c" * 64, environment="local")
 
 
