@@ -50,6 +50,7 @@ from reconciler.model import (
     PHASE_INTENT,
     PHASE_RETIRED,
     PHASES,
+    REJECTED,
     JobRecord,
     Observation,
     RecordedState,
@@ -607,6 +608,20 @@ class Ledger(LockMethods):
             )
             self._set_job(job_id, {"uploaded": 1, "remote_status": status, "phase": phase})
             self._job_event(job, event, "uploaded", {"remote_id": job["remote_id"], "status": status})
+            return _job(self._job_row(job_id))
+
+    def record_rejected(self, job_id: int, *, error: str, event: Mapping) -> JobRecord:
+        """Record that Zuora refused an intent's submission (nothing exists remotely): phase done, status rejected."""
+        with self._transaction():
+            job = self._job_row(job_id)
+            if job["phase"] != PHASE_INTENT:
+                raise LedgerError(f"{self.path}: job {job_id} is {job['phase']}, not an intent; a rejection "
+                                  "can only close an intent")
+            detail = _loads(job["detail"])
+            detail = {**(detail if isinstance(detail, dict) else {}), "error": error}
+            self._set_job(job_id, {"phase": PHASE_DONE, "remote_status": REJECTED,
+                                   "detail": canonical_json(_clean_detail(detail))})
+            self._job_event(job, event, "rejected", {"status": REJECTED, "error": error})
             return _job(self._job_row(job_id))
 
     def record_observation(self, job_id: int, obs: Observation, *, run_id: int | None, source: str) -> bool:

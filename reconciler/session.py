@@ -171,12 +171,17 @@ class Session:
     def _observe(self, job: JobRecord) -> Observation | None:
         with self.acting_on(job.name):
             obs = self.client.observe(job.kind, job.remote_id)
-            if job.phase in REFRESHABLE:
-                self.ledger.record_observation(job.id, obs, run_id=self.run_id, source="refresh")
-            fresh = self.ledger.job(job.id)
-            if _result_pending(fresh):
-                self.archive(fresh, obs)
+            self.record_observation(job, obs, source="refresh")
         return obs
+
+    def record_observation(self, job: JobRecord, obs: Observation, *, source: str) -> JobRecord:
+        """Store a job's live status (drift events included) and archive its result once it has ended."""
+        if job.phase in REFRESHABLE:
+            self.ledger.record_observation(job.id, obs, run_id=self.run_id, source=source)
+        fresh = self.ledger.job(job.id)
+        if _result_pending(fresh):
+            self.archive(fresh, obs)
+        return fresh
 
     def archive(self, job: JobRecord, obs: Observation) -> str | None:
         """Store a finished job's result under state/<env>/results/ and its sha256 in the ledger."""

@@ -1,0 +1,354 @@
+"""Execute a plan's actionable changes through a client protocol, reporting every step to a journal.
+
+The applier knows Zuora's two bulk APIs only through `Remote` (ZuoraClient satisfies it) and keeps
+no records itself: every intent and result goes to a `Journal` (the apply command implements it on
+the ledger; this module never imports the ledger). The order of calls is the crash-safety contract
+of DESIGN §5:
+
+- submit: file re-hashed and compared with the plan -> `journal.intent` (committed) -> POST with the
+  deterministic Idempotency-Key -> `journal.submitted`, or `journal.rejected` when Zuora definitively
+  refused it (a 4xx other than 408/409/429: nothing was created). Any other failure leaves the intent
+  as it is: the outcome is unknown, and the next plan resumes it with the same key, so Zuora replays
+  the original answer instead of creating a second job.
+- custom object create/update: the upload is its own resumable step (key + "-upload").
+- stop / cancel: events before and after; a cancel sends key + "-cancel-g<generation>".
+- replace: stop or cancel, confirm it took (a few quick polls), submit the new generation, then retire
+  the old job once it has ended.
+- retire: journal only.
+
+Changes in one call to `run` are independent (the planner holds dependents back as `wait`), so they
+run concurrently on `parallelism` threads. A failed change is a `Result`, never an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+from reconciler.errors import ReconcilerError, RemoteError
+from reconciler.model import (
+    CUSTOM_OBJECT_JOB, MASS_ACTION, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, Condition, Observation, is_terminal,
+)
+from reconciler.plan import NOT_ACTIONABLE, Change
+
+OUTCOMES = ("submitted", "uploaded", "replaced", "stopped", "cancelled", "retired")
+FAILED = "failed"
+KEY_MAX = 255
+KEY_SUFFIX_ROOM = 32  # "-upload", "-cancel-g<generation>" must still fit
+STOPPED_OR_STOPPING = frozenset({"Stopping", "Stopped", "cancelled"})
+UNKNOWN_HINT = "outcome unknown; run apply again to resume it with the same Idempotency-Key"
+_KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
+
+
+class Remote(Protocol):
+    """The remote operations the applier needs (reconciler.zuora.ZuoraClient has them)."""
+
+    def submit_mass_action(self, action_type: str, file_path: Path, *, idempotency_key: str | None) -> str: ...
+
+    def stop_mass_action(self, bulk_key: str) -> None: ...
+
+    def create_co_job(self, *, namespace: str, object: str, operation: str, conditions: Sequence[Condition] = (),
+                      idempotency_key: str | None) -> dict: ...
+
+    def upload_co_file(self, job_id: str, file_path: Path, *, idempotency_key: str | None) -> dict: ...
+
+    def cancel_co_job(self, job_id: str, *, idempotency_key: str | None) -> dict: ...
+
+    def observe(self, kind: str, remote_id: str) -> Observation: ...
+
+
+class Journal(Protocol):
+    """Where the applier reports intents and results; each call is committed before it returns."""
+
+    def working_on(self, name: str) -> AbstractContextManager: """Attribute this thread's remote calls to `name`."""
+
+    def intent(self, change: Change, key: str) -> int: """Commit an intent row before the POST; its job handle."""
+
+    def submitted(self, job: int, change: Change, *, remote_id: str, status: str | None, phase: str) -> None:
+        """Record the remote job a submission created."""
+
+    def rejected(self, job: int, change: Change, *, error: str) -> None:
+        """Record that Zuora refused the submission: nothing exists remotely."""
+
+    def uploaded(self, change: Change, *, remote_id: str, status: str | None) -> None:
+        """Record that a custom object job's file was uploaded."""
+
+    def stop_requested(self, change: Change, *, remote_id: str) -> None: """Event: a stop is about to be sent."""
+
+    def stop_answered(self, change: Change, *, remote_id: str) -> None: """Event: Zuora accepted the stop."""
+
+    def cancel_intent(self, change: Change, *, remote_id: str, key: str) -> None:
+        """Event: a cancel with this key is about to be sent."""
+
+    def observed(self, change: Change, obs: Observation) -> None: """Record a job's live status."""
+
+    def retired(self, change: Change, *, remote_id: str | None, reason: str) -> None:
+        """Retire the job (ledger only)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one change: an outcome from OUTCOMES, or "failed" with the error and what to do."""
+
+    name: str
+    action: str
+    outcome: str
+    remote_id: str | None = None
+    status: str | None = None
+    error: str | None = None
+    hint: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome == FAILED
+
+
+class ChangeFailed(ReconcilerError):
+    """One change cannot go on; carries what to do next."""
+
+    def __init__(self, message: str, hint: str, remote_id: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+        self.remote_id = remote_id
+
+
+def idempotency_key(lineage: str, name: str, fingerprint: str, generation: int) -> str:
+    """The deterministic Idempotency-Key of one (ledger, name, fingerprint, generation)."""
+    key = f"rcl-{lineage}-{name}-{fingerprint[:20]}-g{generation}"
+    if len(key) + KEY_SUFFIX_ROOM > KEY_MAX or not _KEY_CHARS.match(key):
+        raise ValueError(f"cannot derive an Idempotency-Key for {name!r}: {key!r} is too long or not printable ASCII")
+    return key
+
+
+def is_definitive(err: RemoteError) -> bool:
+    """True when Zuora answered and refused: nothing was created, so the request may be forgotten."""
+    if err.status is None or err.retryable:
+        return False
+    if 400 <= err.status < 500:
+        return err.status not in (408, 409, 429)
+    return 200 <= err.status < 300  # a `success: false` answer: refused, not lost
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _needs_upload(change: Change) -> bool:
+    return change.kind == CUSTOM_OBJECT_JOB and change.detail.get("operation") in ("create", "update")
+
+
+class Applier:
+    """Carries out changes against `remote`, reporting to `journal`; `root` resolves spec files."""
+
+    def __init__(self, remote: Remote, journal: Journal, *, root: Path, lineage: str, parallelism: int = 16,
+                 sleep: Callable[[float], None] = time.sleep, confirm_polls: int = 8):
+        self.remote = remote
+        self.journal = journal
+        self.root = Path(root)
+        self.lineage = lineage
+        self.parallelism = max(1, int(parallelism))
+        self.sleep = sleep
+        self.confirm_polls = confirm_polls
+
+    def run(self, changes: Sequence[Change]) -> list[Result]:
+        """Carry out every actionable change concurrently; one Result per change, in plan order."""
+        todo = [c for c in changes if c.action not in NOT_ACTIONABLE]
+        if not todo:
+            return []
+        pool = ThreadPoolExecutor(max_workers=min(self.parallelism, len(todo)), thread_name_prefix="apply")
+        try:
+            futures = [pool.submit(self.one, change) for change in todo]
+            return [future.result() for future in futures]
+        except BaseException:
+            # ^C: changes already under way finish and record their results; queued ones never start.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+    def one(self, change: Change) -> Result:
+        """Carry out one change; failures come back as a failed Result."""
+        handlers = {"submit": self._submit, "upload": self._upload, "replace": self._replace,
+                    "stop": self._stop, "cancel": self._cancel, "retire": self._retire}
+        with self.journal.working_on(change.name):
+            try:
+                return handlers[change.action](change)
+            except ChangeFailed as err:
+                return Result(change.name, change.action, FAILED, err.remote_id or change.remote_id,
+                              error=str(err), hint=err.hint)
+            except (ReconcilerError, OSError) as err:
+                return Result(change.name, change.action, FAILED, change.remote_id, error=str(err),
+                              hint="run apply again once the cause is fixed; an interrupted step resumes safely")
+
+    # --- submit and upload --------------------------------------------------------------------------
+
+    def _key(self, change: Change) -> str:
+        if change.idempotency_key:  # resuming a recorded intent or job: the key it was sent with
+            return change.idempotency_key
+        return idempotency_key(self.lineage, change.name, change.fingerprint or "", change.generation or 1)
+
+    def _file(self, change: Change) -> Path | None:
+        """The change's data file, checked against the hash the plan was made with."""
+        relative = change.detail.get("file")
+        if not relative:
+            return None
+        path = self.root / relative
+        try:
+            actual = file_sha256(path)
+        except OSError as err:
+            raise ChangeFailed(f"cannot read {relative}: {err.strerror or err}",
+                               "restore the file, then run plan and apply again") from err
+        if actual != change.detail.get("file_sha256"):
+            raise ChangeFailed(f"{relative}: file changed since the plan; run plan again",
+                               "review the new plan, then apply it")
+        return path
+
+    def _submit(self, change: Change, *, replacing: str | None = None) -> Result:
+        path = self._file(change)
+        key = self._key(change)
+        job = self.journal.intent(change, key)
+        detail = change.detail
+        try:
+            if change.kind == MASS_ACTION:
+                remote_id = self.remote.submit_mass_action(detail["actionType"], path, idempotency_key=key)
+                status, phase = "Pending", PHASE_ACTIVE
+            else:
+                conditions = [Condition(c["field"], c["operator"], c["value"]) for c in detail.get("conditions") or ()]
+                body = self.remote.create_co_job(namespace=detail["namespace"], object=detail["object"],
+                                                 operation=detail["operation"], conditions=conditions,
+                                                 idempotency_key=key)
+                remote_id, status = body["Id"], body.get("status")
+                phase = (PHASE_DONE if is_terminal(change.kind, status)
+                         else PHASE_CREATED if _needs_upload(change) else PHASE_ACTIVE)
+        except RemoteError as err:
+            if is_definitive(err):
+                self.journal.rejected(job, change, error=str(err))
+                raise ChangeFailed(f"Zuora rejected the submission: {err}",
+                                   "fix the spec or its file; the next apply submits a new generation") from err
+            raise ChangeFailed(f"submission failed: {err}", UNKNOWN_HINT) from err
+        self.journal.submitted(job, change, remote_id=remote_id, status=status, phase=phase)
+        if phase == PHASE_CREATED:
+            status = self._send_file(change, remote_id, key, path)
+        if replacing is not None:
+            self._retire_replaced(change, replacing)
+        outcome = "replaced" if replacing is not None else "submitted"
+        return Result(change.name, change.action, outcome, remote_id, status)
+
+    def _upload(self, change: Change) -> Result:
+        path = self._file(change)
+        status = self._send_file(change, change.remote_id, self._key(change), path)
+        return Result(change.name, change.action, "uploaded", change.remote_id, status)
+
+    def _send_file(self, change: Change, remote_id: str, key: str, path: Path) -> str | None:
+        """Upload a custom object job's one file; a refused file cancels the job so it holds no slot."""
+        try:
+            body = self.remote.upload_co_file(remote_id, path, idempotency_key=key + "-upload")
+        except RemoteError as err:
+            if not is_definitive(err):
+                raise ChangeFailed(f"job {remote_id} created, but the upload failed: {err}",
+                                   "upload " + UNKNOWN_HINT, remote_id) from err
+            status = self._cancel_refused(change, remote_id, key)
+            raise ChangeFailed(f"Zuora refused the file of job {remote_id}: {err} (job now {status})",
+                               "fix the file, then plan and apply again", remote_id) from err
+        status = body.get("status")
+        self.journal.uploaded(change, remote_id=remote_id, status=status)
+        return status
+
+    def _cancel_refused(self, change: Change, remote_id: str, key: str) -> str | None:
+        obs = self._observe(change, remote_id)
+        if obs.status in ("accepted", "pending"):
+            cancel_key = f"{key}-cancel-g{change.generation}"
+            self.journal.cancel_intent(change, remote_id=remote_id, key=cancel_key)
+            try:
+                self.remote.cancel_co_job(remote_id, idempotency_key=cancel_key)
+            except RemoteError:
+                pass  # reported below through the job's observed status
+            obs = self._observe(change, remote_id)
+        return obs.status
+
+    # --- stop, cancel, replace, retire ------------------------------------------------------------
+
+    def _observe(self, change: Change, remote_id: str) -> Observation:
+        obs = self.remote.observe(change.kind, remote_id)
+        self.journal.observed(change, obs)
+        return obs
+
+    def _halt(self, change: Change, remote_id: str, kind: str, cancel_key: str) -> Observation:
+        """Stop (Mass Updater) or cancel (custom object) a job; the observation after it."""
+        try:
+            if kind == MASS_ACTION:
+                self.journal.stop_requested(change, remote_id=remote_id)
+                self.remote.stop_mass_action(remote_id)
+                self.journal.stop_answered(change, remote_id=remote_id)
+            else:
+                self.journal.cancel_intent(change, remote_id=remote_id, key=cancel_key)
+                self.remote.cancel_co_job(remote_id, idempotency_key=cancel_key)
+        except RemoteError as err:
+            try:
+                obs = self._observe(change, remote_id)
+            except RemoteError:
+                obs = None
+            if obs is not None and obs.status in STOPPED_OR_STOPPING:
+                return obs  # an earlier attempt whose answer was lost got through
+            verb = "stop" if kind == MASS_ACTION else "cancel"
+            if obs is not None and is_terminal(kind, obs.status):
+                raise ChangeFailed(f"job {remote_id} ended {obs.status} before the {verb} took effect",
+                                   "run plan again: it shows the real situation", remote_id) from err
+            raise ChangeFailed(f"could not {verb} job {remote_id}: {err}", "run apply again", remote_id) from err
+        return self._observe(change, remote_id)
+
+    def _stop(self, change: Change) -> Result:
+        obs = self._halt(change, change.remote_id, MASS_ACTION, "")
+        return Result(change.name, change.action, "stopped", change.remote_id, obs.status)
+
+    def _cancel(self, change: Change) -> Result:
+        key = f"{self._key(change)}-cancel-g{change.generation}"
+        obs = self._halt(change, change.remote_id, CUSTOM_OBJECT_JOB, key)
+        return Result(change.name, change.action, "cancelled", change.remote_id, obs.status)
+
+    def _replace(self, change: Change) -> Result:
+        self._file(change)  # a changed file must fail before the old job is stopped
+        old = change.detail.get("replaces") or {}
+        old_id, kind = change.remote_id or old.get("remote_id"), old.get("kind", change.kind)
+        cancel_key = f"{self._key(change)}-cancel-g{old.get('generation', change.generation)}"
+        obs = self._halt(change, old_id, kind, cancel_key)
+        for attempt in range(self.confirm_polls):
+            # Stopping confirms the stop; a few polls more usually reach Stopped, whose result is archived.
+            if obs.status in ("Stopped", "cancelled") or (obs.status == "Stopping" and attempt >= 3):
+                break
+            if is_terminal(kind, obs.status):
+                raise ChangeFailed(f"job {old_id} ended {obs.status} before it could be stopped",
+                                   "run plan again: it shows the real situation", old_id)
+            self.sleep(min(1.0, 0.05 * 2 ** attempt))
+            obs = self._observe(change, old_id)
+        if obs.status not in STOPPED_OR_STOPPING:
+            raise ChangeFailed(f"job {old_id} did not confirm the stop (still {obs.status})",
+                               "run apply again once it has stopped", old_id)
+        return self._submit(change, replacing=old_id)
+
+    def _retire_replaced(self, change: Change, old_id: str) -> None:
+        """Retire the replaced job once it has ended; one still Stopping stays followed by refresh.
+
+        The new job is already recorded, so nothing here may fail the change.
+        """
+        try:
+            obs = self._observe(change, old_id)
+            if is_terminal(change.detail.get("replaces", {}).get("kind", change.kind), obs.status):
+                self.journal.retired(change, remote_id=old_id, reason=f"replaced by generation {change.generation}")
+        except ReconcilerError:
+            pass  # the old job stays as recorded; refresh keeps following it
+
+    def _retire(self, change: Change) -> Result:
+        self.journal.retired(change, remote_id=change.remote_id, reason=change.reason)
+        return Result(change.name, change.action, "retired", change.remote_id)

@@ -1,0 +1,200 @@
+"""The apply command's side of the applier: its Journal on the ledger, and in-doubt recovery.
+
+Every Journal call commits its own ledger transaction before it returns, so a process killed at any
+moment leaves at worst an intent whose outcome is unknown; the next run resumes it with the same
+Idempotency-Key.
+
+Test-only crash hook: `RECONCILER_TEST_CRASH_AT=<point>` or `<point>:<spec name>` makes the process
+SIGKILL itself at that point (for crash tests; never set it anywhere else). Points:
+`after-intent` (intent committed, before the POST), `after-post` (POST answered, result not yet
+committed), `after-record` (the change's final result committed), `after-create` (custom object job
+created and recorded, before its upload), `after-upload-post` (upload answered, not yet recorded),
+`after-stop-post` (stop answered, not yet recorded).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from typing import Mapping
+
+from reconciler.errors import ReconcilerError, UsageError
+from reconciler.model import (
+    CO_TERMINAL, CUSTOM_OBJECT_JOB, IN_DOUBT_SECONDS, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, PHASE_INTENT, JobRecord,
+)
+from reconciler.plan import Change
+from reconciler.specrules import FINGERPRINT_VERSION
+
+CRASH_ENV = "RECONCILER_TEST_CRASH_AT"
+CRASH_POINTS = ("after-intent", "after-post", "after-record", "after-create", "after-upload-post", "after-stop-post")
+INTENT_DETAIL = ("actionType", "namespace", "object", "operation", "file", "file_sha256", "conditions",
+                 "allowDeleteAll", "replaces", "rerun", "previous_status")
+# How far a remote job's CreatedDate may sit from its intent's created_at and still be that intent's
+# job: the POST follows the intent at once, but retries run for up to two minutes and clocks drift.
+ADOPT_BEFORE = timedelta(minutes=5)
+ADOPT_AFTER = timedelta(minutes=15)
+
+
+def crash_point(env: Mapping[str, str] = os.environ) -> tuple[str, str | None] | None:
+    """The test-only crash point asked for by RECONCILER_TEST_CRASH_AT, or None."""
+    raw = env.get(CRASH_ENV)
+    if not raw:
+        return None
+    point, _, name = raw.partition(":")
+    if point not in CRASH_POINTS:
+        raise UsageError(f"{CRASH_ENV}={raw!r}: unknown crash point; use one of {', '.join(CRASH_POINTS)} "
+                         "(this variable is for crash tests only)")
+    return point, name or None
+
+
+class LedgerJournal:
+    """The applier's Journal on a Session's ledger: intents, results and events, each committed at once."""
+
+    def __init__(self, session, *, crash: tuple[str, str | None] | None = None):
+        self.session = session
+        self.ledger = session.ledger
+        self.crash = crash
+
+    def _crash(self, point: str, name: str) -> None:
+        if self.crash and self.crash[0] == point and self.crash[1] in (None, name):
+            os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
+
+    def _event(self, change: Change, **detail) -> dict:
+        return {"run_id": self.session.run_id,
+                "detail": {"action": change.action, "reason": change.reason, **detail}}
+
+    def working_on(self, name: str):
+        """Attribute this thread's remote calls to spec `name`."""
+        return self.session.acting_on(name)
+
+    def intent(self, change: Change, key: str) -> int:
+        """Commit the intent row (phase intent, with its key) before the POST; an existing key is reused."""
+        job = self.ledger.add_intent(
+            run_id=self.session.run_id, name=change.name, kind=change.kind, generation=change.generation or 1,
+            fingerprint=change.fingerprint, fingerprint_version=FINGERPRINT_VERSION, revision=change.revision or 1,
+            idempotency_key=key, detail={k: change.detail[k] for k in INTENT_DETAIL if k in change.detail},
+            rerun=bool(change.detail.get("rerun")),
+        )
+        if job.phase != PHASE_INTENT:
+            raise ReconcilerError(f"{change.name}: the ledger already records job {job.remote_id} (generation "
+                                  f"{job.generation}, phase {job.phase}) for this submission; run plan again")
+        self._crash("after-intent", change.name)
+        return job.id
+
+    def submitted(self, job: int, change: Change, *, remote_id: str, status: str | None, phase: str) -> None:
+        """Record the remote job the POST created."""
+        self._crash("after-post", change.name)
+        self.ledger.record_submitted(job, remote_id=remote_id, status=status, phase=phase, event=self._event(change))
+        self._crash("after-create" if phase == PHASE_CREATED else "after-record", change.name)
+
+    def rejected(self, job: int, change: Change, *, error: str) -> None:
+        """Record Zuora's definitive refusal: the intent is closed, nothing exists remotely."""
+        self._crash("after-post", change.name)
+        self.ledger.record_rejected(job, error=error, event=self._event(change))
+        self._crash("after-record", change.name)
+
+    def uploaded(self, change: Change, *, remote_id: str, status: str | None) -> None:
+        """Record that the custom object job's file was uploaded."""
+        self._crash("after-upload-post", change.name)
+        job = self._job(change, remote_id)
+        self.ledger.record_uploaded(job.id, status=status, event=self._event(change))
+        self._crash("after-record", change.name)
+
+    def stop_requested(self, change: Change, *, remote_id: str) -> None:
+        """Event before PUT stop (Zuora takes no Idempotency-Key there; a repeated stop is harmless)."""
+        self._note(change, "stop_requested", remote_id)
+
+    def stop_answered(self, change: Change, *, remote_id: str) -> None:
+        """Event after Zuora accepted the stop."""
+        self._crash("after-stop-post", change.name)
+        self._note(change, "stop_answered", remote_id)
+
+    def cancel_intent(self, change: Change, *, remote_id: str, key: str) -> None:
+        """Event before PATCH cancel, naming the key it is sent with."""
+        self._note(change, "cancel_intent", remote_id, key)
+
+    def _note(self, change: Change, event_type: str, remote_id: str, key: str | None = None) -> None:
+        self.ledger.record_event(run_id=self.session.run_id, event_type=event_type, name=change.name,
+                                 idempotency_key=key, detail={"remote_id": remote_id, "action": change.action})
+
+    def observed(self, change: Change, obs) -> None:
+        """Record a job's live status; a job that ended gets its result archived."""
+        job = self.ledger.job_by_remote_id(obs.remote_id)
+        if job is not None:
+            self.session.record_observation(job, obs, source="apply")
+
+    def retired(self, change: Change, *, remote_id: str | None, reason: str) -> None:
+        """Retire the job (ledger only)."""
+        job = self._job(change, remote_id)
+        self.ledger.record_retired(job.id, run_id=self.session.run_id, reason=reason, actor=self.session.actor)
+
+    def _job(self, change: Change, remote_id: str | None) -> JobRecord:
+        job = self.ledger.job_by_remote_id(remote_id) if remote_id else None
+        if job is None and remote_id is None:
+            jobs = self.ledger.jobs(change.name)
+            job = max(jobs, key=lambda j: (j.generation, j.id)) if jobs else None
+        if job is None:
+            raise ReconcilerError(f"{change.name}: the ledger has no job {remote_id or ''}; run plan again")
+        return job
+
+
+def recover_in_doubt(session, *, now: datetime | None = None) -> list[str]:
+    """Adopt the one remote job of each custom object intent in doubt for over 24 h; lines to print.
+
+    GET /objects/jobs lists jobs newest first. An intent is adopted when exactly one listed job has
+    its namespace, object and operation, was created close to the intent, and is claimed by no
+    other ledger row nor fits another doubtful intent. Anything else is left to the planner, which
+    reports the intent as a conflict. Mass Updater offers no list, so its intents always wait for a person.
+    """
+    now = now or datetime.now(timezone.utc)
+    jobs = session.ledger.jobs()
+    doubtful = [j for j in jobs if j.phase == PHASE_INTENT and j.kind == CUSTOM_OBJECT_JOB
+                and (now - j.created_at).total_seconds() >= IN_DOUBT_SECONDS]
+    if not doubtful:
+        return []
+    claimed = {j.remote_id for j in jobs if j.remote_id}
+    oldest = min(j.created_at for j in doubtful) - ADOPT_BEFORE
+    listed = []
+    with session.acting_on(None):
+        for body in session.client.list_co_jobs():
+            created = _parse_time(body.get("CreatedDate"))
+            if created is not None and created < oldest:
+                break  # newest first: the rest are older than every doubtful intent
+            if created is not None and body.get("Id") not in claimed:
+                listed.append((body, created))
+    fits = {j.id: [b for b, created in listed if _fits(j, b, created)] for j in doubtful}
+    uses = Counter(b["Id"] for found in fits.values() for b in found)
+    lines = []
+    for job in doubtful:
+        found = fits[job.id]
+        if len(found) != 1 or uses[found[0]["Id"]] != 1:
+            continue
+        body = found[0]
+        status = body.get("status")
+        phase = (PHASE_DONE if status in CO_TERMINAL
+                 else PHASE_CREATED if status == "pending" and job.detail.get("operation") != "delete" else PHASE_ACTIVE)
+        session.ledger.record_submitted(
+            job.id, remote_id=body["Id"], status=status, phase=phase,
+            event={"run_id": session.run_id, "event_type": "recovered_in_doubt",
+                   "detail": {"note": "recovered in-doubt submission", "created": body.get("CreatedDate")}},
+        )
+        lines.append(f"{job.name}: recovered in-doubt submission as job {body['Id']} "
+                     f"(created {body.get('CreatedDate')}, {status})")
+    return lines
+
+
+def _fits(job: JobRecord, body: dict, created: datetime) -> bool:
+    same = all(body.get(k) == job.detail.get(k) for k in ("namespace", "object", "operation"))
+    return same and job.created_at - ADOPT_BEFORE <= created <= job.created_at + ADOPT_AFTER
+
+
+def _parse_time(text) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

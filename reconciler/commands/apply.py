@@ -1,0 +1,237 @@
+"""`reconciler apply [PLANFILE]`: compute (or load) the plan, confirm, execute it exactly once, optionally wait.
+
+The run holds the ledger lock for its whole length (DESIGN §5). A saved plan is checked against the
+ledger and the specs before anything else and executed as it is; a computed plan is preceded by
+in-doubt recovery and a refresh. Nothing remote is changed before the confirmation: `--auto-approve`,
+or "yes" typed on a terminal; without a terminal and without the flag apply refuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from datetime import datetime, timezone
+
+from reconciler.applier import FAILED, OUTCOMES, Applier, Result
+from reconciler.commands._apply_journal import LedgerJournal, crash_point, recover_in_doubt
+from reconciler.commands._apply_wait import (
+    POLL_SANDBOX_SECONDS, POLL_ZUORA_SECONDS, Progress, Waiter, WaitOutcome, moving,
+)
+from reconciler.commands._common import count, user_path
+from reconciler.commands.plan import compute_plan
+from reconciler.errors import ApplyFailed, ConflictError, ExitCode, RemoteError, UsageError
+from reconciler.model import COMPLETED, MASS_ACTION
+from reconciler.plan import Plan, PlanOptions, check_fresh, read_plan_file, to_document
+from reconciler.planrules import selected
+from reconciler.session import Session
+from reconciler.views import describe, render_text
+
+PROMPT = "Apply these changes? Only 'yes' is accepted: "
+SYMBOLS = {"submitted": "+", "uploaded": "↑", "replaced": "~", "stopped": "-", "cancelled": "-", "retired": "x",
+           FAILED: "!"}
+JOB_FAILED = frozenset({"Failed", "failed"})
+
+
+def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, timeout=None, parallelism=None,
+          lock_timeout=0.0, color=False, interactive=False, targets=(), excludes=(), selectors=(), reruns=()) -> int:
+    """Converge Zuora on the specs: exit 0 when every change succeeded, 1 on refusal, conflict or failure."""
+    if timeout is not None and (not wait or timeout <= 0):
+        raise UsageError("--timeout SECONDS limits --wait: pass --wait too, with a timeout above 0")
+    if parallelism is not None:
+        settings = replace(settings, parallelism=parallelism)
+    crash = crash_point()
+    saved = digest = None
+    if plan_file:
+        if targets or excludes or selectors or reruns:
+            raise UsageError("a saved plan is applied exactly as it was made: give --target, --exclude, --selector "
+                             "and --rerun to `reconciler plan --out FILE` instead")
+        saved = read_plan_file(user_path(settings, plan_file))
+        digest = hashlib.sha256(json.dumps(to_document(saved), sort_keys=True).encode()).hexdigest()
+    from reconciler.spec import load_desired
+
+    desired = load_desired(settings)  # invalid specs stop here, before the ledger is touched
+    session = Session(settings, command="apply", lock_timeout=lock_timeout, plan_digest=digest)
+    run = _Run(settings, out, session, desired, saved=saved, crash=crash, auto_approve=auto_approve, wait=wait,
+               timeout=timeout, color=color, interactive=interactive,
+               filters=dict(targets=tuple(targets), excludes=tuple(excludes), selectors=tuple(selectors)),
+               reruns=set(reruns))
+    try:
+        return run.go()
+    except KeyboardInterrupt:
+        run.outcome = "interrupted"
+        raise
+    finally:
+        session.close(run.outcome)
+
+
+class _Run:
+    """One apply: the plan, the confirmation, the passes and the summary."""
+
+    def __init__(self, settings, out, session, desired, *, saved, crash, auto_approve, wait, timeout, color,
+                 interactive, filters, reruns):
+        self.settings, self.out, self.session, self.desired = settings, out, session, desired
+        self.saved, self.auto_approve, self.wait, self.timeout = saved, auto_approve, wait, timeout
+        self.color, self.interactive, self.filters, self.reruns = color, interactive, filters, reruns
+        self.outcome = "error"
+        self.failed: set[str] = set()
+        self.progress = Progress(out, tty=bool(getattr(out, "isatty", lambda: False)()))
+        self.applier = Applier(session.client, LedgerJournal(session, crash=crash), root=settings.root,
+                               lineage=session.ledger.lineage, parallelism=settings.parallelism)
+        options = PlanOptions.from_cli(**filters, now=datetime.now(timezone.utc))
+        specs = desired.by_name()
+        scope = {c.name for c in saved.changes} if saved is not None else None
+        self.in_scope = ((lambda name: name in scope) if scope is not None
+                         else (lambda name: selected(name, specs.get(name), options)))
+
+    def go(self) -> int:
+        """Plan, confirm, execute, wait; the exit code."""
+        plan = self._first_plan()
+        render_text(plan, self.out, color=self.color)
+        if plan.has_conflicts:
+            self.outcome = "conflict"
+            raise ConflictError(_conflicts(plan))
+        todo = plan.actionable
+        waits = [c for c in plan.changes if c.action == "wait"]
+        running = self.wait and any(moving(j) and self.in_scope(j.name) for j in self.session.ledger.jobs())
+        if not todo and not (self.wait and (waits or running)):
+            if waits:
+                self.out.write(f"Nothing to apply now: {count(len(waits), 'change')} waiting (see above); "
+                               "run apply again later, or with --wait.\n")
+            self.outcome = "no-changes"
+            return ExitCode.OK
+        if (todo or waits) and not self._confirmed():
+            self.out.write("Apply cancelled.\n")
+            self.outcome = "cancelled"
+            return ExitCode.ERROR
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        results = self._execute(todo) if todo else []
+        waited = self._wait(deadline) if self.wait else None
+        return self._finish(results, waited)
+
+    def _first_plan(self) -> Plan:
+        if self.saved is not None:
+            ledger = self.session.ledger
+            check_fresh(self.saved, lineage=ledger.lineage, serial=ledger.serial, spec_digest=self.desired.digest,
+                        environment=self.settings.environment)
+            return self.saved
+        try:
+            for line in recover_in_doubt(self.session):
+                self.out.write(line + "\n")
+        except RemoteError as err:
+            self.out.write(f"could not look for in-doubt submissions ({err}); the plan shows them as conflicts\n")
+        return self._plan()
+
+    def _plan(self) -> Plan:
+        targets = self.filters["targets"]
+        if self.saved is not None:
+            targets = tuple(sorted({c.name for c in self.saved.changes}))
+        return compute_plan(self.settings, session=self.session, refresh=True, targets=targets,
+                            excludes=tuple(sorted(set(self.filters["excludes"]) | self.failed)),
+                            selectors=self.filters["selectors"], reruns=tuple(sorted(self.reruns)),
+                            desired=self.desired)
+
+    def _confirmed(self) -> bool:
+        if self.auto_approve:
+            return True
+        if not self.interactive:
+            self.outcome = "refused"
+            raise UsageError("apply needs a confirmation and there is no terminal to ask on; nothing was changed. "
+                             "Review the plan above, then run again with --auto-approve (as CI does)")
+        self.out.write("\n" + PROMPT)
+        self.out.flush()
+        return sys.stdin.readline().strip() == "yes"
+
+    def _execute(self, changes) -> list[Result]:
+        self.progress.say(f"Applying {count(len(changes), 'change')} (parallelism {self.settings.parallelism}):")
+        results = self.applier.run(changes)
+        for result in results:
+            self.progress.say(_line(result))
+        self.reruns -= {r.name for r in results}  # a rerun is honoured once per apply
+        self.failed.update(r.name for r in results if r.failed)
+        return results
+
+    def _wait(self, deadline: float | None) -> WaitOutcome:
+        if self.saved is not None and not self.saved.changes:
+            return WaitOutcome()
+        sandbox = self.settings.base_url.startswith("http://")  # only the local or a loopback sandbox
+        waiter = Waiter(plan_next=lambda failed: self._plan(), execute=self._execute, jobs=self.session.ledger.jobs,
+                        in_scope=self.in_scope, progress=self.progress, deadline=deadline,
+                        poll=POLL_SANDBOX_SECONDS if sandbox else POLL_ZUORA_SECONDS)
+        try:
+            return waiter.run(self.failed)
+        finally:
+            self.progress.clear()
+
+    def _finish(self, results: list[Result], waited: WaitOutcome | None) -> int:
+        results = results + (waited.results if waited else [])
+        outcomes = Counter(r.outcome for r in results)
+        failed = [r for r in results if r.failed]
+        moves = ", ".join(f"{outcomes[o]} {o}" for o in OUTCOMES)
+        self.out.write(f"\nApply complete: {moves}; {len(failed)} failed.\n")
+        for result in failed:
+            self.out.write(f"  ! {result.name}: {result.error}\n      {result.hint}\n")
+        problems = [f"{count(len(failed), 'change')} failed"] if failed else []
+        if waited is not None:
+            problems += self._report_wait(waited)
+        if waited is not None and waited.timed_out:
+            self.outcome = "timeout"
+            running = ", ".join(f"{j.name} ({j.remote_status})" for j in waited.running) or "none"
+            raise ApplyFailed(f"timed out after {self.timeout:g} s; jobs still running: {running}. They keep running "
+                              "in Zuora: `reconciler status --refresh` follows them, and the next apply picks up "
+                              "from there")
+        if problems:
+            self.outcome = "failed"
+            raise ApplyFailed("; ".join(problems) + " (see above)")
+        self.outcome = "applied"
+        return ExitCode.OK
+
+    def _report_wait(self, waited: WaitOutcome) -> list[str]:
+        """Print how the followed jobs ended, conflicts and stuck waits; the problems among them."""
+        problems = []
+        latest = {}
+        for job in self.session.ledger.jobs():
+            if job.id in self.progress.jobs:
+                latest[job.name] = job  # jobs() is oldest first: the newest followed job wins
+        ended = Counter(j.remote_status for j in latest.values() if not moving(j))
+        if ended:
+            self.out.write("Jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) + ".\n")
+        for job in latest.values():
+            if job.remote_status in JOB_FAILED:
+                reason = job.detail.get("error") or "see `reconciler show " + job.name + "`"
+                self.out.write(f"  ! {job.name}: job {job.remote_id} ended {job.remote_status}: {reason}\n")
+            elif job.remote_status in COMPLETED and job.failed:
+                what = "rows" if job.kind == MASS_ACTION else "records"
+                self.out.write(f"  {job.name}: completed with {job.failed} failed {what}; "
+                               f"`reconciler errors {job.name}` lists them\n")
+        failed_jobs = [j for j in latest.values() if j.remote_status in JOB_FAILED]
+        if failed_jobs:
+            problems.append(f"{count(len(failed_jobs), 'job')} failed in Zuora")
+        for change in waited.conflicts:
+            self.out.write(f"  ! {change.name}: conflict: {describe(change)}\n")
+        if waited.conflicts:
+            problems.append(f"{count(len(waited.conflicts), 'conflict')} appeared")
+        for change in waited.stuck:
+            self.out.write(f"  … {change.name}: {change.reason}\n")
+        if waited.stuck:
+            problems.append(f"{count(len(waited.stuck), 'change')} can no longer proceed")
+        return problems
+
+
+def _line(result: Result) -> str:
+    if result.failed:
+        return f"  ! {result.name}: {result.action} failed: {result.error}"
+    where = f" {result.remote_id}" if result.remote_id else ""
+    status = f" ({result.status})" if result.status else ""
+    return f"  {SYMBOLS[result.outcome]} {result.name}: {result.outcome}{where}{status}"
+
+
+def _conflicts(plan: Plan) -> str:
+    found = [c for c in plan.changes if c.action == "conflict"]
+    ways = "; ".join(f"{c.name}: {c.detail.get('resolve', c.reason)}" for c in found[:5])
+    more = f"; and {len(found) - 5} more (see the plan)" if len(found) > 5 else ""
+    return (f"apply refuses to run: the plan has {count(len(found), 'conflict')} a person must resolve — {ways}{more}. "
+            "Resolve them, or leave them out with --exclude NAME")
