@@ -30,6 +30,7 @@ __all__ = ["FINGERPRINT_VERSION", "RepoCheck", "check_repo", "fingerprint", "loa
 MAX_SPEC_BYTES = 1024 * 1024
 MAX_NODES = 20_000  # per document: stops alias bombs ("billion laughs") before they expand
 MAX_DEPTH = 64
+MAX_NESTING = 1000  # a cheap upper estimate of nesting, checked before parsing
 _SPEC_SUFFIXES = (".yaml", ".yml")
 _TAG = "tag:yaml.org,2002:"
 _SCALARS = {_TAG + t for t in ("null", "bool", "int", "float")}
@@ -81,8 +82,10 @@ def _load_file(path: str, source: str) -> tuple[list[specrules.Document], list[P
         line = data[: err.start].count(b"\n") + 1
         message = f"not UTF-8 (invalid byte 0x{data[err.start]:02x}); save the file as UTF-8"
         return [], [Problem(source, message, line=line)]
+    if _too_deep(text):
+        return [], [Problem(source, f"nested more than {MAX_NESTING} levels deep; no spec is, is this really one?")]
     docs, problems = [], []
-    loader = (yaml.SafeLoader if _looks_deep(text) else _Loader)(text)
+    loader = _Loader(text)
     try:
         while loader.check_node():
             node = loader.get_node()
@@ -105,23 +108,20 @@ def _load_file(path: str, source: str) -> tuple[list[specrules.Document], list[P
         problems.append(Problem(source, f"invalid YAML: the control character {character!r} is not allowed", line=line))
     except yaml.YAMLError as err:
         problems.append(Problem(source, f"invalid YAML: {err}"))
-    except RecursionError:
-        problems.append(Problem(source, "invalid YAML: nested too deeply"))
     finally:
         loader.dispose()
     return docs, problems
 
 
-def _looks_deep(text: str) -> bool:
-    """libyaml recurses on the C stack, so very deep nesting goes to the pure-Python parser instead."""
-    if text.count("[") + text.count("{") > 500:
-        depth = top = 0
+def _too_deep(text: str) -> bool:
+    """libyaml recurses on the C stack and can crash the process on absurd nesting: refuse it up front."""
+    if text.count("[") + text.count("{") > MAX_NESTING:
+        depth = 0
         for match in re.finditer(r"[\[\]{}]", text):
             depth = depth + 1 if match.group() in "[{" else max(depth - 1, 0)
-            top = max(top, depth)
-        if top > 500:
-            return True
-    return re.search(r"^[ \t?:-]{500}", text, re.MULTILINE) is not None
+            if depth > MAX_NESTING:
+                return True
+    return re.search(rf"^[ \t?:-]{{{MAX_NESTING}}}", text, re.MULTILINE) is not None
 
 
 def _build(node, at: tuple, lines: dict, problems: list, doc: specrules.Document, budget: list) -> object:

@@ -131,10 +131,10 @@ class DataFiles:
             mode, check = spec.get("actionType"), csvcheck.check_mass_action_file
         else:
             mode, check = spec.get("operation"), csvcheck.check_custom_object_file
+        if not isinstance(mode, str) or mode not in (csvcheck.ACTIONS if kind == MASS_ACTION else ("create", "update")):
+            return False  # the schema already said why
         key = (real, kind, mode)
         if key not in self.seen:
-            if mode not in (csvcheck.ACTIONS if kind == MASS_ACTION else ("create", "update")):
-                return False  # the schema already said why
             digest = hashlib.sha256()
             found = check(real, mode, display, digest=digest)
             self.seen[key] = (found, (display, digest.hexdigest(), info.st_size))

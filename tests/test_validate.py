@@ -95,8 +95,9 @@ CASES = {
     "document-is-text": ({S: "just some words\n"}, S, 1, None, "a spec document must be a mapping"),
     "duplicate-key": ({S: mass(extra="  file: ../data/fx.csv\n"), **LOCAL}, S, 8, None, "spec.file: duplicate key 'file' (first at line 7)"),
     "unsupported-tag": ({S: mass(extra="  revision: !!binary aGVsbG8=\n"), **LOCAL}, S, 8, None, "unsupported YAML tag"),
-    "deep-nesting": ({S: "a: " + "[" * 100_000 + "]" * 100_000 + "\n"}, S, None, None, "nested too deeply"),
-    "deep-block-nesting": ({S: "a:\n" + "- " * 100_000 + "x\n"}, S, None, None, "nested too deeply"),
+    "deep-nesting": ({S: "a: " + "[" * 100_000 + "]" * 100_000 + "\n"}, S, None, None, "nested more than 1000 levels"),
+    "deep-block-nesting": ({S: "a:\n" + "- " * 100_000 + "x\n"}, S, None, None, "nested more than 1000 levels"),
+    "nesting-in-range": ({S: "a: " + "[" * 900 + "]" * 900 + "\n"}, S, 1, None, "nested deeper than 64 levels or too large"),
     "alias-bomb": ({S: "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))},
         S, 1, None, "nested deeper than 64 levels or too large"),
