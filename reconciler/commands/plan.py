@@ -110,6 +110,6 @@ def _conflict_message(result: Plan) -> str:
     conflicts = [c for c in result.changes if c.action == "conflict"]
     ways = "; ".join(f"{c.name}: {c.detail.get('resolve', c.reason)}" for c in conflicts[:_CONFLICTS_NAMED])
     more = f"; and {len(conflicts) - _CONFLICTS_NAMED} more (see the plan)" if len(conflicts) > _CONFLICTS_NAMED else ""
-    noun = "conflict" if len(conflicts) == 1 else "conflicts"
+    noun, them = ("conflict", "it") if len(conflicts) == 1 else ("conflicts", "them")
     return (f"the plan has {len(conflicts)} {noun} a person must resolve — {ways}{more}. "
-            "Or leave them out with --exclude NAME; apply refuses to run while they are in the plan")
+            f"Or leave {them} out with --exclude NAME: apply refuses to run while a conflict is in its plan")
