@@ -1,0 +1,198 @@
+"""Real spec repositories and real ledgers for the operating commands' tests (status, show, errors, ...).
+
+Jobs are submitted to the embedded sandbox (`environment: local`, persisted in the repo's
+state/local/sandbox.db) through the real ZuoraClient and recorded with the ledger API, the way apply
+records them: an intent before each remote call, its result after. Time moves by advancing the
+sandbox's clock through its admin API, so tests never sleep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import textwrap
+from pathlib import Path
+
+import httpx
+
+from reconciler.config import load_settings
+from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION
+from reconciler.sandbox import make_app
+from reconciler.session import Session
+from reconciler.spec import load_desired
+
+PAYMENTS_CSV = """\
+Group ID,Billing Account ID,Payment Invoice,Payment Amount,Currency,Payment Date,Payment Method ID,Payment Comment,#Customer
+G1,A001,INV001:1200.00|INV002:400.00,1500.00,USD,2026-11-04,PM01,"Wire, two invoices",Acme
+G1,A001,INV002:100.00,100.00,USD,2026-11-05,PM01,Remainder,Acme
+,A002,INV003:980.00,980.00,EUR,2026-11-04,PM01,SEPA transfer,Northwind
+,,,75.00,USD,2026-11-06,PM03,Unidentified check,unknown
+"""
+FX_CSV = """\
+Group ID,Provider Exchange Rate Date,Currency (From),Currency (To),Exchange Rate,#Source
+D1,2026-11-02,EUR,USD,1.0842,ECB
+D1,2026-11-02,GBP,USD,1.2931,ECB
+"""
+VEHICLES_CSV = """\
+make__c,model__c,year__c,vin__c
+Volvo,FH16,2024,YV2RT40A5RB123456
+Scania,R 450,1998,YS2R4X20005432101
+DAF,XF 480,2022,XLRTEH4300G135790
+"""
+VEHICLE_UPDATES_CSV = """\
+Id,make__c,model__c,year__c,vin__c
+1b1e6bd6-3c1f-4a2e-9d0c-5f7f2c1a0e01,Volvo,FH16,2024,YV2RT40A5RB123456
+6e0c9a7b-8f2d-4c1b-a5e3-2d9b7c4f1a02,Scania,R 450,1998,YS2R4X20005432101
+"""
+SPECS = {
+    "finance.yaml": """\
+        apiVersion: reconciler/v1
+        kind: MassAction
+        metadata: {name: payments, description: November payments, labels: {team: finance}}
+        spec:
+          actionType: MPU
+          file: ../data/payments.csv
+        ---
+        apiVersion: reconciler/v1
+        kind: MassAction
+        metadata: {name: fx-rates}
+        spec:
+          actionType: ImportFXRate
+          file: ../data/fx.csv
+        """,
+    "vehicles.yaml": """\
+        apiVersion: reconciler/v1
+        kind: CustomObjectJob
+        metadata: {name: load-vehicles}
+        spec:
+          object: vehicle
+          operation: create
+          file: ../data/vehicles.csv
+        ---
+        apiVersion: reconciler/v1
+        kind: CustomObjectJob
+        metadata: {name: update-vehicles}
+        spec:
+          object: vehicle
+          operation: update
+          file: ../data/vehicle-updates.csv
+        ---
+        apiVersion: reconciler/v1
+        kind: CustomObjectJob
+        metadata: {name: purge-old-vehicles}
+        spec:
+          object: vehicle
+          operation: delete
+          filter:
+            conditions:
+              - {field: year__c, operator: LT, value: 2000}
+        """,
+}
+DATA = {"payments.csv": PAYMENTS_CSV, "fx.csv": FX_CSV, "vehicles.csv": VEHICLES_CSV,
+        "vehicle-updates.csv": VEHICLE_UPDATES_CSV}
+ALL = ("fx-rates", "payments", "load-vehicles", "update-vehicles", "purge-old-vehicles")
+
+
+def make_repo(root: Path) -> Path:
+    """A spec repository on the embedded sandbox: two Mass Updater specs and three custom object specs."""
+    (root / "specs").mkdir(parents=True)
+    (root / "data").mkdir()
+    (root / "reconciler.yaml").write_text("specs: specs\nledger: state/{environment}/ledger.db\nenvironment: local\n")
+    for name, text in SPECS.items():
+        (root / "specs" / name).write_text(textwrap.dedent(text))
+    for name, text in DATA.items():
+        (root / "data" / name).write_text(text)
+    return root
+
+
+def settings_of(root: Path):
+    """The repo's Settings, as the CLI would load them when started in `root`."""
+    return load_settings(chdir=str(root))
+
+
+def submit(settings, name: str, *, key: str | None = None):
+    """Submit one spec's job as apply does (intent, remote call, result) and return its JobRecord."""
+    spec = load_desired(settings).by_name()[name]
+    session = Session(settings, command="apply")
+    ledger, client = session.ledger, session.client
+    try:
+        with session.acting_on(name):
+            generation = ledger.next_generation(name)
+            key = key or f"test-{ledger.lineage}-{name}-{generation}"
+            detail = {"file": spec.file, "file_sha256": spec.file_sha256}
+            if spec.kind == MASS_ACTION:
+                detail["actionType"] = spec.action_type
+            else:
+                detail.update(namespace=spec.namespace, object=spec.object, operation=spec.operation)
+            job = ledger.add_intent(
+                run_id=session.run_id, name=name, kind=spec.kind, generation=generation, fingerprint=spec.fingerprint,
+                fingerprint_version=spec.fingerprint_version, revision=spec.revision, idempotency_key=key,
+                detail=detail,
+            )
+            if spec.kind == MASS_ACTION:
+                bulk_key = client.submit_mass_action(spec.action_type, settings.root / spec.file, idempotency_key=key)
+                job = ledger.record_submitted(job.id, remote_id=bulk_key, status="Pending", phase="active",
+                                              event={"run_id": session.run_id})
+            else:
+                conditions = spec.conditions
+                body = client.create_co_job(namespace=spec.namespace, object=spec.object, operation=spec.operation,
+                                            conditions=conditions, idempotency_key=key)
+                phase = "created" if spec.needs_upload else "active"
+                job = ledger.record_submitted(job.id, remote_id=body["Id"], status=body["status"], phase=phase,
+                                              event={"run_id": session.run_id})
+                if spec.needs_upload:
+                    body = client.upload_co_file(body["Id"], settings.root / spec.file,
+                                                 idempotency_key=f"{key}-upload")
+                    job = ledger.record_uploaded(job.id, status=body["status"], event={"run_id": session.run_id})
+        session.close("ok")
+    except BaseException:
+        session.close("error")
+        raise
+    assert job.kind in (MASS_ACTION, CUSTOM_OBJECT_JOB)
+    return job
+
+
+def sandbox_admin(settings) -> httpx.Client:
+    """An HTTP client on the repo's embedded sandbox tenant (admin API: clock, state)."""
+    app = make_app(db_path=str(settings.sandbox_db))
+    return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://sandbox.local")
+
+
+def advance(settings, seconds: float) -> None:
+    """Move the sandbox's clock forward, so its jobs progress."""
+    with sandbox_admin(settings) as admin:
+        admin.post("/_sandbox/clock", json={"advance_seconds": seconds}).raise_for_status()
+
+
+def refresh(settings) -> None:
+    """Fetch live status of every running job, recording it and archiving results, as apply --wait does."""
+    session = Session(settings, command="apply")
+    try:
+        session.refresh()
+    finally:
+        session.close("ok")
+
+
+def applied(root: Path, names=ALL):
+    """A repo whose specs were all submitted and ran to the end on the sandbox; returns its Settings."""
+    settings = settings_of(make_repo(root))
+    for name in names:
+        submit(settings, name)
+        if name == "load-vehicles":  # the others act on the vehicles it creates
+            advance(settings, 3600)
+            refresh(settings)
+    advance(settings, 3600)
+    refresh(settings)
+    return settings
+
+
+def sha256_of(path: Path) -> str:
+    """The hex sha256 of a file's bytes (a ledger that was only read keeps it)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+class Tty(io.StringIO):
+    """An output stream that says it is a terminal, as a real one would."""
+
+    def isatty(self) -> bool:
+        return True
