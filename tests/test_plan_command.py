@@ -365,3 +365,20 @@ def test_a_ledger_of_another_environment_is_refused(repo, args):
     assert "belongs to environment us-production" in result.stderr
     assert digest(ledger_of(repo)) == before
 
+
+
+def test_the_conflict_error_names_the_first_five_ways_out_and_counts_the_rest(repo):
+    jobs = [f"fx-{i}" for i in range(7)]
+    for name in jobs:
+        (repo / "data" / f"{name}.csv").write_text(FX_CSV)
+    (repo / "specs" / "many.yaml").write_text("---\n".join(mass(name, f"{name}.csv") for name in jobs))
+    submit(repo, *jobs)
+    advance_sandbox_clock(repo)
+    for name in jobs:
+        (repo / "data" / f"{name}.csv").write_text(FX_CSV_EDITED)
+    with pytest.raises(ConflictError) as caught:
+        run_plan(repo)
+    message = str(caught.value)
+    assert message.startswith("the plan has 7 conflicts a person must resolve — fx-0: revert the change")
+    assert "fx-4: revert" in message and "fx-5" not in message
+    assert "; and 2 more (see the plan). Or leave them out with --exclude NAME" in message
