@@ -103,7 +103,7 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
     """Find and validate reconciler.yaml, apply ZUORA_ENVIRONMENT and read credentials from `env`."""
     base = Path.cwd()
     if chdir is not None:
-        base = base / Path(chdir).expanduser()
+        base = Path(os.path.abspath(base / Path(chdir).expanduser()))
         if not base.is_dir():
             raise ConfigError(f"--chdir {chdir}: no such directory")
     if config is not None:

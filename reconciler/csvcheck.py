@@ -111,7 +111,7 @@ def check_mass_action_file(path: Path, action_type: str, display: str, *, digest
     action = ACTIONS.get(action_type)
     if action is None:
         return [Problem(display, f"unknown action type {action_type!r}")]
-    return _check_file(Path(path), display, MASS_ACTION_MAX_BYTES, "Mass Updater", digest,
+    return _check_file(Path(path), display, "Mass Updater", MASS_ACTION_MAX_BYTES, True, digest,
                        lambda header: _MassTable(action, header))
 
 
@@ -119,19 +119,20 @@ def check_custom_object_file(path: Path, operation: str, display: str, *, digest
     """Every problem of a custom object bulk job CSV for `operation` (create or update)."""
     if operation not in ("create", "update"):
         return [Problem(display, f"a custom object {operation} job takes no file")]
-    return _check_file(Path(path), display, CUSTOM_OBJECT_MAX_BYTES, "custom object", digest,
+    return _check_file(Path(path), display, "custom object", CUSTOM_OBJECT_MAX_BYTES, False, digest,
                        lambda header: _ObjectTable(operation, header))
 
 
-def _check_file(path: Path, display: str, limit: int, what: str, digest, table) -> list[Problem]:
+def _check_file(path: Path, display: str, what: str, limit: int, zip_ok: bool, digest, table) -> list[Problem]:
     try:
         with open(path, "rb") as stream:
             size = os.fstat(stream.fileno()).st_size
             if size > limit:
-                return [Problem(display, f"file is {size / MB:.1f} MB; {what} files may be at most {limit // MB} MB")]
+                return [Problem(display, f"file is {size:,} bytes; {what} files may be at most {limit // MB} MB "
+                                         f"({limit:,} bytes)")]
             first = stream.read(BLOCK)
             if first[:4] == ZIP_MAGIC:
-                if what != "Mass Updater":
+                if not zip_ok:
                     return [Problem(display, "is a zip archive; custom object jobs take a plain UTF-8 CSV file")]
                 data = first + stream.read()
                 if digest is not None:

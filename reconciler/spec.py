@@ -150,7 +150,10 @@ def _build(node, at: tuple, lines: dict, problems: list, doc: specrules.Document
     if node.tag in _AS_TEXT:
         return node.value
     if node.tag in _SCALARS:
-        value = _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
+        try:
+            value = _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
+        except (ValueError, OverflowError):  # e.g. an integer past Python's 4300-digit limit
+            return node.value
         if isinstance(value, float) and not math.isfinite(value):
             return node.value  # as text, so the schema names the field's expected type
         return value

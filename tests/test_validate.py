@@ -125,6 +125,7 @@ CASES = {
     "revision-zero": ({S: mass(extra="  revision: 0\n"), **LOCAL}, S, 8, None, "spec.revision: must be at least 1 (got 0)"),
     "revision-text": ({S: mass(extra="  revision: '2'\n"), **LOCAL}, S, 8, None, "spec.revision: must be a whole number (got '2')"),
     "revision-bool": ({S: mass(extra="  revision: yes\n"), **LOCAL}, S, 8, None, "must be a whole number (got true)"),
+    "revision-huge": ({S: mass(extra="  revision: " + "9" * 5000 + "\n"), **LOCAL}, S, 8, None, "must be a whole number (got '999"),
     "revision-inf": ({S: mass(extra="  revision: .inf\n"), **LOCAL}, S, 8, None, "must be a whole number (got '.inf')"),
     "depends-not-list": ({S: mass(extra="  dependsOn: other\n"), **LOCAL}, S, 8, None, "spec.dependsOn: must be a list"),
     "depends-repeated": ({S: mass(extra="  dependsOn: [a, a]\n") + "---\n" + mass(name="a"), **LOCAL}, S, 8, None,
