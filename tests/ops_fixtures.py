@@ -1,22 +1,28 @@
 """Real spec repositories and real ledgers for the operating commands' tests (status, show, errors, ...).
 
-Jobs are submitted to the embedded sandbox (`environment: local`, persisted in the repo's
-state/local/sandbox.db) through the real ZuoraClient and recorded with the ledger API, the way apply
-records them: an intent before each remote call, its result after. Time moves by advancing the
-sandbox's clock through its admin API, so tests never sleep.
+`applied` runs real `reconciler apply`s on the embedded sandbox (`environment: local`, persisted in
+the repo's state/local/sandbox.db). `submit` records one job the way apply does (intent, remote call,
+result) with the ledger API and the real ZuoraClient, for the situations a valid spec cannot reach
+through apply (a file Zuora rejects whole). Time moves by advancing the sandbox's clock through its
+admin API, so tests never sleep.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
+import shutil
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import httpx
+import pytest
 
 from reconciler.config import load_settings
-from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION
+from reconciler.model import MASS_ACTION
 from reconciler.sandbox import make_app
 from reconciler.session import Session
 from reconciler.spec import load_desired
@@ -76,6 +82,7 @@ SPECS = {
           object: vehicle
           operation: update
           file: ../data/vehicle-updates.csv
+          dependsOn: [load-vehicles]
         ---
         apiVersion: reconciler/v1
         kind: CustomObjectJob
@@ -86,11 +93,11 @@ SPECS = {
           filter:
             conditions:
               - {field: year__c, operator: LT, value: 2000}
+          dependsOn: [load-vehicles]
         """,
 }
 DATA = {"payments.csv": PAYMENTS_CSV, "fx.csv": FX_CSV, "vehicles.csv": VEHICLES_CSV,
         "vehicle-updates.csv": VEHICLE_UPDATES_CSV}
-ALL = ("fx-rates", "payments", "load-vehicles", "update-vehicles", "purge-old-vehicles")
 
 
 def make_repo(root: Path) -> Path:
@@ -110,8 +117,11 @@ def settings_of(root: Path):
     return load_settings(chdir=str(root))
 
 
-def submit(settings, name: str, *, key: str | None = None):
-    """Submit one spec's job as apply does (intent, remote call, result) and return its JobRecord."""
+def submit(settings, name: str, *, key: str | None = None, file: Path | None = None):
+    """Submit one spec's job as apply does (intent, remote call, result) and return its JobRecord.
+
+    `file` sends another file than the spec's (one Zuora rejects whole, which validation would stop).
+    """
     spec = load_desired(settings).by_name()[name]
     session = Session(settings, command="apply")
     ledger, client = session.ledger, session.client
@@ -130,7 +140,8 @@ def submit(settings, name: str, *, key: str | None = None):
                 detail=detail,
             )
             if spec.kind == MASS_ACTION:
-                bulk_key = client.submit_mass_action(spec.action_type, settings.root / spec.file, idempotency_key=key)
+                bulk_key = client.submit_mass_action(spec.action_type, file or settings.root / spec.file,
+                                                     idempotency_key=key)
                 job = ledger.record_submitted(job.id, remote_id=bulk_key, status="Pending", phase="active",
                                               event={"run_id": session.run_id})
             else:
@@ -141,14 +152,13 @@ def submit(settings, name: str, *, key: str | None = None):
                 job = ledger.record_submitted(job.id, remote_id=body["Id"], status=body["status"], phase=phase,
                                               event={"run_id": session.run_id})
                 if spec.needs_upload:
-                    body = client.upload_co_file(body["Id"], settings.root / spec.file,
+                    body = client.upload_co_file(body["Id"], file or settings.root / spec.file,
                                                  idempotency_key=f"{key}-upload")
                     job = ledger.record_uploaded(job.id, status=body["status"], event={"run_id": session.run_id})
         session.close("ok")
     except BaseException:
         session.close("error")
         raise
-    assert job.kind in (MASS_ACTION, CUSTOM_OBJECT_JOB)
     return job
 
 
@@ -173,16 +183,26 @@ def refresh(settings) -> None:
         session.close("ok")
 
 
-def applied(root: Path, names=ALL):
-    """A repo whose specs were all submitted and ran to the end on the sandbox; returns its Settings."""
+def apply(settings) -> str:
+    """One real `reconciler apply --auto-approve`; returns its output."""
+    from reconciler.commands.apply import apply as run
+
+    out = io.StringIO()
+    assert run(settings, out, auto_approve=True) == 0, out.getvalue()
+    return out.getvalue()
+
+
+def applied(root: Path):
+    """A repo whose specs were all applied and ran to the end on the sandbox; returns its Settings.
+
+    The first apply submits the three specs without dependencies; once load-vehicles completed, the
+    second submits the two that depend on it; the third records the end and archives the results.
+    """
     settings = settings_of(make_repo(root))
-    for name in names:
-        submit(settings, name)
-        if name == "load-vehicles":  # the others act on the vehicles it creates
-            advance(settings, 3600)
-            refresh(settings)
-    advance(settings, 3600)
-    refresh(settings)
+    apply(settings)
+    for _ in range(2):
+        advance(settings, 3600)
+        apply(settings)
     return settings
 
 
@@ -196,3 +216,48 @@ class Tty(io.StringIO):
 
     def isatty(self) -> bool:
         return True
+
+
+def clean_environment(monkeypatch) -> None:
+    """What conftest's autouse fixture does, for fixtures built before it runs (session scope)."""
+    for var in list(os.environ):
+        if var.startswith(("ZUORA_", "GITHUB_", "RECONCILER_")) or var in ("NO_COLOR", "CI"):
+            monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
+def applied_template(tmp_path_factory):
+    """One repo applied to the end, built once; tests get copies of it through `repo`."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        clean_environment(monkeypatch)
+        monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        return applied(tmp_path_factory.mktemp("applied") / "repo")
+
+
+@pytest.fixture
+def repo(applied_template, tmp_path):
+    """A private copy of the applied repo (specs, data, ledger, results, sandbox tenant): its Settings."""
+    root = tmp_path / "applied"
+    shutil.copytree(applied_template.root, root)
+    return settings_of(root)
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A repo with specs and data but no ledger yet: its Settings."""
+    return settings_of(make_repo(tmp_path / "repo"))
+
+
+def cli(settings, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real command line in the repo, as a user would."""
+    return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=settings.root, capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=60)
+
+
+def state_files(settings) -> dict[str, str]:
+    """Every file under the repo's state/ with its sha256: what a read must leave alone."""
+    base = settings.root / "state"
+    if not base.exists():
+        return {}
+    return {p.relative_to(base).as_posix(): sha256_of(p) for p in sorted(base.rglob("*")) if p.is_file()
+            and "sandbox" not in p.name}
