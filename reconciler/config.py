@@ -83,6 +83,7 @@ class Settings:
 
     @property
     def results_dir(self) -> Path:
+        """Where archived result files go."""
         return self.state_dir / "results"
 
 
