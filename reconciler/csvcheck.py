@@ -170,7 +170,7 @@ def _lines(stream, digest, cap: int | None, first: bytes = b""):
     while True:
         total += len(block)
         if cap is not None and total > cap:
-            raise _Unreadable(f"unpacks to more than {cap // MB} MB")
+            raise _Unreadable(f"unpacks to more than {cap // MB} MB" if cap >= MB else f"unpacks to more than {cap:,} bytes")
         if digest is not None:
             digest.update(block)
         if b"\0" in block:

@@ -144,7 +144,7 @@ def test_zip_problems(tmp_path, monkeypatch):
     # A zip bomb is stopped at the inflation cap, however small the zip is.
     monkeypatch.setattr(csvcheck, "MAX_INFLATED_BYTES", 64 * 1024)
     assert check(zipped({"big.csv": "Revenue Schedule Number\n" + "RS-1\n" * 20_000})) == [
-        "f.zip: unpacks to more than 0 MB"]
+        "f.zip: unpacks to more than 65,536 bytes"]
 
 
 def test_size_limits_are_checked_before_reading(tmp_path):
