@@ -74,8 +74,9 @@ class Session:
     """A writing command run: ledger open for writing, run recorded, lock held when asked."""
 
     def __init__(self, settings, *, command: str, lock_timeout: float | None = None,
-                 plan_digest: str | None = None, env: Mapping[str, str] = os.environ):
+                 plan_digest: str | None = None, env: Mapping[str, str] = os.environ, retry=None):
         self.settings = settings
+        self._retry = retry  # a zuora.RetryPolicy; None = the client's default
         self.actor = current_actor(settings.root, env)
         self.ledger = Ledger.open_write(settings.ledger_path, binding(settings))
         self._lock_id: str | None = None
@@ -131,7 +132,7 @@ class Session:
             if self._client is None:
                 from reconciler.zuora import ZuoraClient
 
-                self._client = ZuoraClient.from_settings(self.settings, on_call=self._record_call)
+                self._client = ZuoraClient.from_settings(self.settings, on_call=self._record_call, retry=self._retry)
             return self._client
 
     @contextmanager

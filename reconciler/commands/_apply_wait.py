@@ -47,13 +47,14 @@ class Progress:
         self.out = out
         self.tty = tty
         self.jobs: dict[int, JobRecord] = {}
+        self.follow: set[str] = set()  # remote ids this apply created or acted on
         self._drawn = False
 
     def update(self, jobs: Sequence[JobRecord]) -> None:
-        """Follow every job that has been running during this apply; report what moved."""
+        """Follow every job running during this apply or acted on by it; report what moved."""
         for job in jobs:
             before = self.jobs.get(job.id)
-            if before is None and job.phase not in (PHASE_CREATED, PHASE_ACTIVE):
+            if before is None and job.phase not in (PHASE_CREATED, PHASE_ACTIVE) and job.remote_id not in self.follow:
                 continue
             if before is not None and before.remote_status != job.remote_status and not self.tty:
                 self.out.write(f"{job.name}: {before.remote_status or 'unknown'} -> {job.remote_status}{_rows(job)}\n")

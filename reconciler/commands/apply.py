@@ -152,6 +152,9 @@ class _Run:
             self.progress.say(_line(result))
         self.reruns -= {r.name for r in results}  # a rerun is honoured once per apply
         self.failed.update(r.name for r in results if r.failed)
+        if self.wait:
+            self.progress.follow.update(r.remote_id for r in results if r.remote_id)
+            self.progress.update([j for j in self.session.ledger.jobs() if self.in_scope(j.name)])
         return results
 
     def _wait(self, deadline: float | None) -> WaitOutcome:
@@ -167,6 +170,7 @@ class _Run:
             self.progress.clear()
 
     def _finish(self, results: list[Result], waited: WaitOutcome | None) -> int:
+        self.progress.clear()
         results = results + (waited.results if waited else [])
         outcomes = Counter(r.outcome for r in results)
         failed = [r for r in results if r.failed]

@@ -1,0 +1,210 @@
+"""`reconciler apply` end to end: real subprocesses against the sandbox served on loopback HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pty
+import select
+import subprocess
+import sys
+
+import pytest
+
+from apply_support import (
+    CREDENTIALS, admin, assert_exactly_once, cli, fx_csv, ledger_events, ledger_jobs,
+    make_repo, remote_jobs, served_sandbox,
+)
+
+ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
+
+
+@pytest.fixture
+def fast():
+    """A sandbox whose jobs run at once."""
+    with served_sandbox() as url:
+        yield url
+
+
+@pytest.fixture
+def slow():
+    """A sandbox whose jobs stay Pending / accepted for an hour unless its clock is advanced."""
+    with served_sandbox(pending_seconds=3600) as url:
+        yield url
+
+
+def test_apply_runs_every_spec_once_and_a_second_apply_changes_nothing(tmp_path, fast):
+    repo = make_repo(tmp_path, fast, depends={"fx-b": ["fx-a"]})
+    first = cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "60")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Apply complete: 4 submitted, 0 uploaded, 0 replaced, 0 stopped, 0 cancelled, 0 retired; 0 failed." in first.stdout
+    assert_exactly_once(repo, fast, ALL)
+    jobs = {j.name: j for j in ledger_jobs(repo)}
+    assert {j.phase for j in jobs.values()} == {"done"} and jobs["load-cars"].uploaded
+    assert admin(fast, "state")["records"] == {"car": 3}
+
+    again = cli(repo, "apply", "--auto-approve")
+    assert again.returncode == 0 and "No changes." in again.stdout, again.stdout + again.stderr
+    assert len(remote_jobs(fast)) == 4
+    assert cli(repo, "plan", "--detailed-exitcode").returncode == 0
+
+
+def test_a_dependent_is_submitted_only_after_its_dependency_completed(tmp_path, fast):
+    repo = make_repo(tmp_path, fast, create=(), delete=(), depends={"fx-b": ["fx-a"]})
+    proc = cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "60")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    events = ledger_events(repo)
+    completed = next(e["id"] for e in events if e["name"] == "fx-a" and e["outcome"] == "Completed")
+    intent = next(e["id"] for e in events if e["name"] == "fx-b" and e["event_type"] == "intent")
+    assert completed < intent
+    assert "fx-a: Pending -> Completed" in proc.stdout  # one line per status change when not on a terminal
+
+
+def test_finished_jobs_have_their_results_archived_and_hashed(tmp_path, fast):
+    repo = make_repo(tmp_path, fast)
+    assert cli(repo, "apply", "--auto-approve", "--wait").returncode == 0
+    jobs = ledger_jobs(repo)
+    assert jobs and all(j.result_path and j.result_sha256 for j in jobs)
+    for job in jobs:
+        data = (repo / job.result_path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == job.result_sha256
+        assert job.result_path.startswith("state/") and f"/results/{job.name}/" in job.result_path
+
+
+def test_an_apply_without_wait_leaves_archiving_to_the_next_run(tmp_path, slow):
+    repo = make_repo(tmp_path, slow, create=(), delete=())
+    assert cli(repo, "apply", "--auto-approve").returncode == 0
+    assert not any(j.result_path for j in ledger_jobs(repo))
+    admin(slow, "clock", {"advance_seconds": 7200})
+    later = cli(repo, "apply", "--auto-approve")
+    assert later.returncode == 0 and "No changes." in later.stdout
+    assert all(j.result_path and j.remote_status == "Completed" for j in ledger_jobs(repo))
+
+
+def test_without_a_terminal_or_auto_approve_apply_refuses_before_any_remote_change(tmp_path, fast):
+    repo = make_repo(tmp_path, fast)
+    proc = cli(repo, "apply")
+    assert proc.returncode == 1
+    assert "--auto-approve" in proc.stderr and "nothing was changed" in proc.stderr
+    assert "+ fx-a" in proc.stdout  # the plan was shown first
+    assert remote_jobs(fast) == [] and ledger_jobs(repo) == []
+
+
+def _apply_in_a_terminal(repo, answer: bytes) -> tuple[int, str]:
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "-C", str(repo), "apply"], stdin=slave,
+                            stdout=slave, stderr=slave, env={**os.environ, **CREDENTIALS}, close_fds=True)
+    os.close(slave)
+    output = b""
+    answered = False
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        assert ready, output.decode(errors="replace")
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+        if not answered and b"Only 'yes' is accepted: " in output:
+            os.write(master, answer + b"\n")
+            answered = True
+    os.close(master)
+    return proc.wait(timeout=60), output.decode(errors="replace")
+
+
+def test_a_terminal_user_who_types_yes_applies(tmp_path, fast):
+    repo = make_repo(tmp_path, fast, mass=("fx-a",), create=(), delete=())
+    code, output = _apply_in_a_terminal(repo, b"yes")
+    assert code == 0, output
+    assert "Apply these changes? Only 'yes' is accepted: " in output and "1 submitted" in output
+    assert len(remote_jobs(fast)) == 1
+
+
+@pytest.mark.parametrize("answer", [b"no", b"y", b"YES please"])
+def test_any_other_answer_cancels(tmp_path, fast, answer):
+    repo = make_repo(tmp_path, fast, mass=("fx-a",), create=(), delete=())
+    code, output = _apply_in_a_terminal(repo, answer)
+    assert code == 1 and "Apply cancelled." in output
+    assert remote_jobs(fast) == [] and ledger_jobs(repo) == []
+
+
+def test_an_edited_spec_replaces_its_pending_job(tmp_path, slow):
+    repo = make_repo(tmp_path, slow, mass=("fx-a",), create=(), delete=())
+    assert cli(repo, "apply", "--auto-approve").returncode == 0
+    (repo / "data" / "fx-a.csv").write_text(fx_csv(7))
+    proc = cli(repo, "apply", "--auto-approve")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "~ fx-a" in proc.stdout and "1 replaced" in proc.stdout
+    old, new = sorted(ledger_jobs(repo), key=lambda j: j.generation)
+    assert (old.phase, old.remote_status) == ("retired", "Stopped") and new.generation == 2
+    assert {j["bulkKey"]: j["status"] for j in admin(slow, "state")["mass_actions"]} == {
+        old.remote_id: "Stopped", new.remote_id: "Pending"}
+    retired = [e for e in ledger_events(repo) if e["event_type"] == "retired"]
+    assert retired[-1]["detail"]["reason"] == "replaced by generation 2"
+
+
+def test_an_edited_delete_filter_cancels_the_accepted_job_and_submits_again(tmp_path, slow):
+    repo = make_repo(tmp_path, slow, mass=(), create=())
+    assert cli(repo, "apply", "--auto-approve").returncode == 0
+    spec = repo / "specs" / "purge-cars.yaml"
+    spec.write_text(spec.read_text().replace("value: 2000", "value: 1990"))
+    proc = cli(repo, "apply", "--auto-approve")
+    assert proc.returncode == 0 and "1 replaced" in proc.stdout, proc.stdout + proc.stderr
+    statuses = [j["status"] for j in admin(slow, "state")["custom_object_jobs"]]
+    assert statuses == ["cancelled", "accepted"]
+    cancels = [e for e in ledger_events(repo) if e["method"] == "PATCH"]
+    assert cancels and all(e["idempotency_key"].endswith("-cancel-g1") for e in cancels)
+
+
+def test_removed_specs_are_stopped_or_cancelled_then_retired(tmp_path, slow):
+    repo = make_repo(tmp_path, slow, mass=("fx-a",), create=())
+    assert cli(repo, "apply", "--auto-approve").returncode == 0
+    for name in ("fx-a", "purge-cars"):
+        (repo / "specs" / f"{name}.yaml").unlink()
+    proc = cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "60")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 stopped, 1 cancelled, 2 retired" in proc.stdout
+    assert {j.phase for j in ledger_jobs(repo)} == {"retired"}
+    types = [e["event_type"] for e in ledger_events(repo) if e["name"] == "fx-a"]
+    assert types.index("stop_requested") < types.index("stop_answered") < types.index("retired")
+    assert cli(repo, "plan", "--detailed-exitcode").returncode == 0
+
+
+def test_conflicts_refuse_the_apply_unless_excluded(tmp_path, fast):
+    repo = make_repo(tmp_path, fast, create=(), delete=())
+    assert cli(repo, "apply", "--auto-approve", "--wait").returncode == 0
+    (repo / "data" / "fx-a.csv").write_text(fx_csv(9))  # changed after it completed, same revision
+    (repo / "data" / "fx-c.csv").write_text(fx_csv(5))
+    (repo / "specs" / "fx-c.yaml").write_text((repo / "specs" / "fx-a.yaml").read_text().replace("fx-a", "fx-c"))
+    refused = cli(repo, "apply", "--auto-approve")
+    assert refused.returncode == 1 and "apply refuses to run" in refused.stderr and "fx-a" in refused.stderr
+    assert len(remote_jobs(fast)) == 2
+    excluded = cli(repo, "apply", "--auto-approve", "--exclude", "fx-a")
+    assert excluded.returncode == 0, excluded.stdout + excluded.stderr
+    assert_exactly_once(repo, fast, ("fx-a", "fx-b", "fx-c"))
+
+
+def test_a_definitive_rejection_is_recorded_and_the_next_apply_submits_a_new_generation(tmp_path, fast):
+    import httpx
+
+    repo = make_repo(tmp_path, fast, mass=(), delete=())
+    with httpx.Client(base_url=fast) as http:  # fill the tenant's five custom object slots behind our back
+        token = http.post("/oauth/token", data={"client_id": CREDENTIALS["ZUORA_CLIENT_ID"], "grant_type":
+                          "client_credentials", "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]}).json()
+        http.headers["Authorization"] = f"Bearer {token['access_token']}"
+        blockers = [http.post("/objects/jobs", json={"namespace": "default", "object": "bus", "operation": "create"})
+                    .json()["Id"] for _ in range(5)]
+        proc = cli(repo, "apply", "--auto-approve")
+        assert proc.returncode == 1 and "Zuora rejected the submission" in proc.stdout, proc.stdout + proc.stderr
+        [job] = ledger_jobs(repo)
+        assert (job.phase, job.remote_status, job.remote_id) == ("done", "rejected", None)
+        assert "HTTP 400" in job.detail["error"]
+        for job_id in blockers:
+            http.patch(f"/objects/jobs/{job_id}/cancel").raise_for_status()
+    again = cli(repo, "apply", "--auto-approve", "--wait")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [j.generation for j in ledger_jobs(repo)] == [1, 2]
+    assert len([k for _, k in remote_jobs(fast) if k]) == 1
+
