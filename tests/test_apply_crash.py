@@ -1,0 +1,112 @@
+"""Crash safety: apply SIGKILLed at every boundary, and at random moments, never creates a second job.
+
+The sandbox runs as its own process (`reconciler sandbox serve`), so it outlives every apply we kill.
+`RECONCILER_TEST_CRASH_AT` (test-only, see reconciler/commands/_apply_journal.py) makes apply kill
+itself at one point; a rerun must then converge with exactly one remote job per spec.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from apply_support import (
+    admin, assert_exactly_once, cli, converge, fx_csv, ledger_jobs, make_repo, remote_jobs, served_sandbox,
+    settings_of, start_cli,
+)
+from reconciler.session import read_ledger
+
+ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
+CRASH = "RECONCILER_TEST_CRASH_AT"
+KILLED = -signal.SIGKILL
+
+
+@pytest.fixture(scope="module")
+def sandbox_url():
+    from apply_support import sandbox_process
+
+    with sandbox_process("--pending-seconds", "0", "--rows-per-second", "1000") as url:
+        yield url
+
+
+@pytest.fixture
+def url(sandbox_url):
+    admin(sandbox_url, "reset", {})
+    return sandbox_url
+
+
+def _chain_ok(repo) -> None:
+    ledger = read_ledger(settings_of(repo))
+    with ledger:
+        report = ledger.verify()
+    assert report.ok, report.message
+
+
+@pytest.mark.parametrize("point", [
+    "after-intent", "after-post", "after-record", "after-create", "after-upload-post",
+    "after-intent:load-cars", "after-post:load-cars", "after-record:load-cars",
+    "after-intent:purge-cars", "after-post:purge-cars",
+])
+def test_a_crash_at_any_boundary_converges_to_one_job_per_spec(tmp_path, url, point):
+    repo = make_repo(tmp_path, url)
+    crashed = cli(repo, "apply", "--auto-approve", env={CRASH: point})
+    assert crashed.returncode == KILLED, crashed.stdout + crashed.stderr
+    converge(repo)
+    assert_exactly_once(repo, url, ALL)
+    assert cli(repo, "plan", "--detailed-exitcode").returncode == 0
+    _chain_ok(repo)
+
+
+def test_an_unknown_crash_point_is_refused_before_anything_happens(tmp_path, url):
+    repo = make_repo(tmp_path, url)
+    proc = cli(repo, "apply", "--auto-approve", env={CRASH: "after-lunch"})
+    assert proc.returncode == 1 and "unknown crash point" in proc.stderr
+    assert remote_jobs(url) == []
+
+
+def test_random_kills_never_duplicate_a_job(tmp_path, url):
+    repo = make_repo(tmp_path, url, mass=("fx-a", "fx-b", "fx-c"), depends={"fx-c": ["load-cars"]})
+    rng = random.Random(20261124)
+    for _ in range(5):
+        proc = start_cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "60")
+        time.sleep(rng.uniform(0.3, 1.2))
+        proc.kill()
+        proc.communicate()  # reaped: its pid is gone, so the next run takes its lock over at once
+    converge(repo)
+    assert_exactly_once(repo, url, ("fx-a", "fx-b", "fx-c", "load-cars", "purge-cars"))
+    _chain_ok(repo)
+
+
+@pytest.fixture
+def slow_url():
+    with served_sandbox(pending_seconds=3600) as served:
+        yield served
+
+
+def test_a_crash_after_a_stop_converges_to_a_retired_job(tmp_path, slow_url):
+    repo = make_repo(tmp_path, slow_url, mass=("fx-a",), create=(), delete=())
+    assert cli(repo, "apply", "--auto-approve").returncode == 0
+    (repo / "specs" / "fx-a.yaml").unlink()
+    assert cli(repo, "apply", "--auto-approve", env={CRASH: "after-stop-post"}).returncode == KILLED
+    converge(repo)
+    [job] = ledger_jobs(repo)
+    assert (job.phase, job.remote_status) == ("retired", "Stopped")
+    assert [j["status"] for j in admin(slow_url, "state")["mass_actions"]] == ["Stopped"]
+
+
+@pytest.mark.parametrize("point", ["after-stop-post", "after-intent", "after-post"])
+def test_a_crash_inside_a_replace_submits_the_new_generation_once(tmp_path, slow_url, point):
+    repo = make_repo(tmp_path, slow_url, mass=("fx-a",), create=(), delete=())
+    assert cli(repo, "apply", "--auto-approve").returncode == 0
+    (repo / "data" / "fx-a.csv").write_text(fx_csv(3))
+    assert cli(repo, "apply", "--auto-approve", env={CRASH: point}).returncode == KILLED
+    for _ in range(2):  # the stopped job may still be Stopping on the first rerun: then it waits
+        proc = cli(repo, "apply", "--auto-approve")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    jobs = sorted(ledger_jobs(repo), key=lambda j: j.generation)
+    assert [j.generation for j in jobs] == [1, 2] and jobs[0].remote_status == "Stopped"
+    remote = {j["bulkKey"]: j["status"] for j in admin(slow_url, "state")["mass_actions"]}
+    assert remote == {jobs[0].remote_id: "Stopped", jobs[1].remote_id: "Pending"}
