@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,10 +16,6 @@ from reconciler.commands.init import init
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.y*ml"))
 RECONCILE_WORKFLOWS = ("repo", "template")
-
-# ci.yml belongs to the test-runner setup, not to this area; it still uses actions on the retired
-# node20 runtime (reported). Only that one finding is tolerated, and only there.
-KNOWN_FINDINGS = {"ci.yml": ['runtime "node20" is deprecated']}
 
 SECRET_VARIABLES = ("ZUORA_CLIENT_ID", "ZUORA_CLIENT_SECRET", "ZUORA_ACCESS_TOKEN", "GH_TOKEN")
 
@@ -42,14 +37,11 @@ def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def actionlint(path: Path, ignore=()) -> subprocess.CompletedProcess:
+def actionlint(path: Path) -> subprocess.CompletedProcess:
     for tool in ("actionlint", "shellcheck"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not on PATH; install the test extra: pip install -e '.[test]'")
-    args = ["actionlint", "-no-color"]
-    for pattern in ignore:
-        args += ["-ignore", re.escape(pattern)]
-    return subprocess.run([*args, str(path)], capture_output=True, text=True, timeout=120)
+    return subprocess.run(["actionlint", "-no-color", str(path)], capture_output=True, text=True, timeout=120)
 
 
 def test_repository_has_both_workflows():
@@ -58,7 +50,7 @@ def test_repository_has_both_workflows():
 
 @pytest.mark.parametrize("path", REPO_WORKFLOWS, ids=lambda p: p.name)
 def test_repository_workflow_passes_actionlint(path):
-    result = actionlint(path, KNOWN_FINDINGS.get(path.name, ()))
+    result = actionlint(path)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
