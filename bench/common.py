@@ -160,3 +160,53 @@ class Workspace:
 def seconds(value: float) -> str:
     """A duration for printing: `1.23 s` or `45 ms`."""
     return f"{value:.2f} s" if value >= 1 else f"{value * 1000:.0f} ms"
+
+
+class Sandbox:
+    """`reconciler sandbox serve` in a child process, with its admin API (stdlib HTTP, no client code)."""
+
+    def __init__(self, *args: str):
+        self.proc = subprocess.Popen(
+            reconciler_cmd("sandbox", "serve", "--port", "0", *args), cwd=ROOT, env=bench_env(),
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        line = self.proc.stdout.readline().strip()
+        prefix = "Sandbox listening on "
+        if not line.startswith(prefix):
+            self.stop()
+            raise Failed(f"reconciler sandbox serve printed {line!r} instead of its URL")
+        self.url = line[len(prefix):]
+
+    def admin(self, path: str, payload: dict | None = None) -> dict:
+        """GET (payload None) or POST JSON to /_sandbox/PATH; the JSON answer."""
+        import json
+        import urllib.request
+
+        data = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(f"{self.url}/_sandbox/{path}", data=data,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        """SIGTERM, as CI would; the serve command shuts down cleanly on it."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def sandbox_credentials() -> dict:
+    """The environment variables that log in to a served sandbox with its documented default client."""
+    from reconciler.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+
+    return {"ZUORA_CLIENT_ID": DEFAULT_CLIENT_ID, "ZUORA_CLIENT_SECRET": DEFAULT_CLIENT_SECRET}

@@ -29,8 +29,12 @@ TITLE = "validation scale"
 CURRENCIES = ["EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "SEK", "NOK", "DKK", "NZD"]
 
 
-def build_repo(root: Path, count: int) -> None:
-    """reconciler.yaml, `count` spec files and `count` CSV files (20 data rows each)."""
+def build_repo(root: Path, count: int, *, chain: bool = True) -> None:
+    """reconciler.yaml, `count` spec files and `count` CSV files (20 data rows each).
+
+    With `chain`, specs depend on each other in runs of ten (fx-0001 on fx-0000, ...), as a month's
+    files often do; without it they are all independent.
+    """
     (root / "reconciler.yaml").write_text("specs: specs\nenvironment: local\n")
     for index in range(count):
         group = root / "specs" / f"team-{index % 10}"
@@ -40,7 +44,7 @@ def build_repo(root: Path, count: int) -> None:
         rows = ["Provider Exchange Rate Date,Currency (From),Currency (To),Exchange Rate,Group ID"]
         rows += [f"2026-11-{day:02d},USD,{CURRENCIES[day % 10]},{0.5 + day / 100:.4f},g{index}" for day in range(1, 21)]
         (data / f"fx-{index:04d}.csv").write_text("\n".join(rows) + "\n")
-        depends = f"\n  dependsOn: [fx-{index - 1:04d}]" if index % 10 and index > 0 else ""
+        depends = f"\n  dependsOn: [fx-{index - 1:04d}]" if chain and index % 10 else ""
         (group / f"fx-{index:04d}.yaml").write_text(
             "apiVersion: reconciler/v1\n"
             "kind: MassAction\n"
