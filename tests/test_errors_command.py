@@ -61,7 +61,8 @@ def test_mass_updater_failed_rows_file_has_the_input_columns_and_revalidates(rep
     original = list(csv.reader(io.StringIO(PAYMENTS_CSV)))
     assert written[0] == original[0]  # Success, Error Message, Payment ID, ... dropped; #Customer kept
     assert written[1:] == original[1:3]
-    revalidates(tmp_path, repo.root / "retry-payments.csv", "kind: MassAction\nspec: {actionType: MPU, file: ../data/retry.csv}\n")
+    revalidates(tmp_path, repo.root / "retry-payments.csv",
+                "kind: MassAction\nspec: {actionType: MPU, file: ../data/retry.csv}\n")
 
 
 def test_custom_object_failed_rows_come_from_the_original_file_and_revalidate(repo, tmp_path):

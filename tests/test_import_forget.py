@@ -135,7 +135,8 @@ def test_an_id_already_recorded_is_refused(repo):
 def test_a_spec_whose_job_is_still_running_is_refused(repo):
     running = submit(repo, "fx-rates")
     other = outside_mass_action(repo)
-    with pytest.raises(ReconcilerError, match=f"already has job {running.remote_id} \\(Pending\\) that is still running"):
+    still = f"already has job {running.remote_id} \\(Pending\\) that is still running"
+    with pytest.raises(ReconcilerError, match=still):
         adopt(repo, io.StringIO(), name="fx-rates", remote_id=other)
     advance(repo, 3600)
     adopt_(repo, "fx-rates", other)  # once it ended (recorded now), the import goes on

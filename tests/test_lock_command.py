@@ -53,7 +53,7 @@ def test_status_shows_the_holder(repo):
     lines = dict(line.strip().split("  ", 1) for line in text.splitlines()[1:])
     assert text.startswith("locked\n")
     assert lines["id"].strip() == lock_id
-    assert lines["holder"].strip() == "ci-bot@runner-7 pid 4242 (CI run https://github.com/acme/billing/actions/runs/99)"
+    assert lines["holder"].strip() == f"ci-bot@runner-7 pid 4242 (CI run {CI.ci_run_url})"
     assert lines["CI run"].strip() == "https://github.com/acme/billing/actions/runs/99"
     assert lines["state"].strip() == "held" and lines["lease"].strip() == "60s"
     document = json.loads(run_status(repo, as_json=True)[1])

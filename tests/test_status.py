@@ -209,3 +209,8 @@ def test_cli_exit_codes_and_no_ledger_message(fresh, repo):
     proc = cli(repo, "status", "--json")
     assert proc.returncode == 0 and len(json.loads(proc.stdout)["jobs"]) == 5
 
+
+
+def test_timeout_only_limits_wait(repo):
+    with pytest.raises(UsageError, match="--timeout SECONDS limits --wait"):
+        run(repo, timeout=5)

@@ -7,7 +7,8 @@ Choices:
 - Without a ledger the text output is one line, "no ledger yet (...)", on standard output, and
   `--json` prints `{"jobs": []}`; the exit code is 0 and nothing is created.
 - `--refresh` and `--wait` fetch live status through a Session (recording drift and archiving
-  results, like `plan` does); `--wait` polls every POLL_SECONDS until each listed job is terminal.
+  results, like `plan` does); `--wait` polls (every POLL_SECONDS, POLL_SANDBOX_SECONDS on the embedded
+  sandbox) until each listed job is terminal.
   Jobs that polling cannot move are not waited for, with a note: an unconfirmed submission (intent),
   a custom object job whose file is not uploaded yet, a job missing remotely (404).
 - Exit 1 when a listed job's status is Failed (Mass Updater) or failed (custom object), or when
@@ -21,11 +22,12 @@ from typing import TextIO
 
 from reconciler.commands._common import (Specs, age, count, is_retired, iso, latest_by_name, no_ledger,
                                          write_json)
-from reconciler.errors import ExitCode, ReconcilerError
+from reconciler.errors import ExitCode, ReconcilerError, UsageError
 from reconciler.model import PHASE_ACTIVE, PHASE_CREATED, PHASE_INTENT, DesiredSpec, JobRecord
 from reconciler.views import render_table
 
 POLL_SECONDS = 2.0
+POLL_SANDBOX_SECONDS = 0.5  # the embedded sandbox finishes jobs in seconds
 FAILED = frozenset({"Failed", "failed"})
 JSON_FIELDS = ("name", "kind", "remote_id", "status", "phase", "revision", "fingerprint", "total", "processed",
                "succeeded", "failed", "updated_at")
@@ -40,9 +42,14 @@ _CLEAR = "\r\x1b[K"  # back to the start of the progress bar's line and erase it
 
 def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool = False,
            timeout: float | None = None, as_json: bool = False, color: bool = False,
-           poll_seconds: float = POLL_SECONDS, sleep=time.sleep, clock=time.monotonic) -> int:
+           poll_seconds: float | None = None, sleep=time.sleep, clock=time.monotonic) -> int:
     """Print the latest job of each spec (or of NAMEs); exit 1 when a listed job failed."""
     from reconciler.session import read_ledger
+
+    if timeout is not None and (not wait or timeout < 0):
+        raise UsageError("--timeout SECONDS limits --wait: pass --wait too, with a timeout of 0 or more")
+    if poll_seconds is None:
+        poll_seconds = POLL_SANDBOX_SECONDS if settings.is_local else POLL_SECONDS
 
     names = tuple(dict.fromkeys(names))
     specs = Specs(settings)
