@@ -198,6 +198,8 @@ def test_a_definitive_rejection_is_recorded_and_the_next_apply_submits_a_new_gen
                     .json()["Id"] for _ in range(5)]
         proc = cli(repo, "apply", "--auto-approve")
         assert proc.returncode == 1 and "Zuora rejected the submission" in proc.stdout, proc.stdout + proc.stderr
+        assert "0 submitted" in proc.stdout and "; 1 failed." in proc.stdout and "1 change failed" in proc.stderr
+        assert "the next apply submits a new generation" in proc.stdout
         [job] = ledger_jobs(repo)
         assert (job.phase, job.remote_status, job.remote_id) == ("done", "rejected", None)
         assert "HTTP 400" in job.detail["error"]
