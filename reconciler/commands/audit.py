@@ -34,7 +34,8 @@ def verify(settings, out: TextIO) -> int:
     if report.ok:
         out.write(f"OK: {count(report.count, 'event')}, head {report.head_hash} ({where})\n")
         return ExitCode.OK
-    out.write(f"FAILED: event {report.first_bad_id}: {report.message} ({where}; {count(report.count, 'event')} "
+    message = report.message.removeprefix(f"event {report.first_bad_id}: ")  # said once is enough
+    out.write(f"FAILED: event {report.first_bad_id}: {message} ({where}; {count(report.count, 'event')} "
               "before it verified)\n")
     return ExitCode.ERROR
 
