@@ -170,6 +170,9 @@ def recover_in_doubt(session, *, now: datetime | None = None) -> list[str]:
     for job in doubtful:
         found = fits[job.id]
         if len(found) != 1 or uses[found[0]["Id"]] != 1:
+            ids = ", ".join(b["Id"] for b in found) or "none"
+            lines.append(f"{job.name}: submission in doubt for over 24 h; custom object jobs that fit it: {ids} "
+                         f"(not adopted: exactly one unclaimed job must fit)")
             continue
         body = found[0]
         status = body.get("status")
