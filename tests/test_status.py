@@ -214,3 +214,14 @@ def test_cli_exit_codes_and_no_ledger_message(fresh, repo):
 def test_timeout_only_limits_wait(repo):
     with pytest.raises(UsageError, match="--timeout SECONDS limits --wait"):
         run(repo, timeout=5)
+
+
+def test_color_paints_the_status_and_keeps_columns_aligned(repo):
+    plain = run(repo)[1].splitlines()
+    painted = run(repo, color=True)[1].splitlines()
+    assert "\x1b[32mCompleted\x1b[0m" in painted[1] + painted[3]
+    strip = [line.replace("\x1b[32m", "").replace("\x1b[39m", "").replace("\x1b[0m", "") for line in painted]
+    assert [line.split() for line in strip] == [line.split() for line in plain]
+    assert [len(line) for line in strip] == [len(line) for line in plain]  # the codes take no column width
+    proc = cli(repo, "status")  # not a terminal: no colors
+    assert "\x1b[" not in proc.stdout

@@ -187,7 +187,8 @@ def _render(out: TextIO, rows, *, hidden: int, color: bool) -> None:
             continue
         table.append([name, job.kind, job.remote_id, _paint(_status_text(job), job.remote_status, color),
                       _progress(job), job.succeeded, job.failed, age(job.created_at)])
-    render_table(table, HEADERS, out)
+    headers = [_paint(h, None, color) if h == "STATUS" else h for h in HEADERS]  # same width as the cells
+    render_table(table, headers, out)
     if hidden:
         out.write(f"({count(hidden, 'retired job')} hidden; name it to see it)\n")
 
