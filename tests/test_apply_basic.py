@@ -13,7 +13,7 @@ import pytest
 
 from apply_support import (
     CREDENTIALS, admin, assert_exactly_once, cli, fx_csv, ledger_events, ledger_jobs,
-    make_repo, remote_jobs, served_sandbox,
+    make_repo, remote_jobs, served_sandbox, start_cli, wait_until,
 )
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
@@ -90,9 +90,9 @@ def test_without_a_terminal_or_auto_approve_apply_refuses_before_any_remote_chan
     assert remote_jobs(fast) == [] and ledger_jobs(repo) == []
 
 
-def _apply_in_a_terminal(repo, answer: bytes) -> tuple[int, str]:
+def _apply_in_a_terminal(repo, answer: bytes, *args: str) -> tuple[int, str]:
     master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "-C", str(repo), "apply"], stdin=slave,
+    proc = subprocess.Popen([sys.executable, "-m", "reconciler", "-C", str(repo), "apply", *args], stdin=slave,
                             stdout=slave, stderr=slave, env={**os.environ, **CREDENTIALS}, close_fds=True)
     os.close(slave)
     output = b""
@@ -114,11 +114,13 @@ def _apply_in_a_terminal(repo, answer: bytes) -> tuple[int, str]:
     return proc.wait(timeout=60), output.decode(errors="replace")
 
 
-def test_a_terminal_user_who_types_yes_applies(tmp_path, fast):
+def test_a_terminal_user_who_types_yes_applies_and_sees_one_progress_line(tmp_path, fast):
     repo = make_repo(tmp_path, fast, mass=("fx-a",), create=(), delete=())
-    code, output = _apply_in_a_terminal(repo, b"yes")
+    code, output = _apply_in_a_terminal(repo, b"yes", "--wait")
     assert code == 0, output
     assert "Apply these changes? Only 'yes' is accepted: " in output and "1 submitted" in output
+    assert "\r\x1b[K[####################] 1/1 jobs done, 3/3 rows" in output
+    assert "Pending -> " not in output  # the status-change lines are for logs, not terminals
     assert len(remote_jobs(fast)) == 1
 
 
@@ -210,3 +212,34 @@ def test_a_definitive_rejection_is_recorded_and_the_next_apply_submits_a_new_gen
     assert [j.generation for j in ledger_jobs(repo)] == [1, 2]
     assert len([k for _, k in remote_jobs(fast) if k]) == 1
 
+
+
+def test_wait_times_out_naming_the_jobs_still_running(tmp_path, slow):
+    repo = make_repo(tmp_path, slow, mass=("fx-a",), create=(), delete=())
+    proc = cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "1")
+    assert proc.returncode == 1 and "1 submitted" in proc.stdout
+    assert "timed out after 1 s; jobs still running: fx-a (Pending)" in proc.stderr
+    assert "They keep running in Zuora" in proc.stderr
+
+
+def test_timeout_needs_wait(tmp_path, fast):
+    repo = make_repo(tmp_path, fast)
+    proc = cli(repo, "apply", "--auto-approve", "--timeout", "5")
+    assert proc.returncode == 1 and "--timeout" in proc.stderr and remote_jobs(fast) == []
+
+
+def test_wait_ends_when_a_dependent_can_never_run(tmp_path, slow):
+    import httpx
+
+    repo = make_repo(tmp_path, slow, create=(), delete=(), depends={"fx-b": ["fx-a"]})
+    waiting = start_cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "120")
+    [(bulk_key, _)] = wait_until(lambda: remote_jobs(slow))
+    token = httpx.post(f"{slow}/oauth/token", data={"client_id": CREDENTIALS["ZUORA_CLIENT_ID"], "grant_type":
+                       "client_credentials", "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]}).json()
+    stopped = httpx.put(f"{slow}/v1/bulk/{bulk_key}/stop", headers={"Authorization": f"Bearer {token['access_token']}"})
+    assert stopped.status_code == 200  # someone stopped fx-a in the Zuora UI
+    out, err = waiting.communicate(timeout=120)
+    assert waiting.returncode == 1, out + err
+    assert "… fx-b: new; dependency fx-a stopped" in out and "1 change can no longer proceed" in err
+    assert "Jobs: 1 Stopped." in out
+    assert len(remote_jobs(slow)) == 1

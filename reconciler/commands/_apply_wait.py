@@ -61,10 +61,11 @@ class Progress:
             self.jobs[job.id] = job
         if self.tty and self.jobs:
             done = sum(1 for j in self.jobs.values() if j.phase not in (PHASE_CREATED, PHASE_ACTIVE))
-            processed = sum(j.processed or 0 for j in self.jobs.values())
-            total = sum(j.total or 0 for j in self.jobs.values())
+            counted = [j for j in self.jobs.values() if j.total is not None]  # custom object jobs report no total
+            processed = sum(j.processed or 0 for j in counted)
+            total = sum(j.total for j in counted)
             filled = int(_BAR * done / len(self.jobs))
-            rows = f", {processed}/{total} rows" if total else f", {processed} rows" if processed else ""
+            rows = f", {processed}/{total} rows" if total else ""
             self.out.write(f"\r\x1b[K[{'#' * filled}{'.' * (_BAR - filled)}] {done}/{len(self.jobs)} jobs done{rows}")
             self._drawn = True
         self.out.flush()
