@@ -106,6 +106,7 @@ class Result:
 
     @property
     def failed(self) -> bool:
+        """True when the change did not go through."""
         return self.outcome == FAILED
 
 
@@ -132,7 +133,9 @@ def is_definitive(err: RemoteError) -> bool:
         return False
     if 400 <= err.status < 500:
         return err.status not in (408, 409, 429)
-    return 200 <= err.status < 300  # a `success: false` answer: refused, not lost
+    # A 2xx carrying Zuora's `success: false` and an error code was refused; an unreadable 2xx
+    # (a proxy's page, a cut body) may hide a created job, so its outcome stays unknown.
+    return 200 <= err.status < 300 and err.code is not None
 
 
 def file_sha256(path: Path) -> str:

@@ -105,6 +105,7 @@ def test_a_file_edited_after_the_plan_fails_its_change_without_any_post(tmp_path
     (400, 71013030, False, True),  # refused: nothing created
     (404, None, False, True),
     (200, 53100020, False, True),  # `success: false` in a 200 answer
+    (200, None, False, False),  # a 200 we could not read may hide a created job
     (408, None, False, False),
     (409, None, True, False),  # same key still in flight
     (429, None, True, False),

@@ -115,8 +115,10 @@ class _Run:
     def _first_plan(self) -> Plan:
         if self.saved is not None:
             ledger = self.session.ledger
+            self.outcome = "stale"
             check_fresh(self.saved, lineage=ledger.lineage, serial=ledger.serial, spec_digest=self.desired.digest,
                         environment=self.settings.environment)
+            self.outcome = "error"
             return self.saved
         try:
             for line in recover_in_doubt(self.session):
