@@ -17,6 +17,7 @@ import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -184,6 +185,10 @@ class Session:
             self.archive(fresh, obs)
         return fresh
 
+    def _record_row_counts(self, job: JobRecord, obs: Observation, errors: list) -> None:
+        if obs.status is not None and not obs.missing:
+            self.ledger.record_observation(job.id, _row_counts(obs, errors), run_id=self.run_id, source="errors")
+
     def archive(self, job: JobRecord, obs: Observation) -> str | None:
         """Store a finished job's result under state/<env>/results/ and its sha256 in the ledger."""
         results = self.settings.results_dir / job.name
@@ -196,6 +201,7 @@ class Session:
                 payload = json.dumps({"job": job.remote_id, "errors": errors}, indent=2, sort_keys=True).encode()
                 _write_atomic(dest, payload)
                 digest = hashlib.sha256(payload).hexdigest()
+                self._record_row_counts(job, obs, errors)
             else:
                 url = obs.output_url or job.detail.get("output_url")
                 if not url:  # Failed, or stopped while Pending: Zuora makes no response file
@@ -213,6 +219,14 @@ class Session:
         relative = dest.relative_to(self.settings.root).as_posix()
         self.ledger.record_result(job.id, path=relative, sha256=digest, run_id=self.run_id)
         return relative
+
+
+def _row_counts(obs: Observation, errors: list) -> Observation:
+    """A custom object job's body has no success/error counts; its /errors list gives them."""
+    failed = len({e.get("row") for e in errors if isinstance(e, dict) and isinstance(e.get("row"), int)})
+    processed = obs.processed
+    succeeded = max(processed - failed, 0) if processed is not None else None
+    return replace(obs, total=processed if processed is not None else obs.total, failed=failed, succeeded=succeeded)
 
 
 def _result_pending(job: JobRecord) -> bool:

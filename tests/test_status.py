@@ -55,7 +55,7 @@ def test_table_has_one_row_per_spec_with_progress_counts_and_age(repo):
     assert sorted(rows) == NAMES
     assert rows["payments"][1:2] == ["MassAction"] and rows["payments"][3:7] == ["Completed", "4/4", "2", "2"]
     assert rows["fx-rates"][3:7] == ["Completed", "2/2", "2", "0"]
-    assert rows["load-vehicles"][3:5] == ["completed", "3"]
+    assert rows["load-vehicles"][3:7] == ["completed", "3/3", "3", "0"]
     assert rows["payments"][7].endswith(("s", "m", "h", "d"))
     with read_ledger(repo) as ledger:
         ids = {j.name: j.remote_id for j in ledger.jobs()}
