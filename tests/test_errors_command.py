@@ -169,3 +169,10 @@ def test_reads_with_an_archived_result_never_write(repo, tmp_path):
     run(repo, "payments", failed_rows=str(tmp_path / "x.csv"))
     run(repo, "update-vehicles", as_json=True)
     assert state_files(repo) == before
+
+
+def test_custom_object_row_counts_come_from_the_archived_errors(repo):
+    with read_ledger(repo) as ledger:
+        job = ledger.jobs("update-vehicles")[-1]
+    assert job.result_path and job.remote_status == "completed"
+    assert (job.processed, job.failed, job.succeeded) == (job.total, 2, job.total - 2)
