@@ -1,13 +1,14 @@
-"""Custom Object bulk jobs: lifecycles, real record effects, errors, cancel, upload rules, limits, listing."""
+"""Custom Object bulk jobs: lifecycles, record effects and Ids, errors, cancel, upload rules, limits, listing."""
 
 from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 
-from test_sandbox_helpers import new_job, new_sandbox, upload_csv
+from test_sandbox_helpers import FakeClock, new_job, new_sandbox, upload_csv
 
 JOB_FIELDS = {"Id", "CreatedById", "CreatedDate", "UpdatedById", "UpdatedDate", "namespace", "object", "operation",
               "status", "recordsProcessed", "processingTime"}
@@ -60,18 +61,35 @@ def test_create_job_lifecycle_and_record_effects(sandbox):
     assert client.get("/_sandbox/state").json()["records"] == {"passenger": 3}
 
 
-def test_create_rejects_existing_or_malformed_ids_row_by_row(sandbox):
+def test_record_ids_are_deterministic_per_tenant_object_and_creation(sandbox):
+    app, clock, client = sandbox
+    # Another tenant, another time: the Ids depend on nothing but the order of creation.
+    other_app, other_clock, other_client = new_sandbox(clock=FakeClock(1_800_000_000.0), pending_seconds=2.0,
+                                                       rows_per_second=10.0)
+    for each_client, each_clock in ((client, clock), (other_client, other_clock)):
+        load(each_client, each_clock)
+        load(each_client, each_clock, "name__c\ndan\n", name="driver")
+    ids = [r["Id"] for r in records(client)]
+    assert ids == [r["Id"] for r in records(other_client)] and len(set(ids)) == 3
+    assert ids[0] == "63a1db54-7d56-5662-af8e-f83f5a2a390a"  # pinned: example update files name these
+    assert ids[0] == str(uuid.uuid5(uuid.UUID("b1acdfe7-c608-4484-b1a8-d6916a60d597"), "default/passenger/1"))
+    [driver] = records(client, "driver")
+    assert driver["Id"] == [r["Id"] for r in records(other_client, "driver")][0] and driver["Id"] not in ids
+
+
+def test_record_numbers_count_deleted_records_and_restart_after_reset(sandbox):
     app, clock, client = sandbox
     load(client, clock)
-    existing = records(client)[0]["Id"]
-    fresh = str(uuid.uuid4())
-    done = load(client, clock, f"Id,name__c\n{existing},dup\n{fresh},new\n123,bad\n")
-    assert done["status"] == "completed" and done["recordsProcessed"] == 3
-    errors = client.get(f"/objects/jobs/{done['Id']}/errors").json()["errors"]
-    assert [(e["row"], e["code"]) for e in errors] == [(2, 71012530), (4, 71012520)]
-    assert errors[1]["message"] == 'input string "123" is not a valid UUID'
-    assert errors[0]["record"]["name__c"] == "dup" and errors[0]["record"]["type"] == "passenger"
-    assert fresh in {r["Id"] for r in records(client)} and len(records(client)) == 4
+    first = [r["Id"] for r in records(client)]
+    new_job(client, "delete")
+    clock.advance(600)
+    assert records(client) == []
+    load(client, clock)
+    again = [r["Id"] for r in records(client)]
+    assert not set(again) & set(first)  # a deleted record's Id is never handed out again
+    assert client.post("/_sandbox/reset").status_code == 200
+    load(client, clock)
+    assert [r["Id"] for r in records(client)] == first
 
 
 def test_update_replaces_fields_and_resets_absent_columns(sandbox):
@@ -80,31 +98,37 @@ def test_update_replaces_fields_and_resets_absent_columns(sandbox):
     ann = next(r for r in records(client) if r["name__c"] == "ann")
     missing = str(uuid.uuid4())
     updated = new_job(client, "update")
-    assert upload_csv(client, updated["Id"], f"id,name__c\n{ann['Id']},anne\n{missing},ghost\n,nobody\n").status_code == 200
+    text = f"id,name__c\n{ann['Id']},anne\n{missing},ghost\n,nobody\n123,bad\n"
+    assert upload_csv(client, updated["Id"], text).status_code == 200
     clock.advance(600)
     assert job(client, updated["Id"])["status"] == "completed"
     after = next(r for r in records(client) if r["Id"] == ann["Id"])
     assert after["name__c"] == "anne" and "age__c" not in after  # absent column reset to its default
     errors = client.get(f"/objects/jobs/{updated['Id']}/errors").json()["errors"]
-    assert [(e["row"], e["code"]) for e in errors] == [(3, 71012540), (4, 71012522)]
+    assert [(e["row"], e["code"]) for e in errors] == [(3, 71012540), (4, 71012522), (5, 71012520)]
+    assert errors[2]["message"] == 'input string "123" is not a valid UUID'
+    assert errors[0]["record"]["name__c"] == "ghost" and errors[0]["record"]["type"] == "passenger"
 
 
 @pytest.mark.parametrize("operation, header, code", [
     ("create", "name__c,CreatedDate", 71013721),
     ("create", "name__c,updatedbyid", 71013721),
+    ("create", "Id,name__c", 71013721),  # Id is allowed only for update (reference B.3)
+    ("create", "name__c,id", 71013721),
     ("update", "name__c,age__c", 71013722),
     ("create", "name__c,name__c", 71013720),
 ])
 def test_file_level_problems_fail_the_job(sandbox, operation, header, code):
     app, clock, client = sandbox
     created = new_job(client, operation)
-    uploaded = upload_csv(client, created["Id"], f"{header}\nx,y\n")
+    uploaded = upload_csv(client, created["Id"], f"{header}\n{uuid.uuid4()},y\n")
     assert uploaded.status_code == 200 and uploaded.json()["status"] == "in_progress"
     clock.advance(5)
     failed = job(client, created["Id"])
     assert failed["status"] == "failed" and failed["error"]["code"] == code
     assert isinstance(failed["error"]["message"], str) and failed["recordsProcessed"] == 0
     assert records(client) == []
+    assert client.get(f"/objects/jobs/{created['Id']}/errors").json() == {"errors": []}  # no row was read
 
 
 @pytest.mark.parametrize("conditions, survivors", [
@@ -267,3 +291,15 @@ def test_job_requests_are_validated(sandbox, body, code):
     response = client.post("/objects/jobs", json=body)
     assert response.status_code == 400 and response.json()["code"] == code
     assert client.get("/objects/jobs").json()["count"] == 0
+
+
+def test_example_update_file_names_the_records_the_example_load_creates(sandbox):
+    app, clock, client = sandbox
+    data = Path(__file__).resolve().parent.parent / "data" / "custom-objects"
+    load(client, clock, (data / "vehicles.csv").read_text(encoding="utf-8"), name="vehicle")
+    updated = new_job(client, "update", "vehicle")
+    assert upload_csv(client, updated["Id"], (data / "vehicles-update.csv").read_text(encoding="utf-8")).status_code == 200
+    clock.advance(600)
+    assert job(client, updated["Id"])["status"] == "completed"
+    assert client.get(f"/objects/jobs/{updated['Id']}/errors").json() == {"errors": []}
+    assert [r["mileage__c"] for r in records(client, "vehicle")][:4] == ["43010", "90112", "12040", "146205"]

@@ -13,6 +13,11 @@ share one file: WAL, a busy timeout and BEGIN IMMEDIATE for every read-modify-wr
 one consistent tenant. Time is `clock()` plus an offset persisted by POST /_sandbox/clock; job
 lifecycles are computed from it when read, never by background threads.
 
+Record Ids are deterministic: the n-th record ever created for an object in a tenant (deleted ones
+count; POST /_sandbox/reset starts again at 1) gets uuid5(records.RECORD_ID_NAMESPACE,
+f"{namespace}/{object}/{n}"), so the first `vehicle` record of a fresh tenant always has the same
+Id. Custom object job ids stay random (uuid4).
+
 Endpoints: POST /oauth/token; POST /v1/bulk, GET /v1/bulk/{key}, PUT /v1/bulk/{key}/stop,
 GET /v1/files/{id}; POST/GET /objects/jobs, GET /objects/jobs/{id}, GET /objects/jobs/{id}/errors,
 PATCH /objects/jobs/{id}/cancel, POST /objects/jobs/{id}/files; admin (no auth): GET /_sandbox/state,

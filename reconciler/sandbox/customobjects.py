@@ -1,10 +1,11 @@
 """The Custom Object bulk job endpoints under /objects/jobs (reference B).
 
 create/update jobs start `pending` (waiting for their one CSV), run `in_progress` from the upload
-at rows_per_second, then `completed`; a file-level problem (system fields, no Id column for
-update) makes the job `failed` once processing starts. delete jobs start `accepted`, wait
-pending_seconds, then remove the records their filter matches. recordsProcessed counts the rows
-(or records) processed so far, rejected rows included; rejected rows are listed by /errors.
+at rows_per_second, then `completed`; a file-level problem (system fields, an Id column on create,
+no Id column for update) makes the job `failed` once processing starts. delete jobs start
+`accepted`, wait pending_seconds, then remove the records their filter matches. recordsProcessed
+counts the rows (or records) processed so far, rejected rows included; rejected rows are listed by
+/errors.
 """
 
 from __future__ import annotations
@@ -218,11 +219,14 @@ def upload(ctx: Context, job_id: str) -> Response:
 def _file_error(operation: str, header: list[str]) -> str | None:
     """A file-level problem that fails the whole job, as the stored JSON error, or None."""
     system = [name for name in header if name.lower() in {f.lower() for f in records.SYSTEM_FIELDS}]
+    ids = [name for name in header if name.lower() == "id"]
     if system:
         problem = (71013721, f"System fields are not allowed in the file: {', '.join(system)}")
+    elif operation == "create" and ids:
+        problem = (71013721, f"{ids[0]} is allowed only for update: Zuora assigns a created record's Id")
     elif "" in header or len({name.lower() for name in header}) != len(header):
         problem = (HEADERS_CODE, "The header row has empty or duplicate column names")
-    elif operation == "update" and not any(name.lower() == "id" for name in header):
+    elif operation == "update" and not ids:
         problem = (71013722, "An Id column is required to update records")
     else:
         return None

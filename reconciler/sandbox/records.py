@@ -5,6 +5,9 @@ has fallen due since the last request (a delete job starting, one row or record 
 completing or failing) and is called at the start of every request that reads jobs or records.
 Row i of a job is processed at started + (i + 1) / rows_per_second, so effects, recordsProcessed
 and /errors grow with the sandbox clock exactly as if a worker had been running.
+
+Record Ids are deterministic per tenant (see `_new_record_id`), so an example update file can name
+the records a fresh tenant's first create job makes.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ SYSTEM_FIELDS = ("CreatedDate", "UpdatedDate", "CreatedById", "UpdatedById")
 ACTIVE = ("accepted", "pending", "in_progress")
 
 # Row-level error codes: resource 710125 (record) + category (reference B.8).
-INVALID, MISSING, EXISTS, NOT_FOUND = 71012520, 71012522, 71012530, 71012540
+INVALID, MISSING, NOT_FOUND = 71012520, 71012522, 71012540
+# Fixed, so the same creations give the same Ids in every fresh tenant, on every machine.
+RECORD_ID_NAMESPACE = uuid.UUID("b1acdfe7-c608-4484-b1a8-d6916a60d597")
 
 
 def iso(at: float | None) -> str | None:
@@ -33,7 +38,9 @@ def iso(at: float | None) -> str | None:
 
 def settle(conn, now: float) -> None:
     """Apply every job event due at or before `now`, in time order, and persist the jobs' states."""
-    jobs = {row["id"]: dict(row) for row in conn.all(
+    # Record sequence numbers are counted here and written back once: a meta write per row is slow.
+    counters = {}
+    jobs = {row["id"]: {**dict(row), "_record_seq": counters} for row in conn.all(
         "SELECT * FROM co_jobs WHERE status IN ('accepted', 'in_progress') ORDER BY seq")}
     heap = []
     for job in jobs.values():
@@ -53,6 +60,8 @@ def settle(conn, now: float) -> None:
             (job["status"], job["started_at"], job["ended_at"], job["updated_at"], job["applied"], job["total"],
              job["error"], job_id),
         )
+    for key, number in counters.items():
+        conn.set_meta(key, number)
 
 
 def _schedule(heap, job) -> None:
@@ -128,38 +137,46 @@ EVENTS = {"start": _start, "item": _item, "complete": _complete, "fail": _fail}
 
 def _write_row(conn, job, header, cells, at):
     """Create or update one record; returns (code, message, record) when the row is rejected."""
+    # A create file never has an Id column: the upload fails such a file as a whole (_file_error).
     id_column = next((name for name in header if name.lower() == "id"), None)
     given = dict(zip(header, cells))
     record_id = given.pop(id_column, "").strip() if id_column else ""
     record = {"Id": record_id or None, **given, "type": job["object"]}
     if len(cells) != len(header):
         return INVALID, f"The row has {len(cells)} values but the header has {len(header)} columns", record
-    if job["operation"] == "update" and not record_id:
-        return MISSING, "Id is required to update a record", record
-    if record_id and not UUID_TEXT.match(record_id):
-        return INVALID, f'input string "{record_id}" is not a valid UUID', record
-    record_id = record_id.lower()
-    key = (job["namespace"], job["object"], record_id)
-    exists = record_id and conn.one(
-        "SELECT 1 FROM records WHERE namespace = ? AND object = ? AND id = ?", key) is not None
     # Empty cells and absent columns both mean "the field's default", which the sandbox stores as absent.
     fields = json.dumps({name: value for name, value in given.items() if value != ""})
     if job["operation"] == "create":
-        if exists:
-            return EXISTS, f"A record with Id '{record_id}' already exists", record
         conn.execute(
             "INSERT INTO records (namespace, object, id, fields, created_at, updated_at, created_by, updated_by)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (job["namespace"], job["object"], record_id or str(uuid.uuid4()), fields, at, at,
-             job["created_by"], job["created_by"]),
+            (job["namespace"], job["object"], _new_record_id(conn, job), fields, at, at, job["created_by"],
+             job["created_by"]),
         )
-    elif not exists:
-        return NOT_FOUND, f"Record not found for id '{record_id}'", record
-    else:
-        conn.execute(
-            "UPDATE records SET fields = ?, updated_at = ?, updated_by = ? WHERE namespace = ? AND object = ?"
-            " AND id = ?", (fields, at, job["created_by"], *key))
+        return None
+    if not record_id:
+        return MISSING, "Id is required to update a record", record
+    if not UUID_TEXT.match(record_id):
+        return INVALID, f'input string "{record_id}" is not a valid UUID', record
+    key = (job["namespace"], job["object"], record_id.lower())
+    if conn.one("SELECT 1 FROM records WHERE namespace = ? AND object = ? AND id = ?", key) is None:
+        return NOT_FOUND, f"Record not found for id '{record_id.lower()}'", record
+    conn.execute(
+        "UPDATE records SET fields = ?, updated_at = ?, updated_by = ? WHERE namespace = ? AND object = ?"
+        " AND id = ?", (fields, at, job["created_by"], *key))
     return None
+
+
+def _new_record_id(conn, job) -> str:
+    """The next record's Id: uuid5(RECORD_ID_NAMESPACE, "{namespace}/{object}/{n}"), n counting creations."""
+    # n counts every record ever created for the object, deleted ones too, so an Id is never reused;
+    # POST /_sandbox/reset clears the counter with the rest of the meta table.
+    counters, scope = job["_record_seq"], f"{job['namespace']}/{job['object']}"
+    key = f"record_seq:{scope}"
+    if key not in counters:
+        counters[key] = int(conn.meta(key, 0))
+    counters[key] += 1
+    return str(uuid.uuid5(RECORD_ID_NAMESPACE, f"{scope}/{counters[key]}"))
 
 
 def _value(row, field: str):
