@@ -70,15 +70,17 @@ def run_one(module_name: str, needs, prefix: str, ws: Workspace) -> list[Result]
                        goal=None, note=f"failed: {str(err).splitlines()[0][:300]}")]
 
 
-def _rank(key: str) -> tuple:
+def _rank(item) -> tuple:
+    """Benchmarks in BENCHMARKS order, each one's figures in the order it measured them."""
+    key, row = item
     prefix = key.split("-")[0]
-    return (ORDER.index(prefix) if prefix in ORDER else len(ORDER), key)
+    return (ORDER.index(prefix) if prefix in ORDER else len(ORDER), row.get("position", 0), key)
 
 
 def record(results: list[Result], info: dict) -> dict:
     """Merge this run's results into bench/results.json (rows of benchmarks not run stay); the whole table."""
     table = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {}
-    for r in results:
+    for position, r in enumerate(results):
         measured_before = any(k.startswith(r.key + "-") for k in table)
         if r.value is None and r.note.startswith("skipped") and measured_before:
             continue  # keep the last real measurement rather than a skip
@@ -86,9 +88,10 @@ def record(results: list[Result], info: dict) -> dict:
             table.pop(r.key.split("-")[0], None)  # a real figure replaces the placeholder row
         table[r.key] = {
             "title": r.title, "figure": r.figure, "value": r.value, "value_text": r.value_text(),
-            "goal": r.goal_text(), "met": r.verdict, "note": r.note, "extra": r.extra, **info,
+            "goal": r.goal_text(), "met": r.verdict, "note": r.note, "extra": r.extra, "position": position,
+            **info,
         }
-    table = dict(sorted(table.items(), key=lambda item: _rank(item[0])))
+    table = dict(sorted(table.items(), key=_rank))
     RESULTS_JSON.write_text(json.dumps(table, indent=2) + "\n")
     return table
 
