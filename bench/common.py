@@ -64,12 +64,15 @@ class Result:
 
     @property
     def verdict(self) -> str:
+        """MET, MISSED or n/a."""
         return {True: "MET", False: "MISSED", None: "n/a"}[self.met]
 
     def goal_text(self) -> str:
+        """The goal as printed, e.g. `<= 3x`."""
         return "-" if self.goal is None else f"{self.op} {self.goal:g}{self.unit}"
 
     def value_text(self) -> str:
+        """The value as printed, e.g. `2.63x`."""
         return "-" if self.value is None else f"{self.value:.2f}{self.unit}"
 
     def line(self) -> str:
