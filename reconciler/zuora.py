@@ -141,6 +141,7 @@ class ZuoraClient(ZuoraOperations):
         started = policy.clock()
         refreshed = False
         attempt = 0
+        acted = False  # an earlier attempt may have taken effect (it reached Zuora, no answer says otherwise)
         while True:
             attempt += 1
             headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -166,6 +167,12 @@ class ZuoraClient(ZuoraOperations):
                         why = (f"gave up after {attempt} attempt(s)" if resendable or not failure.reached_server
                                else f"not retried: a {method} without an Idempotency-Key may already have taken effect")
                         error = _restate(error, f"{error.remote_message} ({why})")
+                if delay is None and acted and idempotency_key is not None and not error.retryable:
+                    # This refusal (an expired token, a proxy's page) answers only the last attempt; an
+                    # earlier one may have created the job, so the outcome stays unknown: resume with the key.
+                    error = _restate(error, f"{error.remote_message} (after an earlier attempt that may have taken "
+                                            "effect: outcome unknown)", retryable=True)
+                acted = acted or failure.reached_server
                 outcome = failure.kind if failure.kind != "http" else "error" if delay is None else "retry"
                 self._report(method, path, error.status, error.request_id, idempotency_key, outcome, attempt, t0,
                              str(error))
@@ -293,10 +300,10 @@ def _loads(raw: bytes, response: httpx.Response):
         return None
 
 
-def _restate(error: RemoteError, message: str) -> RemoteError:
-    """The same error with a clearer message."""
+def _restate(error: RemoteError, message: str, *, retryable: bool | None = None) -> RemoteError:
+    """The same error with a clearer message (and, when given, another `retryable`)."""
     return RemoteError(message, status=error.status, code=error.code, request_id=error.request_id,
-                       endpoint=error.endpoint, retryable=error.retryable)
+                       endpoint=error.endpoint, retryable=error.retryable if retryable is None else retryable)
 
 
 def _has_credentials(credentials) -> bool:

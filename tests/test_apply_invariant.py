@@ -1,0 +1,57 @@
+"""Attacks on the core invariant (DESIGN §1): sequences of faults that must never create a second remote job."""
+
+from __future__ import annotations
+
+import httpx
+
+from apply_support import (
+    CREDENTIALS, admin, assert_exactly_once, cli, ledger_jobs, make_repo, remote_jobs, served_sandbox, settings_of,
+)
+from reconciler.applier import UNKNOWN_HINT, Applier
+from reconciler.commands._apply_journal import LedgerJournal
+from reconciler.commands.plan import compute_plan
+from reconciler.retry import RetryPolicy
+from reconciler.session import Session
+
+
+def _token(url: str) -> str:
+    with httpx.Client(base_url=url) as http:
+        return http.post("/oauth/token", data={"client_id": CREDENTIALS["ZUORA_CLIENT_ID"], "grant_type":
+                         "client_credentials", "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]}
+                         ).json()["access_token"]
+
+
+def test_a_refusal_after_a_lost_answer_is_no_rejection_and_the_job_is_resumed_not_resubmitted(tmp_path, monkeypatch):
+    """The POST took effect but its answer was lost; the retry with the same key is refused (401: the static
+    token expired meanwhile). That refusal says nothing about the first attempt: the intent must stay in doubt,
+    or the next apply submits a new generation with a new key and Zuora runs the spec twice."""
+    with served_sandbox() as url:
+        repo = make_repo(tmp_path, url, mass=("fx-a",), create=(), delete=())
+        monkeypatch.setenv("ZUORA_ACCESS_TOKEN", _token(url))
+        monkeypatch.delenv("ZUORA_CLIENT_ID", raising=False)
+        monkeypatch.delenv("ZUORA_CLIENT_SECRET", raising=False)
+
+        def backoff(_seconds):  # between the attempts: the storm ends, and the token expires
+            admin(url, "faults", {})
+            admin(url, "clock", {"advance_seconds": 7200})
+
+        session = Session(settings_of(repo), command="apply", lock_timeout=0,
+                          retry=RetryPolicy(max_attempts=3, sleep=backoff))
+        try:
+            plan = compute_plan(session.settings, session=session, refresh=True)
+            admin(url, "faults", {"error_after_rate": 1.0})  # the job is created, the answer is a 500
+            applier = Applier(session.client, LedgerJournal(session), root=repo, lineage=session.ledger.lineage)
+            [result] = applier.run(plan.actionable)
+        finally:
+            admin(url, "faults", {})
+            session.close("failed")
+        assert result.failed and "HTTP 401" in result.error and result.hint == UNKNOWN_HINT, result
+        [intent] = ledger_jobs(repo)
+        assert (intent.phase, intent.remote_status) == ("intent", None)
+        [(remote_id, key)] = remote_jobs(url)
+        assert key == intent.idempotency_key
+
+        again = cli(repo, "apply", "--auto-approve", env={"ZUORA_ACCESS_TOKEN": ""})
+        assert again.returncode == 0 and "resume interrupted submission" in again.stdout, again.stdout + again.stderr
+        assert_exactly_once(repo, url, ("fx-a",))
+        assert [j.remote_id for j in ledger_jobs(repo)] == [remote_id]
