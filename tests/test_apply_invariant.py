@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from datetime import datetime, timedelta, timezone
+
 import httpx
 
 from apply_support import (
@@ -12,6 +15,7 @@ from reconciler.commands._apply_journal import LedgerJournal
 from reconciler.commands.plan import compute_plan
 from reconciler.retry import RetryPolicy
 from reconciler.session import Session
+from test_apply_recovery import ShiftedClock, _old_intent
 
 
 def _token(url: str) -> str:
@@ -19,6 +23,24 @@ def _token(url: str) -> str:
         return http.post("/oauth/token", data={"client_id": CREDENTIALS["ZUORA_CLIENT_ID"], "grant_type":
                          "client_credentials", "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]}
                          ).json()["access_token"]
+
+
+def _redate_jobs(repo, age_seconds: float) -> None:
+    """Date every job `age_seconds` back: time passed (the jobs table is outside the hash chain)."""
+    old = (datetime.now(timezone.utc) - timedelta(seconds=age_seconds)).isoformat(timespec="microseconds")
+    with sqlite3.connect(settings_of(repo).ledger_path) as db:
+        db.execute("UPDATE jobs SET created_at = ?, updated_at = ?", (old, old))
+
+
+def _create_job(url: str, clock: ShiftedClock, key: str, *, ago: float) -> None:
+    """POST /objects/jobs with `key` as if `ago` seconds ago, on the sandbox's clock."""
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {_token(url)}"}) as http:
+        clock.offset = -ago
+        try:
+            http.post("/objects/jobs", headers={"Idempotency-Key": key},
+                      json={"namespace": "default", "object": "car", "operation": "create"}).raise_for_status()
+        finally:
+            clock.offset = 0.0
 
 
 def test_a_refusal_after_a_lost_answer_is_no_rejection_and_the_job_is_resumed_not_resubmitted(tmp_path, monkeypatch):
@@ -55,3 +77,23 @@ def test_a_refusal_after_a_lost_answer_is_no_rejection_and_the_job_is_resumed_no
         assert again.returncode == 0 and "resume interrupted submission" in again.stdout, again.stdout + again.stderr
         assert_exactly_once(repo, url, ("fx-a",))
         assert [j.remote_id for j in ledger_jobs(repo)] == [remote_id]
+
+
+def test_a_saved_plan_never_resends_an_intent_whose_key_zuora_may_have_forgotten(tmp_path):
+    """Planned at 23 h the interrupted submission is resumable; applied two hours later its key is gone from
+    Zuora (24 h), and resending it would create a second job. The resend is refused at execution time."""
+    clock = ShiftedClock()
+    with served_sandbox(clock) as url:
+        repo = make_repo(tmp_path, url, mass=(), delete=())
+        key = _old_intent(repo, "load-cars", 23 * 3600)
+        _create_job(url, clock, key, ago=23 * 3600)  # the POST whose answer was lost did create it
+        made = cli(repo, "plan", "--out", "p.json")
+        assert made.returncode == 0 and "resume interrupted submission" in made.stdout, made.stdout + made.stderr
+
+        clock.offset = 2 * 3600  # two hours pass before the saved plan is applied
+        _redate_jobs(repo, 25 * 3600)
+        proc = cli(repo, "apply", "p.json", "--auto-approve")
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        assert "Idempotency-Key" in proc.stdout and "24 h" in proc.stdout, proc.stdout
+        assert [k for _, k in remote_jobs(url)] == [key]
+        assert [(j.phase, j.remote_id) for j in ledger_jobs(repo)] == [("intent", None)]

@@ -20,6 +20,7 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
+from reconciler.applier import ChangeFailed
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.model import (
     CO_TERMINAL, CUSTOM_OBJECT_JOB, IN_DOUBT_SECONDS, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, PHASE_INTENT, JobRecord,
@@ -35,6 +36,11 @@ INTENT_DETAIL = ("actionType", "namespace", "object", "operation", "file", "file
 # job: the POST follows the intent at once, but retries run for up to two minutes and clocks drift.
 ADOPT_BEFORE = timedelta(minutes=5)
 ADOPT_AFTER = timedelta(minutes=15)
+# An interrupted submission is sent again only while Zuora surely still holds its key: the key lives
+# 24 h from the first POST (which followed the intent), and a resend may retry for minutes and the
+# clocks of two runners drift. A saved plan or a slow confirmation can reach this point hours after
+# the plan said "resume"; past this age a resend could create a second job, so it is refused.
+RESEND_LIMIT = timedelta(seconds=IN_DOUBT_SECONDS) - timedelta(minutes=30)
 
 
 def crash_point(env: Mapping[str, str] = os.environ) -> tuple[str, str | None] | None:
@@ -80,6 +86,13 @@ class LedgerJournal:
         if job.phase != PHASE_INTENT:
             raise ReconcilerError(f"{change.name}: the ledger already records job {job.remote_id} (generation "
                                   f"{job.generation}, phase {job.phase}) for this submission; run plan again")
+        age = datetime.now(timezone.utc) - job.created_at
+        if age >= RESEND_LIMIT:
+            raise ChangeFailed(f"the interrupted submission is {age.total_seconds() / 3600:.1f} h old; Zuora keeps "
+                               "its Idempotency-Key for 24 h only, so sending it again could create a second job, "
+                               "and it was not sent",
+                               "check Zuora for the job, then `reconciler import "
+                               f"{change.name} ID` if it exists or `reconciler forget {change.name}` if it does not")
         self._crash("after-intent", change.name)
         return job.id
 
