@@ -43,7 +43,7 @@ def no_numpy() -> None:
 
 def live_jobs() -> None:
     """Ledger.recorded_state reads only what the planner can act on."""
-    from reconciler import ledger, spec
+    from reconciler import ledger, ledgerrows, spec
     from reconciler.model import RecordedState, SpecRecord
 
     wanted: list[str] = []
@@ -61,7 +61,7 @@ def live_jobs() -> None:
             rows = self._rows(sql, tuple(wanted))
         by_name: dict = {}
         for row in rows:
-            by_name.setdefault(row["name"], []).append(ledger._job(row))
+            by_name.setdefault(row["name"], []).append(ledgerrows.job_from_row(row))
         records = tuple(SpecRecord(name, tuple(jobs)) for name, jobs in by_name.items())
         return RecordedState(records=records, lineage=self.lineage, serial=serial)
 

@@ -14,12 +14,9 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from reconciler.errors import LedgerError, LockHeldError
-
-if TYPE_CHECKING:
-    from reconciler.ledger import Actor
+from reconciler.ledgerrows import Actor
 
 POLL_SECONDS = 0.25  # how often a waiting run looks at the lock again
 

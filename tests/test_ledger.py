@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import ledger as ledger_module
+from reconciler import ledgerreads
 from reconciler.errors import LedgerError, LockHeldError
 from reconciler.ledger import SCHEMA_VERSION, Actor, Binding, Ledger, events_query
 from reconciler.model import Observation
@@ -389,7 +390,7 @@ def test_events_newest_first_filtered_and_paged(led):
 
 
 def test_iter_events_streams_oldest_first_across_chunks(led, monkeypatch):
-    monkeypatch.setattr(ledger_module, "_CHUNK", 3)
+    monkeypatch.setattr(ledgerreads, "_CHUNK", 3)
     for i in range(8):
         led.record_event(run_id=None, event_type="note", detail={"i": i})
     assert [e["detail"]["i"] for e in led.iter_events()] == list(range(8))

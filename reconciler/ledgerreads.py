@@ -1,0 +1,114 @@
+"""The ledger's queries (DESIGN §6): the serial, recorded jobs and the event log, each in one read snapshot.
+
+`ReadMethods` is mixed into `Ledger` and runs inside its short read transactions (plain SQL on its
+connection; sqlite-utils stays in ledger.py), so a ledger opened read-only serves all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from reconciler.chain import AuditReport, verify_chain
+from reconciler.errors import LedgerError
+from reconciler.ledgerrows import event_from_row, job_from_row
+from reconciler.model import JobRecord, RecordedState, SpecRecord
+
+_CHUNK = 1000  # events read per short read transaction while streaming
+
+
+class ReadMethods:
+    """Ledger methods that read jobs and events; they rely on Ledger's read guard and row helpers."""
+
+    @property
+    def serial(self) -> int:
+        """The current serial, read fresh from meta."""
+        with self._reading():
+            return self._conn.execute("SELECT serial FROM meta WHERE id = 1").fetchone()[0]
+
+    def recorded_state(self) -> RecordedState:
+        """Every name's jobs, oldest first, with the lineage and serial they were read at."""
+        with self._reading():
+            serial = self._conn.execute("SELECT serial FROM meta WHERE id = 1").fetchone()[0]
+            rows = self._rows("SELECT * FROM jobs ORDER BY name, generation, id")
+        by_name: dict[str, list[JobRecord]] = {}
+        for row in rows:
+            by_name.setdefault(row["name"], []).append(job_from_row(row))
+        records = tuple(SpecRecord(name, tuple(jobs)) for name, jobs in by_name.items())
+        return RecordedState(records=records, lineage=self.lineage, serial=serial)
+
+    def jobs(self, name: str | None = None) -> list[JobRecord]:
+        """Jobs in the order they were created, all or one name's."""
+        with self._reading():
+            if name is None:
+                return [job_from_row(r) for r in self._rows("SELECT * FROM jobs ORDER BY id")]
+            return [job_from_row(r) for r in self._rows("SELECT * FROM jobs WHERE name = ? ORDER BY id", (name,))]
+
+    def next_generation(self, name: str) -> int:
+        """The generation the next job of this name gets (1 for a new name)."""
+        with self._reading():
+            row = self._conn.execute("SELECT coalesce(max(generation), 0) FROM jobs WHERE name = ?", (name,))
+            return row.fetchone()[0] + 1
+
+    def job(self, job_id: int) -> JobRecord:
+        """One job by ledger id; LedgerError when there is none."""
+        with self._reading():
+            return job_from_row(self._job_row(job_id))
+
+    def _job_row(self, job_id: int) -> dict:
+        row = self._row("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        if row is None:
+            raise LedgerError(f"{self.path}: there is no job with ledger id {job_id}")
+        return row
+
+    def job_by_remote_id(self, remote_id: str) -> JobRecord | None:
+        """The latest job recorded with this remote id (bulk key or custom object job id)."""
+        with self._reading():
+            row = self._row("SELECT * FROM jobs WHERE remote_id = ? ORDER BY id DESC LIMIT 1", (remote_id,))
+        return job_from_row(row) if row else None
+
+    def events(self, name: str | None = None, limit: int | None = None, before_id: int | None = None) -> list[dict]:
+        """Events newest first, optionally for one name, at most `limit`, older than `before_id`."""
+        sql, params = events_query(name, limit, before_id)
+        with self._reading():
+            return [event_from_row(r) for r in self._rows(sql, params)]
+
+    def iter_events(self) -> Iterator[dict]:
+        """Every event oldest first, streamed in short read transactions (writers are not held up)."""
+        with self._reading():
+            top = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        return self._events_upto(top)
+
+    def _events_upto(self, top: int) -> Iterator[dict]:
+        last = 0
+        while last < top:
+            with self._reading():
+                chunk = self._rows(
+                    "SELECT * FROM events WHERE id > ? AND id <= ? ORDER BY id LIMIT ?", (last, top, _CHUNK)
+                )
+            if not chunk:
+                return
+            yield from (event_from_row(r) for r in chunk)
+            last = chunk[-1]["id"]
+
+    def verify(self) -> AuditReport:
+        """Recompute the event chain and compare it with the head hash and count in meta."""
+        with self._reading():
+            meta = self._row("SELECT head_hash, events_count FROM meta WHERE id = 1")
+            top = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        return verify_chain(self._events_upto(top), head_hash=meta["head_hash"], events_count=meta["events_count"])
+
+
+def events_query(name: str | None, limit: int | None, before_id: int | None) -> tuple[str, tuple]:
+    """The SQL `Ledger.events` runs: newest first by id, so it walks the primary key or events_by_name."""
+    where, params = [], []
+    if name is not None:
+        where.append("name = ?")
+        params.append(name)
+    if before_id is not None:
+        where.append("id < ?")
+        params.append(before_id)
+    sql = "SELECT * FROM events" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(limit)
+    return sql, tuple(params)
