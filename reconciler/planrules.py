@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 from reconciler.errors import UsageError
 from reconciler.model import (
-    CO_ACTIVE, COMPLETED, CUSTOM_OBJECT_JOB, PHASE_ACTIVE, PHASE_CREATED, PHASE_INTENT, REJECTED, UNSUCCESSFUL,
-    DesiredSpec, DesiredState, JobRecord, ObservedState, RecordedState, SpecRecord,
+    COMPLETED, CUSTOM_OBJECT_JOB, PHASE_ACTIVE, PHASE_CREATED, PHASE_INTENT, REJECTED, UNSUCCESSFUL, DesiredSpec,
+    DesiredState, JobRecord, ObservedState, RecordedState, SpecRecord, is_terminal,
 )
 from reconciler.plan import Change, PlanOptions
 
@@ -147,6 +147,6 @@ def _holds_slot(job: JobRecord, seen: Observer) -> bool:
     now = seen(job)
     if now.missing:
         return False
-    if now.status is not None:  # a rejected submission ("rejected") created nothing: no slot
-        return now.status in CO_ACTIVE
+    if now.status is not None:  # a rejected submission created nothing; an undocumented status may be running
+        return now.status != REJECTED and not is_terminal(job.kind, now.status)
     return job.phase in (PHASE_INTENT, PHASE_CREATED, PHASE_ACTIVE)  # it may exist remotely: count it

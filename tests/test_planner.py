@@ -473,3 +473,9 @@ def test_bad_selector_is_refused(raw):
 def test_options_need_an_aware_clock():
     with pytest.raises(ValueError):
         PlanOptions(now=datetime(2026, 11, 3))
+
+
+def test_a_custom_object_job_in_a_status_zuora_never_documented_still_holds_its_slot():
+    busy = [job(f"busy-{i}", "queued", kind=CO) for i in range(5)]  # not terminal: it may well be running
+    [change] = plan_of([spec(j.name, CO) for j in busy] + [spec("new-co", CO)], busy, custom_object_slots=5).changes
+    assert (change.name, change.action, change.detail["waiting_for"]) == ("new-co", "wait", "slot")
