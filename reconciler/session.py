@@ -117,6 +117,11 @@ class Session:
         finally:
             self.ledger.close()
 
+    def renew_lock(self) -> None:
+        """Renew the lease before creating anything remotely; LedgerError when another run took the lock over."""
+        if self._lock_id is not None:
+            self.ledger.heartbeat(self._lock_id)
+
     def _beat(self) -> None:
         while not self._stop_heartbeat.wait(HEARTBEAT_SECONDS):
             try:

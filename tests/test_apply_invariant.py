@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -13,8 +14,10 @@ from apply_support import (
 from reconciler.applier import UNKNOWN_HINT, Applier
 from reconciler.commands._apply_journal import LedgerJournal
 from reconciler.commands.plan import compute_plan
+from reconciler.errors import LedgerError
+from reconciler.ledger import Actor, Ledger
 from reconciler.retry import RetryPolicy
-from reconciler.session import Session
+from reconciler.session import Session, binding
 from test_apply_recovery import ShiftedClock, _old_intent
 
 
@@ -97,3 +100,26 @@ def test_a_saved_plan_never_resends_an_intent_whose_key_zuora_may_have_forgotten
         assert "Idempotency-Key" in proc.stdout and "24 h" in proc.stdout, proc.stdout
         assert [k for _, k in remote_jobs(url)] == [key]
         assert [(j.phase, j.remote_id) for j in ledger_jobs(repo)] == [("intent", None)]
+
+
+def test_a_run_whose_lock_was_taken_over_submits_nothing_more(tmp_path):
+    """A run stalled past its lease (a suspended laptop, a frozen VM) has lost the lock to another run, which
+    may already be submitting from its own plan (another commit: other fingerprints, other keys). The stalled
+    run must not go on submitting from its old plan: each new intent first renews the lease it must still hold."""
+    with served_sandbox() as url:
+        repo = make_repo(tmp_path, url, mass=("fx-a",), create=(), delete=())
+        session = Session(settings_of(repo), command="apply", lock_timeout=0)
+        try:
+            plan = compute_plan(session.settings, session=session, refresh=True)
+            other = Actor(user="ci", host="another-runner", pid=4242)
+            with Ledger.open_write(session.settings.ledger_path, binding(session.settings)) as ledger:
+                ledger.acquire_lock(other, now=lambda: time.time() + 3600)  # an hour later: the lease lapsed
+            applier = Applier(session.client, LedgerJournal(session), root=repo, lineage=session.ledger.lineage)
+            [result] = applier.run(plan.actionable)
+        finally:
+            try:
+                session.close("failed")
+            except LedgerError:
+                pass  # releasing a lock another run holds is refused; that is not what this test is about
+        assert result.failed and "no longer held" in result.error, result
+        assert remote_jobs(url) == [] and ledger_jobs(repo) == []

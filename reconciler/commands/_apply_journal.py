@@ -77,6 +77,9 @@ class LedgerJournal:
 
     def intent(self, change: Change, key: str) -> int:
         """Commit the intent row (phase intent, with its key) before the POST; an existing key is reused."""
+        # A run that stalled past its lease may have lost the lock to a run planning from other specs: it
+        # must create nothing more. A renewed lease also keeps the lock ours until the intent is committed.
+        self.session.renew_lock()
         job = self.ledger.add_intent(
             run_id=self.session.run_id, name=change.name, kind=change.kind, generation=change.generation or 1,
             fingerprint=change.fingerprint, fingerprint_version=FINGERPRINT_VERSION, revision=change.revision or 1,
