@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import io
+import itertools
 import os
 import re
 import zipfile
@@ -17,6 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from datetime import date
 from difflib import get_close_matches
+from operator import itemgetter
 from pathlib import Path
 
 from reconciler.model import Problem
@@ -41,13 +44,16 @@ _DECIMAL = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 _INVOICE = rf"[^:|\0]*[^:|\s\0][^:|\0]*:{_DECIMAL}"
 _PATTERNS = {  # full-match patterns of the value kinds (dates are also checked against the calendar)
     "date": re.compile(r"\d{4}-\d{2}-\d{2}"),
-    "amount": re.compile(r"\+?(?=[\d.]*[1-9])(?:\d+(?:\.\d*)?|\.\d+)"),  # positive and plain: no 1,000 or 1e5
+    # positive and plain: no 1,000 or 1e5 (the lookahead is lazy: it stops at the first non-zero digit)
+    "amount": re.compile(r"\+?(?=[\d.]*?[1-9])(?:\d+(?:\.\d*)?|\.\d+)"),
     "currency": re.compile(r"[A-Za-z]{3}"),
     "currency_or_id": re.compile(r"[A-Za-z]{3}|[0-9a-fA-F]{32}"),
     "invoices": re.compile(rf"{_INVOICE}(?:\|{_INVOICE})*"),
 }
 # A whole column in one regex call: values joined by NUL, which _lines has already refused in the file.
 _COLUMNS = {kind: re.compile(rf"(?:{p.pattern})(?:\0(?:{p.pattern}))*") for kind, p in _PATTERNS.items()}
+_REAL_DATES: set[str] = set()  # values that passed the date checks, written YYYY-MM-DD
+MAX_REMEMBERED_DATES = 100_000
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UUIDS = re.compile(rf"{_UUID.pattern}(?:\0{_UUID.pattern})*")
 
@@ -111,26 +117,28 @@ def check_mass_action_file(path: Path, action_type: str, display: str, *, digest
     action = ACTIONS.get(action_type)
     if action is None:
         return [Problem(display, f"unknown action type {action_type!r}")]
-    return _check_file(Path(path), display, "Mass Updater", MASS_ACTION_MAX_BYTES, True, digest,
-                       lambda header: _MassTable(action, header))
+    return _check_file(os.fspath(path), display, "Mass Updater", MASS_ACTION_MAX_BYTES, True, digest,
+                       lambda header: _mass_table(action_type, tuple(header)))
 
 
 def check_custom_object_file(path: Path, operation: str, display: str, *, digest=None) -> list[Problem]:
     """Every problem of a custom object bulk job CSV for `operation` (create or update)."""
     if operation not in ("create", "update"):
         return [Problem(display, f"a custom object {operation} job takes no file")]
-    return _check_file(Path(path), display, "custom object", CUSTOM_OBJECT_MAX_BYTES, False, digest,
+    return _check_file(os.fspath(path), display, "custom object", CUSTOM_OBJECT_MAX_BYTES, False, digest,
                        lambda header: _ObjectTable(operation, header))
 
 
-def _check_file(path: Path, display: str, what: str, limit: int, zip_ok: bool, digest, table) -> list[Problem]:
+def _check_file(path: str, display: str, what: str, limit: int, zip_ok: bool, digest, table) -> list[Problem]:
     try:
         with open(path, "rb") as stream:
             size = os.fstat(stream.fileno()).st_size
             if size > limit:
                 return [Problem(display, f"file is {size:,} bytes; {what} files may be at most {limit // MB} MB "
                                          f"({limit:,} bytes)")]
-            first = stream.read(BLOCK)
+            # Asking for one byte more than the size tells whether this read reached the end; a 1 MB
+            # read of a small file would allocate the whole megabyte first.
+            first = stream.read(min(BLOCK, size + 1))
             if first[:4] == ZIP_MAGIC:
                 if not zip_ok:
                     return [Problem(display, "is a zip archive; custom object jobs take a plain UTF-8 CSV file")]
@@ -138,9 +146,11 @@ def _check_file(path: Path, display: str, what: str, limit: int, zip_ok: bool, d
                 if digest is not None:
                     digest.update(data)
                 return _check_zip(data, display, table)
-            if path.suffix.lower() == ".zip":
+            if os.path.splitext(path)[1].lower() == ".zip":
                 return [Problem(display, "is named .zip but is not a zip archive")]
-            return _check_table(_lines(stream, digest, None, first), display, table)
+            if len(first) <= size < BLOCK:  # the whole file, as most are: no incremental decoding
+                return _check_table(lambda: _whole_lines(first, digest), display, table)
+            return _check_table(lambda: _lines(stream, digest, None, first), display, table)
     except OSError as err:
         return [Problem(display, f"cannot read the file: {err.strerror or err}")]
 
@@ -156,9 +166,25 @@ def _check_zip(data: bytes, display: str, table) -> list[Problem]:
             if members[0].flag_bits & 0x1:
                 return [Problem(display, "the zip is encrypted; Zuora cannot read it")]
             with archive.open(members[0]) as member:
-                return _check_table(_lines(member, None, MAX_INFLATED_BYTES), display, table)
+                return _check_table(lambda: _lines(member, None, MAX_INFLATED_BYTES), display, table)
     except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, EOFError, ValueError, OSError) as err:
         return [Problem(display, f"not a readable zip archive ({err})")]
+
+
+def _whole_lines(data: bytes, digest):
+    """_lines for a file read whole (data shorter than BLOCK): the same lines from one decode."""
+    if digest is not None:
+        digest.update(data)
+    if b"\0" in data:
+        line = data.count(b"\n", 0, data.index(b"\0")) + 1
+        raise _Unreadable(f"line {line} contains NUL bytes: a binary file, not a CSV")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:  # _lines tells where, after the rows before it, as always
+        return _lines(io.BytesIO(data), None, None)
+    if text.startswith("\ufeff"):
+        text = text[1:]  # a byte order mark is fine
+    return io.StringIO(text, newline="\n")  # lines end at "\n" only and keep it, as _lines yields them
 
 
 def _lines(stream, digest, cap: int | None, first: bytes = b""):
@@ -196,41 +222,39 @@ def _lines(stream, digest, cap: int | None, first: bytes = b""):
         yield carry + text
 
 
-def _check_table(lines, display: str, make_table) -> list[Problem]:
+def _check_table(open_lines, display: str, make_table) -> list[Problem]:
+    """Every problem of a CSV whose text lines `open_lines()` returns (it may raise _Unreadable)."""
     problems: list[Problem] = []
     counts = {"rows": 0, "reported": 0, "more": 0}
-    reader = csv.reader(lines, strict=True)
-    batch: list = []
-    pending: list = []
+    reader = None
 
-    def flush() -> None:
-        # Rows are checked a batch at a time, column by column, so the all-valid case stays fast.
-        for number, column, message in sorted(pending + table.batch_problems(batch), key=lambda f: f[0]):
+    def report(found: list) -> None:
+        for number, column, message in sorted(found, key=lambda f: f[0]):
             if counts["reported"] < MAX_ROW_PROBLEMS:
                 problems.append(Problem(display, message, row=number, path=column or ""))
                 counts["reported"] += 1
             else:
                 counts["more"] += 1
-        batch.clear()
-        pending.clear()
 
     try:
+        reader = csv.reader(open_lines(), strict=True)
         header = next(reader, None)
         if header is None or not any(name.strip() for name in header):
             return [Problem(display, "the file is empty; the first row must be the header", row=1)]
         table = make_table(header)
         problems.extend(Problem(display, message, row=1, path=column) for column, message in table.header_problems)
-        for number, record in enumerate(reader, start=2):
-            if not record:
-                continue  # a blank line
-            counts["rows"] += 1
-            if len(record) != len(header):
-                pending.append((number, None, f"has {len(record)} fields, the header has {len(header)}"))
-            else:
-                batch.append((number, record))
-            if len(batch) >= BATCH_ROWS:
-                flush()
-        flush()
+        number = 2  # of the next record: the header is row 1
+        while True:
+            # Rows are checked a batch at a time, column by column, so the all-valid case stays fast.
+            chunk = list(itertools.islice(reader, BATCH_ROWS))
+            if chunk and len(set(map(len, chunk))) == 1 and len(chunk[0]) == len(header):
+                counts["rows"] += len(chunk)  # no blank line, no short or long record: one batch
+                report(table.batch_problems(range(number, number + len(chunk)), chunk))
+                number += len(chunk)
+            else:  # the batches from here on are those the row-by-row walk below forms
+                if chunk:
+                    _walk(itertools.chain(chunk, reader), number, len(header), table, counts, report)
+                break
     except csv.Error as err:
         problems.append(Problem(display, f"malformed CSV near line {reader.line_num}: {err}"))
         return problems
@@ -242,6 +266,26 @@ def _check_table(lines, display: str, make_table) -> list[Problem]:
     if counts["more"]:
         problems.append(Problem(display, f"and {counts['more']} more row problem{'s' * (counts['more'] != 1)}"))
     return problems
+
+
+def _walk(records, number: int, width: int, table, counts: dict, report) -> None:
+    """Records one at a time: blank lines skipped, wrong field counts reported, the rest checked in batches."""
+    numbers: list[int] = []
+    batch: list = []
+    pending: list = []
+    for number, record in enumerate(records, start=number):
+        if not record:
+            continue  # a blank line
+        counts["rows"] += 1
+        if len(record) != width:
+            pending.append((number, None, f"has {len(record)} fields, the header has {width}"))
+        else:
+            numbers.append(number)
+            batch.append(record)
+        if len(batch) >= BATCH_ROWS:
+            report(pending + table.batch_problems(numbers, batch))
+            numbers, batch, pending = [], [], []
+    report(pending + table.batch_problems(numbers, batch))
 
 
 def _header_basics(header: list[str], skip_comments: bool) -> list[tuple[str, str]]:
@@ -278,29 +322,38 @@ class _MassTable:
         self.invoice = index.get("Payment Invoice") if "Billing Account ID" in action.columns else None
         self.account = index.get("Billing Account ID")
 
-    def batch_problems(self, batch: list) -> list[tuple[int, str | None, str]]:
+    def batch_problems(self, numbers, records: list) -> list[tuple[int, str | None, str]]:
+        """(row number, column, message) of every bad value in records (all of the header's width)."""
         found = []
         for index, column, rule, required in self.columns:
-            if _column_valid([record[index] for _, record in batch], rule, required):
+            values = list(map(itemgetter(index), records))
+            if _column_valid(values, rule, required):
                 continue
-            for number, record in batch:
-                value = record[index]
+            for number, value in zip(numbers, values):
                 if not value.strip():
                     if required:
                         found.append((number, column, "required value is empty"))
                 elif not _valid(value, rule):
                     found.append((number, column, _explain(value, rule)))
+        rows = zip(numbers, records)
         if self.one_of:
-            found += [(n, None, f"needs a {self.need}") for n, r in batch if not any(r[i].strip() for i in self.one_of)]
+            found += [(n, None, f"needs a {self.need}") for n, r in rows if not any(r[i].strip() for i in self.one_of)]
         if self.pair:
             a, b = self.pair
             found += [(n, "Currency (To)", "is the same currency as Currency (From)")
-                      for n, r in batch if r[a].strip() and r[a].strip() == r[b].strip()]
+                      for n, x, y in zip(numbers, map(str.strip, map(itemgetter(a), records)),
+                                         map(str.strip, map(itemgetter(b), records))) if x and x == y]
         if self.invoice is not None:
             has_account = (lambda r: False) if self.account is None else (lambda r: bool(r[self.account].strip()))
             found += [(n, "Payment Invoice", "must be empty when Billing Account ID is empty (an unassigned payment)")
-                      for n, r in batch if r[self.invoice].strip() and not has_account(r)]
+                      for n, r in zip(numbers, records) if r[self.invoice].strip() and not has_account(r)]
         return found
+
+
+@functools.lru_cache(maxsize=64)
+def _mass_table(action_type: str, header: tuple[str, ...]) -> _MassTable:
+    """One table per header seen: many files of a repo share theirs. Tables are never changed after init."""
+    return _MassTable(ACTIONS[action_type], list(header))
 
 
 def _column_valid(values: list[str], rule: _Column, required: bool) -> bool:
@@ -314,6 +367,8 @@ def _column_valid(values: list[str], rule: _Column, required: bool) -> bool:
         return False
     if rule.kind == "enum":
         return set(present) <= set(rule.values)
+    if rule.kind == "date" and _REAL_DATES.issuperset(present):
+        return True  # a file's dates are mostly the few days already seen in other files
     pattern = _COLUMNS.get(rule.kind)
     if pattern is not None and not pattern.fullmatch("\0".join(present)):
         return False
@@ -322,6 +377,8 @@ def _column_valid(values: list[str], rule: _Column, required: bool) -> bool:
             list(map(date.fromisoformat, present))
         except ValueError:
             return False
+        if len(_REAL_DATES) < MAX_REMEMBERED_DATES:
+            _REAL_DATES.update(present)
     return True
 
 
@@ -380,9 +437,13 @@ class _ObjectTable:
                                                                 "Zuora assigns record ids"))
             self.id_index = None
 
-    def batch_problems(self, batch: list) -> list[tuple[int, str | None, str]]:
+    def batch_problems(self, numbers, records: list) -> list[tuple[int, str | None, str]]:
+        """(row number, "Id", message) of every Id that is not a record id."""
         column = self.id_index
-        if column is None or _UUIDS.fullmatch("\0".join([record[column] for _, record in batch])):
+        if column is None:
             return []
-        return [(n, "Id", f"must be a record id, a 36-character UUID (got {r[column]!r})")
-                for n, r in batch if not _UUID.fullmatch(r[column])]
+        values = list(map(itemgetter(column), records))
+        if _UUIDS.fullmatch("\0".join(values)):
+            return []
+        return [(n, "Id", f"must be a record id, a 36-character UUID (got {v!r})")
+                for n, v in zip(numbers, values) if not _UUID.fullmatch(v)]
