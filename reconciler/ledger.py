@@ -36,15 +36,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-from sqlite_utils import Database
+from typing import TYPE_CHECKING
 
 from reconciler.chain import GENESIS_HASH
 from reconciler.errors import LedgerError
-from reconciler.ledgerreads import ReadMethods, events_query
+from reconciler.ledgerreads import LIVE_JOB, ReadMethods, events_query
 from reconciler.ledgerrows import REDACTED, Actor, now, redact
 from reconciler.ledgerwrites import COUNT_FIELDS, WriteMethods
 from reconciler.locks import LockMethods
+
+if TYPE_CHECKING:  # imported when a schema is built (see _database): it pulls in numpy when installed
+    from sqlite_utils import Database
 
 # Actor, redact, REDACTED, COUNT_FIELDS and events_query live in the stdlib-only parts and are
 # re-exported so `reconciler.ledger` stays the one import for the ledger's whole public API.
@@ -135,7 +137,27 @@ def _v2_events_by_name(db: Database) -> None:
     db["events"].create_index(["name"], index_name="events_by_name")
 
 
-MIGRATIONS = (_v1_tables, _v2_events_by_name)
+def _v3_live_jobs(db: Database) -> None:
+    """Schema version 3: `recorded_state(names)` finds the names that still need planning by an index.
+
+    `superseded` marks every job with a later generation of its name, kept by a trigger so any insert
+    (ours, an import, a bulk load) maintains it; `jobs_live` indexes the jobs LIVE_JOB describes.
+    """
+    db.execute("ALTER TABLE jobs ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "UPDATE jobs SET superseded = 1 WHERE EXISTS "
+        "(SELECT 1 FROM jobs later WHERE later.name = jobs.name AND later.generation > jobs.generation)"
+    )
+    db.execute(
+        "CREATE TRIGGER jobs_supersede AFTER INSERT ON jobs BEGIN "
+        "UPDATE jobs SET superseded = 1 WHERE name = NEW.name AND generation < NEW.generation AND superseded = 0; "
+        "UPDATE jobs SET superseded = 1 WHERE id = NEW.id AND EXISTS "
+        "(SELECT 1 FROM jobs later WHERE later.name = NEW.name AND later.generation > NEW.generation); END"
+    )
+    db.execute(f"CREATE INDEX jobs_live ON jobs(name) WHERE {LIVE_JOB}")
+
+
+MIGRATIONS = (_v1_tables, _v2_events_by_name, _v3_live_jobs)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -191,6 +213,9 @@ def _connect(target: str, path: Path, *, uri: bool = False) -> sqlite3.Connectio
 
 
 def _database(conn: sqlite3.Connection) -> Database:
+    """sqlite-utils over our connection, imported only here: reads and already-current writers never pay for it."""
+    from sqlite_utils import Database
+
     return Database(conn, recursive_triggers=False, execute_plugins=False)
 
 

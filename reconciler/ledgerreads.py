@@ -6,14 +6,28 @@ connection; sqlite-utils stays in ledger.py), so a ledger opened read-only serve
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from reconciler.chain import AuditReport, verify_chain
 from reconciler.errors import LedgerError
 from reconciler.ledgerrows import event_from_row, job_from_row
-from reconciler.model import JobRecord, RecordedState, SpecRecord
+from reconciler.model import CO_ACTIVE, CUSTOM_OBJECT_JOB, JobRecord, RecordedState, SpecRecord
 
 _CHUNK = 1000  # events read per short read transaction while streaming
+_NAMES_PER_QUERY = 500  # bound parameters per `name IN (...)`, well under SQLite's oldest limit of 999
+LIVE_SCHEMA = 3  # the schema version that has jobs.superseded and the jobs_live index
+
+# A job the planner may still act on or count, whatever the specs say: the latest of its name and not
+# retired; not done yet; done with a result refresh would still archive (so its drift shows); or a
+# custom object job that may still hold a slot (a forgotten running one). A name with none of these is
+# removed and retired for good: the planner gives it no change, no slot and no drift. Schema version 3
+# indexes exactly this text (jobs_live); changing it needs a new migration with a new index.
+_ACTIVE = ", ".join(f"'{status}'" for status in sorted(CO_ACTIVE))
+LIVE_JOB = (
+    "(phase != 'retired' AND (superseded = 0 OR phase != 'done' OR (result_path IS NULL AND remote_id IS NOT NULL"
+    f" AND (kind = '{CUSTOM_OBJECT_JOB}' OR instr(detail, '\"output_url\":') > 0))))"
+    f" OR (kind = '{CUSTOM_OBJECT_JOB}' AND remote_status IN ({_ACTIVE}))"
+)
 
 
 class ReadMethods:
@@ -25,16 +39,32 @@ class ReadMethods:
         with self._reading():
             return self._conn.execute("SELECT serial FROM meta WHERE id = 1").fetchone()[0]
 
-    def recorded_state(self) -> RecordedState:
-        """Every name's jobs, oldest first, with the lineage and serial they were read at."""
+    def recorded_state(self, names: Iterable[str] | None = None) -> RecordedState:
+        """Names' jobs, oldest first, with the lineage and serial they were read at.
+
+        Every name's by default. Given `names`, their jobs plus those of every name with a LIVE_JOB
+        (through the jobs_live index): all the planner needs for those specs, since it gives any other
+        name nothing to do. A ledger older than schema 3 (read-only, not migrated yet) is read whole.
+        """
         with self._reading():
             serial = self._conn.execute("SELECT serial FROM meta WHERE id = 1").fetchone()[0]
-            rows = self._rows("SELECT * FROM jobs ORDER BY name, generation, id")
+            if names is None or self.schema_version < LIVE_SCHEMA:
+                rows = self._rows("SELECT * FROM jobs ORDER BY name, generation, id")
+            else:
+                rows = self._live_and_named_rows(sorted(set(names)))
         by_name: dict[str, list[JobRecord]] = {}
         for row in rows:
             by_name.setdefault(row["name"], []).append(job_from_row(row))
         records = tuple(SpecRecord(name, tuple(jobs)) for name, jobs in by_name.items())
         return RecordedState(records=records, lineage=self.lineage, serial=serial)
+
+    def _live_and_named_rows(self, names: list[str]) -> list[dict]:
+        rows = {r["id"]: r for r in self._rows(f"SELECT * FROM jobs WHERE name IN (SELECT name FROM jobs WHERE {LIVE_JOB})")}
+        for start in range(0, len(names), _NAMES_PER_QUERY):
+            chunk = names[start:start + _NAMES_PER_QUERY]
+            rows.update((r["id"], r) for r in self._rows(
+                f"SELECT * FROM jobs WHERE name IN ({', '.join('?' * len(chunk))})", tuple(chunk)))
+        return sorted(rows.values(), key=lambda r: (r["name"], r["generation"], r["id"]))
 
     def jobs(self, name: str | None = None) -> list[JobRecord]:
         """Jobs in the order they were created, all or one name's."""

@@ -18,6 +18,7 @@ from reconciler import ledger as ledger_module
 from reconciler import ledgerreads
 from reconciler.errors import LedgerError, LockHeldError
 from reconciler.ledger import SCHEMA_VERSION, Actor, Binding, Ledger, events_query
+from reconciler.ledgerreads import LIVE_JOB
 from reconciler.model import Observation
 
 REPO = Path(__file__).resolve().parent.parent
@@ -220,10 +221,17 @@ def indexes(path: Path) -> set[str]:
         conn.close()
 
 
+ADDED_INDEX = {2: "events_by_name", 3: "jobs_live"}  # schema version -> the index its migration adds
+
+
+def test_every_schema_version_names_its_index():
+    assert sorted(ADDED_INDEX) == list(range(2, SCHEMA_VERSION + 1))
+
+
 @pytest.mark.parametrize("old", range(1, SCHEMA_VERSION))
 def test_every_older_schema_is_readable_and_migrates_forward(path, old):
     populate(path, migrate_to=old)
-    assert "events_by_name" not in indexes(path)
+    assert not {ADDED_INDEX[v] for v in range(old + 1, SCHEMA_VERSION + 1)} & indexes(path)
     before = files(path.parent)
     reader = Ledger.open_read(path, LOCAL)
     assert reader.schema_version == old and len(reader.events("fx")) == 3 and reader.verify().ok
@@ -234,9 +242,45 @@ def test_every_older_schema_is_readable_and_migrates_forward(path, old):
         assert led.schema_version == SCHEMA_VERSION
         assert led.serial == serial  # the schema moved, not the records: saved plans stay valid
         assert [j.name for j in led.jobs()] == ["fx", "vehicles"] and led.verify().ok
-    assert "events_by_name" in indexes(path)
+    assert set(ADDED_INDEX.values()) <= indexes(path)
     with Ledger.open_read(path, LOCAL) as again:
         assert again.schema_version == SCHEMA_VERSION
+
+
+def superseded(path: Path) -> dict[tuple[str, int], int]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {(n, g): s for n, g, s in conn.execute("SELECT name, generation, superseded FROM jobs")}
+    finally:
+        conn.close()
+
+
+def test_v2_to_v3_marks_superseded_jobs_and_reads_live_names_by_index(path):
+    with Ledger.open_write(path, LOCAL, migrate_to=2) as led:
+        run = led.start_run("apply", ALICE)
+        for name, count in (("fx", 3), ("rates", 1)):
+            for _ in range(count):
+                done(led, run, intent(led, run, name=name))
+    with Ledger.open_read(path, LOCAL) as old:  # not migrated yet: read whole, names or not
+        assert old.recorded_state(["nothing"]) == old.recorded_state()
+    with Ledger.open_write(path, LOCAL) as led:
+        assert led.schema_version == 3
+    assert superseded(path) == {("fx", 1): 1, ("fx", 2): 1, ("fx", 3): 0, ("rates", 1): 0}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN SELECT name FROM jobs WHERE {LIVE_JOB}"))
+    conn.close()
+    assert "jobs_live" in plan, plan
+
+
+def test_superseded_is_kept_by_the_database_for_any_insert(path):
+    populate(path)
+    conn = sqlite3.connect(path)
+    row = "INSERT INTO jobs (name, kind, generation, fingerprint, idempotency_key, phase) VALUES (?, 'MassAction', ?, 'f', ?, 'done')"
+    conn.execute(row, ("fx", 5, "k5"))  # a bulk load or an import, written past the ledger API
+    conn.execute(row, ("fx", 3, "k3"))  # an older generation recorded late is superseded at once
+    conn.commit()
+    conn.close()
+    assert superseded(path) == {("fx", 1): 1, ("fx", 5): 0, ("fx", 3): 1, ("vehicles", 1): 0}
 
 
 # --- serial and row counts ------------------------------------------------------------------------
@@ -345,6 +389,56 @@ def test_job_lifecycle_and_recorded_state(led):
     assert drift["event_type"] == "status_change" and drift["detail"]["from"] == "Pending"
     assert drift["detail"]["to"] == "Completed" and drift["detail"]["source"] == "apply --wait"
     assert drift["actor"] == "alice@host-a"  # each event names who caused it, through its run
+
+
+def done(led: Ledger, run: int, job, status: str = "Completed", output: bool = True, kind: str = "MassAction"):
+    """Take an intent to a finished remote job (with an output file unless `output` is False)."""
+    remote = f"R-{job.id}"
+    led.record_submitted(job.id, remote_id=remote, status="Pending", phase="active", event={"run_id": run})
+    url = f"https://x/v1/files/{remote}" if output else None
+    led.record_observation(job.id, Observation(remote, kind, status, output_url=url), run_id=run, source="test")
+    if output:
+        led.record_result(job.id, path=f"results/{remote}.zip", sha256="0" * 64, run_id=run)
+    return led.job(job.id)
+
+
+def test_recorded_state_of_names_adds_every_name_the_planner_may_still_act_on(led):
+    run = led.start_run("apply", ALICE)
+
+    def history(name: str, *steps: str, kind: str = "MassAction"):
+        for step in steps:
+            job = intent(led, run, name=name, kind=kind)
+            if step == "intent":
+                continue
+            if step == "pending":  # a custom object job still running remotely
+                led.record_submitted(job.id, remote_id=f"R-{job.id}", status="pending", phase="active",
+                                     event={"run_id": run})
+                continue
+            job = done(led, run, job, status="Failed" if step == "failed" else "Completed",
+                       output=step not in ("failed", "unarchived"))
+            if step == "unarchived":  # its output exists remotely but is not archived yet
+                led.record_observation(job.id, Observation(job.remote_id, kind, "Completed", output_url="https://x/f"),
+                                       run_id=run, source="test")
+            if step == "retired":
+                led.record_retired(job.id, run_id=run, reason="spec removed", actor=ALICE)
+
+    history("spec", "done", "done")  # a spec whose latest job completed
+    history("gone", "done", "failed", "retired")  # removed and retired for good: left out
+    history("leaving", "done", "done")  # removed, not retired yet: the planner retires it
+    history("doubt", "done", "intent")  # an intent in doubt
+    history("archive", "unarchived", "retired")  # refresh still archives its old result
+    history("slot", "pending", kind="CustomObjectJob")
+    led.record_retired(led.jobs("slot")[-1].id, run_id=run, reason="forgotten", actor=ALICE)  # may still run
+    history("failed", "failed", "retired")  # a failed job has no output to archive: left out
+    everything = led.recorded_state()
+    some = led.recorded_state(["spec", "asked-but-unknown"])
+    assert [r.name for r in some.records] == ["archive", "doubt", "leaving", "slot", "spec"]
+    assert all(r == everything.by_name()[r.name] for r in some.records)  # whole histories, oldest first
+    assert (some.lineage, some.serial) == (everything.lineage, everything.serial)
+    assert [r.name for r in led.recorded_state(["gone"]).records] == ["archive", "doubt", "gone", "leaving", "slot",
+                                                                       "spec"]
+    many = [str(i) for i in range(1200)] + ["gone"]  # more names than one query binds
+    assert led.recorded_state(many) == led.recorded_state(["gone"])
 
 
 def test_custom_object_job_stays_created_until_uploaded(led):

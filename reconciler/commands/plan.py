@@ -40,13 +40,15 @@ def compute_plan(settings, *, session: Session | None, refresh: bool, targets=()
         desired = load_desired(settings)
     options = PlanOptions.from_cli(targets=targets, excludes=excludes, selectors=selectors, reruns=reruns,
                                    now=datetime.now(timezone.utc), custom_object_slots=settings.custom_object_slots)
+    # The ledger's live names come too; every other name is retired for good and changes no plan.
+    names = {s.name for s in desired.specs} | options.targets | options.excludes | options.reruns
     if session is not None:
-        before = session.ledger.recorded_state()
+        before = session.ledger.recorded_state(names)
         check_names(desired, before, options)
         observed = session.refresh() if refresh else ObservedState()
-        recorded = session.ledger.recorded_state() if refresh else before
+        recorded = session.ledger.recorded_state(names) if refresh else before
     else:
-        recorded, observed = _read_only(settings), ObservedState()
+        recorded, observed = _read_only(settings, names), ObservedState()
         before = recorded
     return make_plan(desired, recorded, observed, options, environment=settings.environment,
                      reconciler_version=__version__, drift_since=before)
@@ -98,12 +100,12 @@ def _has_ledger(settings) -> bool:
     return True
 
 
-def _read_only(settings) -> RecordedState:
+def _read_only(settings, names: set[str]) -> RecordedState:
     ledger = read_ledger(settings)
     if ledger is None:
         return RecordedState()
     with ledger:
-        return ledger.recorded_state()
+        return ledger.recorded_state(names)
 
 
 def _conflict_message(result: Plan) -> str:
