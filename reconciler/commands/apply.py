@@ -210,8 +210,8 @@ class _Run:
                 reason = job.detail.get("error") or "see `reconciler show " + job.name + "`"
                 self.out.write(f"  ! {job.name}: job {job.remote_id} ended {job.remote_status}: {reason}\n")
             elif job.remote_status in COMPLETED and job.failed:
-                what = "rows" if job.kind == MASS_ACTION else "records"
-                self.out.write(f"  {job.name}: completed with {job.failed} failed {what}; "
+                what = count(job.failed, "failed row" if job.kind == MASS_ACTION else "failed record")
+                self.out.write(f"  {job.name}: completed with {what}; "
                                f"`reconciler errors {job.name}` lists them\n")
         failed_jobs = [j for j in latest.values() if j.remote_status in JOB_FAILED]
         if failed_jobs:
