@@ -262,6 +262,25 @@ def check_fresh(plan: Plan, *, lineage: str | None, serial: int, spec_digest: st
         raise PlanFileError(f"plan is stale: {'; '.join(moved)}. Make a new plan with `reconciler plan --out FILE`")
 
 
+def check_same_changes(saved: Plan, fresh: Plan) -> None:
+    """Refuse a saved plan whose actionable changes are not what the planner makes of the same states now.
+
+    The pins of `check_fresh` cover the ledger and the specs, not the changes listed in the file: a
+    change added or altered by hand (say, a submit of a revision that already completed) must not run.
+    """
+    def facts(change: Change) -> tuple:
+        return (change.name, change.kind, change.action, change.fingerprint, change.revision, change.remote_id,
+                change.generation, change.idempotency_key, tuple(change.depends_on),
+                json.dumps(change.detail, sort_keys=True))
+
+    mine, theirs = {facts(c) for c in saved.actionable}, {facts(c) for c in fresh.actionable}
+    if mine != theirs:
+        names = sorted({f[0] for f in mine ^ theirs})
+        raise PlanFileError(f"plan is stale: its changes for {', '.join(names)} are not what the ledger and the specs "
+                            "give now (was the file edited, or did an unconfirmed submission age past 24 h?). "
+                            "Make a new plan with `reconciler plan --out FILE`")
+
+
 _TOP_KEYS = ("format_version", "reconciler_version", "created_at", "environment", "ledger", "spec_digest",
              "changes", "drift", "summary")
 _CHANGE_KEYS = ("name", "kind", "action", "reason", "fingerprint", "revision", "remote_id", "generation",

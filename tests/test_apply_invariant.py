@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
@@ -96,8 +97,31 @@ def test_a_saved_plan_never_resends_an_intent_whose_key_zuora_may_have_forgotten
         clock.offset = 2 * 3600  # two hours pass before the saved plan is applied
         _redate_jobs(repo, 25 * 3600)
         proc = cli(repo, "apply", "p.json", "--auto-approve")
-        assert proc.returncode == 1, proc.stdout + proc.stderr
-        assert "Idempotency-Key" in proc.stdout and "24 h" in proc.stdout, proc.stdout
+        assert proc.returncode == 1 and "plan is stale: its changes for load-cars" in proc.stderr, proc.stderr
+        assert [k for _, k in remote_jobs(url)] == [key]
+        assert [(j.phase, j.remote_id) for j in ledger_jobs(repo)] == [("intent", None)]
+
+
+def test_a_slow_confirmation_never_resends_an_intent_whose_key_zuora_may_have_forgotten(tmp_path):
+    """The same at execution time, whatever the plan said: the plan resumed a 23 h old submission, then two
+    hours passed (a confirmation prompt left open); the resend is refused before any POST."""
+    clock = ShiftedClock()
+    with served_sandbox(clock) as url:
+        repo = make_repo(tmp_path, url, mass=(), delete=())
+        key = _old_intent(repo, "load-cars", 23 * 3600)
+        _create_job(url, clock, key, ago=23 * 3600)
+        session = Session(settings_of(repo), command="apply", lock_timeout=0)
+        try:
+            plan = compute_plan(session.settings, session=session, refresh=True)
+            assert [c.reason for c in plan.actionable] == ["resume interrupted submission"]
+            clock.offset = 2 * 3600
+            _redate_jobs(repo, 25 * 3600)
+            applier = Applier(session.client, LedgerJournal(session), root=repo, lineage=session.ledger.lineage)
+            [result] = applier.run(plan.actionable)
+        finally:
+            session.close("failed")
+        assert result.failed and "Idempotency-Key for 24 h only" in result.error, result
+        assert "reconciler import load-cars ID" in result.hint
         assert [k for _, k in remote_jobs(url)] == [key]
         assert [(j.phase, j.remote_id) for j in ledger_jobs(repo)] == [("intent", None)]
 
@@ -123,3 +147,23 @@ def test_a_run_whose_lock_was_taken_over_submits_nothing_more(tmp_path):
                 pass  # releasing a lock another run holds is refused; that is not what this test is about
         assert result.failed and "no longer held" in result.error, result
         assert remote_jobs(url) == [] and ledger_jobs(repo) == []
+
+
+def test_a_saved_plan_edited_to_run_a_completed_spec_again_is_refused(tmp_path):
+    """The plan file pins the ledger and the specs, not its own changes: a change added by hand (here: submit a
+    spec whose revision already completed, without --rerun) must be refused, not executed."""
+    with served_sandbox() as url:
+        repo = make_repo(tmp_path, url, mass=("fx-a",), create=(), delete=())
+        assert cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "60").returncode == 0
+        made = cli(repo, "plan", "--out", "p.json")
+        assert made.returncode == 0 and "No changes" in made.stdout, made.stdout + made.stderr
+        [done] = ledger_jobs(repo)
+        doc = json.loads((repo / "p.json").read_text())
+        doc["changes"] = [{"name": "fx-a", "kind": "MassAction", "action": "submit", "reason": "new",
+                           "fingerprint": done.fingerprint, "revision": 1, "remote_id": None, "generation": 2,
+                           "idempotency_key": None, "depends_on": [], "detail": done.detail}]
+        doc["summary"].update(submit=1, unchanged=0)
+        (repo / "p.json").write_text(json.dumps(doc))
+        proc = cli(repo, "apply", "p.json", "--auto-approve")
+        assert proc.returncode == 1 and "plan is stale" in proc.stderr, proc.stdout + proc.stderr
+        assert len(remote_jobs(url)) == 1 and len(ledger_jobs(repo)) == 1

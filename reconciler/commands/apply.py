@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timezone
 
+from reconciler import __version__
 from reconciler.applier import FAILED, OUTCOMES, Applier, Result
 from reconciler.commands._apply_journal import LedgerJournal, crash_point, recover_in_doubt
 from reconciler.commands._apply_wait import (
@@ -23,9 +24,10 @@ from reconciler.commands._apply_wait import (
 )
 from reconciler.commands._common import count, user_path
 from reconciler.commands.plan import compute_plan
-from reconciler.errors import ApplyFailed, ConflictError, ExitCode, RemoteError, UsageError
-from reconciler.model import COMPLETED, MASS_ACTION
-from reconciler.plan import Plan, PlanOptions, check_fresh, read_plan_file, to_document
+from reconciler.errors import ApplyFailed, ConflictError, ExitCode, PlanFileError, RemoteError, UsageError
+from reconciler.model import COMPLETED, MASS_ACTION, ObservedState
+from reconciler.plan import Plan, PlanOptions, check_fresh, check_same_changes, read_plan_file, to_document
+from reconciler.planner import make_plan
 from reconciler.planrules import selected
 from reconciler.session import Session
 from reconciler.views import describe, render_text
@@ -118,6 +120,8 @@ class _Run:
             self.outcome = "stale"
             check_fresh(self.saved, lineage=ledger.lineage, serial=ledger.serial, spec_digest=self.desired.digest,
                         environment=self.settings.environment)
+            if self.saved.changes:
+                check_same_changes(self.saved, self._replan_saved())
             self.outcome = "error"
             return self.saved
         try:
@@ -126,6 +130,18 @@ class _Run:
         except RemoteError as err:
             self.out.write(f"could not look for in-doubt submissions ({err}); the plan shows them as conflicts\n")
         return self._plan()
+
+    def _replan_saved(self) -> Plan:
+        """The plan of the saved plan's names from the ledger as it is (what the refresh had recorded)."""
+        names = {c.name for c in self.saved.changes}
+        reruns = {c.name for c in self.saved.changes if c.detail.get("rerun")}
+        options = PlanOptions.from_cli(targets=names, reruns=reruns, now=datetime.now(timezone.utc),
+                                       custom_object_slots=self.settings.custom_object_slots)
+        try:
+            return make_plan(self.desired, self.session.ledger.recorded_state(), ObservedState(), options,
+                             environment=self.settings.environment, reconciler_version=__version__)
+        except UsageError as err:  # it names a spec that is not there
+            raise PlanFileError(f"plan is stale: {err}. Make a new plan with `reconciler plan --out FILE`") from err
 
     def _plan(self) -> Plan:
         targets = self.filters["targets"]
