@@ -11,6 +11,14 @@ values in ledgerrows.py and events chain as chain.py describes. Choices a caller
   a reader creates no `-wal`/`-shm` files and changes no byte.
 - **Writes** are `BEGIN IMMEDIATE` transactions with a 5 s busy timeout; every sqlite error becomes a
   LedgerError naming the file; an UPDATE that should touch one row and touched none raises.
+- **Durability**: writers run WAL with `synchronous = NORMAL`, so a commit is one append to the WAL
+  without an fsync (the WAL is synced at checkpoints). A committed transaction survives the process
+  dying at any point (SIGKILL, a crash: the data is in the OS's hands), which is what the intent-
+  before-POST rule guards against. Only an OS crash or power loss can drop the last commits; a lost
+  intent is then harmless, because its idempotency key is derived from (lineage, name, fingerprint,
+  generation): the next run recomputes the same generation and key, and Zuora replays the job the
+  lost intent had created instead of making a second one (within its key's retention, 24 h). A lost
+  result just leaves the intent in doubt, which the next run resolves the same way.
 - **`serial` pins a plan**: it is bumped exactly once by every transaction that changes jobs or
   appends an event on their behalf. Lock transactions (acquire, take-over, heartbeat, release, even
   when they append an audit event) and run bookkeeping (`start_run`, `finish_run`) never bump it:
@@ -276,6 +284,7 @@ class Ledger(ReadMethods, WriteMethods, LockMethods):
         self._conn = conn
         self._lock = threading.RLock()
         self._closed = False
+        self._run_actors: dict[int, str | None] = {}  # run id -> actor label, for events (ledgerwrites)
         meta = self._meta(binding)
         self.lineage: str = meta["lineage"]
         self.schema_version: int = meta["schema_version"]
@@ -311,6 +320,7 @@ class Ledger(ReadMethods, WriteMethods, LockMethods):
             ledger = cls(conn, path, binding, read_only=False)
             with _sqlite_errors(path):
                 conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # why this is safe: the module docstring
             ledger._migrate(migrate_to)
             return ledger
         except BaseException:

@@ -223,8 +223,10 @@ class WriteMethods:
         next_id = self._conn.execute("SELECT coalesce(max(id), 0) + 1 FROM events").fetchone()[0]
         if actor is not None:
             label = actor.label
-        elif run_id is not None:  # the run's actor, so each event names who caused it
-            label = (self._row("SELECT actor FROM runs WHERE id = ?", (run_id,)) or {}).get("actor")
+        elif run_id is not None:  # the run's actor, so each event names who caused it (runs never change it)
+            if run_id not in self._run_actors:
+                self._run_actors[run_id] = (self._row("SELECT actor FROM runs WHERE id = ?", (run_id,)) or {}).get("actor")
+            label = self._run_actors[run_id]
         else:
             label = None
         event = {
