@@ -138,7 +138,8 @@ class _Run:
         options = PlanOptions.from_cli(targets=names, reruns=reruns, now=datetime.now(timezone.utc),
                                        custom_object_slots=self.settings.custom_object_slots)
         try:
-            return make_plan(self.desired, self.session.ledger.recorded_state(), ObservedState(), options,
+            recorded = self.session.ledger.recorded_state({s.name for s in self.desired.specs} | names)
+            return make_plan(self.desired, recorded, ObservedState(), options,
                              environment=self.settings.environment, reconciler_version=__version__)
         except UsageError as err:  # it names a spec that is not there
             raise PlanFileError(f"plan is stale: {err}. Make a new plan with `reconciler plan --out FILE`") from err
