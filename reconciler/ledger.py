@@ -29,8 +29,9 @@ values in ledgerrows.py and events chain as chain.py describes. Choices a caller
 - **Threads** share one connection (`check_same_thread=False`) and an RLock serializes every call,
   so the apply command's workers may call one Ledger concurrently; processes coordinate through
   SQLite's own locking.
-- **Migrations** are the functions in MIGRATIONS, forward only, run by `open_write` in one
-  transaction; MIGRATIONS[i] brings the schema to version i + 1. Every schema version stays readable
+- **Migrations** are the functions in MIGRATIONS (ledgerschema.py), forward only, run by `open_write`
+  in one transaction on a sqlite-utils Database made here; MIGRATIONS[i] brings the schema to version
+  i + 1. Every schema version stays readable
   by the current read code, so `open_read` accepts older ledgers; a newer one is refused.
 """
 
@@ -48,8 +49,9 @@ from typing import TYPE_CHECKING
 
 from reconciler.chain import GENESIS_HASH
 from reconciler.errors import LedgerError
-from reconciler.ledgerreads import LIVE_JOB, ReadMethods, events_query
+from reconciler.ledgerreads import ReadMethods, events_query
 from reconciler.ledgerrows import REDACTED, Actor, now, redact
+from reconciler.ledgerschema import MIGRATIONS, SCHEMA_VERSION
 from reconciler.ledgerwrites import COUNT_FIELDS, WriteMethods
 from reconciler.locks import LockMethods
 
@@ -79,94 +81,6 @@ class Binding:
     base_url: str
 
 
-# --- schema ---------------------------------------------------------------------------------------
-
-
-def _v1_tables(db: Database) -> None:
-    """Schema version 1: meta, runs, jobs, events (append-only), locks."""
-    db["meta"].create(
-        {
-            "id": int, "lineage": str, "serial": int, "schema_version": int, "environment": str,
-            "base_url": str, "head_hash": str, "events_count": int, "created_at": str,
-        },
-        pk="id",
-        not_null=["lineage", "serial", "schema_version", "environment", "base_url", "head_hash"],
-    )
-    db["runs"].create(
-        {
-            "id": int, "command": str, "actor": str, "pid": int, "commit": str, "ci_run_url": str,
-            "plan_digest": str, "started_at": str, "finished_at": str, "outcome": str,
-        },
-        pk="id",
-        not_null=["command", "actor", "started_at"],
-    )
-    db["jobs"].create(
-        {
-            "id": int, "name": str, "kind": str, "generation": int, "fingerprint": str,
-            "fingerprint_version": int, "revision": int, "remote_id": str, "idempotency_key": str,
-            "phase": str, "remote_status": str, "uploaded": int, "total": int, "processed": int,
-            "succeeded": int, "failed": int, "detail": str, "result_path": str, "result_sha256": str,
-            "rerun": int, "created_at": str, "updated_at": str, "run_id": int,
-        },
-        pk="id",
-        not_null=["name", "kind", "generation", "fingerprint", "idempotency_key", "phase"],
-        foreign_keys=[("run_id", "runs", "id")],
-    )
-    db["jobs"].create_index(["idempotency_key"], index_name="jobs_by_idempotency_key", unique=True)
-    db["jobs"].create_index(["name", "generation"], index_name="jobs_by_name_generation", unique=True)
-    db["jobs"].create_index(["remote_id"], index_name="jobs_by_remote_id")
-    db["events"].create(
-        {
-            "id": int, "ts": str, "run_id": int, "name": str, "event_type": str, "method": str,
-            "path": str, "http_status": int, "request_id": str, "track_id": str,
-            "idempotency_key": str, "outcome": str, "actor": str, "detail": str, "prev_hash": str,
-            "hash": str,
-        },
-        pk="id",
-        not_null=["ts", "event_type", "prev_hash", "hash"],
-        foreign_keys=[("run_id", "runs", "id")],
-    )
-    for op in ("UPDATE", "DELETE"):
-        db.execute(
-            f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events "
-            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
-        )
-    db["locks"].create(
-        {
-            "id": str, "user": str, "host": str, "pid": int, "ci_run_url": str,
-            "acquired_at": float, "heartbeat_at": float, "lease_seconds": float,
-        },
-        pk="id",
-    )
-
-
-def _v2_events_by_name(db: Database) -> None:
-    """Schema version 2: `history NAME --limit N` reads an index instead of scanning every event."""
-    db["events"].create_index(["name"], index_name="events_by_name")
-
-
-def _v3_live_jobs(db: Database) -> None:
-    """Schema version 3: `recorded_state(names)` finds the names that still need planning by an index.
-
-    `superseded` marks every job with a later generation of its name, kept by a trigger so any insert
-    (ours, an import, a bulk load) maintains it; `jobs_live` indexes the jobs LIVE_JOB describes.
-    """
-    db.execute("ALTER TABLE jobs ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0")
-    db.execute(
-        "UPDATE jobs SET superseded = 1 WHERE EXISTS "
-        "(SELECT 1 FROM jobs later WHERE later.name = jobs.name AND later.generation > jobs.generation)"
-    )
-    db.execute(
-        "CREATE TRIGGER jobs_supersede AFTER INSERT ON jobs BEGIN "
-        "UPDATE jobs SET superseded = 1 WHERE name = NEW.name AND generation < NEW.generation AND superseded = 0; "
-        "UPDATE jobs SET superseded = 1 WHERE id = NEW.id AND EXISTS "
-        "(SELECT 1 FROM jobs later WHERE later.name = NEW.name AND later.generation > NEW.generation); END"
-    )
-    db.execute(f"CREATE INDEX jobs_live ON jobs(name) WHERE {LIVE_JOB}")
-
-
-MIGRATIONS = (_v1_tables, _v2_events_by_name, _v3_live_jobs)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 # --- opening --------------------------------------------------------------------------------------
