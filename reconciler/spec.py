@@ -35,12 +35,33 @@ _SPEC_SUFFIXES = (".yaml", ".yml")
 _TAG = "tag:yaml.org,2002:"
 _SCALARS = {_TAG + t for t in ("null", "bool", "int", "float")}
 _AS_TEXT = {_TAG + "str", _TAG + "timestamp"}  # dates stay text: values are sent to Zuora as written
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_RESOLVED: dict = {}  # (plain scalar text, implicit flags) -> its tag
+MAX_RESOLVED = 50_000
+
+
+class _Loader(_BaseLoader):
+    """The safe loader, remembering each scalar's resolved tag: specs repeat the same keys and values."""
+
+    def resolve(self, kind, value, implicit):
+        """The tag of a node, as the safe loader resolves it (it has no path resolvers, so only text matters)."""
+        if kind is not yaml.ScalarNode or len(value) > 64:
+            return super().resolve(kind, value, implicit)
+        tag = _RESOLVED.get((value, implicit))
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_RESOLVED) < MAX_RESOLVED:
+                _RESOLVED[(value, implicit)] = tag
+        return tag
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()  # stateless for scalars
 
 
 class _TooComplex(Exception):
     pass
+
+
+class _Unusual(Exception):
+    """A document _quick leaves to _build: a problem to report, or a limit to check."""
 
 
 @dataclass(frozen=True)
@@ -87,16 +108,22 @@ def _load_file(path: str, source: str) -> tuple[list[specrules.Document], list[P
     docs, problems = [], []
     loader = _Loader(text)
     try:
+        index = -1
         while loader.check_node():
             node = loader.get_node()
+            index += 1
             if node is None or (node.tag == _TAG + "null" and isinstance(node, yaml.ScalarNode)):
                 continue  # an empty document
             doc = specrules.Document(source, path, node.start_mark.line + 1, None)
             try:
-                doc.value = _build(node, (), doc.lines, problems, doc, [MAX_NODES])
-            except _TooComplex:
-                problems.append(doc.problem((), f"document is nested deeper than {MAX_DEPTH} levels or too large"))
-                continue
+                doc.value = _quick(node, 0, [MAX_NODES])
+                doc.lines, doc.locate = None, functools.partial(_line_map, text, index)
+            except _Unusual:  # the full build, which says what is wrong and where
+                try:
+                    doc.value = _build(node, (), doc.lines, problems, doc, [MAX_NODES])
+                except _TooComplex:
+                    problems.append(doc.problem((), f"document is nested deeper than {MAX_DEPTH} levels or too large"))
+                    continue
             docs.append(doc)
     except yaml.MarkedYAMLError as err:
         what = f"{err.context}: {err.problem}" if err.context else err.problem
@@ -122,6 +149,43 @@ def _too_deep(text: str) -> bool:
             if depth > MAX_NESTING:
                 return True
     return re.search(rf"^[ \t?:-]{{{MAX_NESTING}}}", text, re.MULTILINE) is not None
+
+
+def _quick(node, depth: int, budget: list) -> object:
+    """_build for a document with nothing to report, without its line map; _Unusual for anything else."""
+    budget[0] -= 1
+    if budget[0] < 0 or depth > MAX_DEPTH:
+        raise _Unusual
+    kind = node.__class__
+    if kind is yaml.ScalarNode:
+        if node.tag in _AS_TEXT:
+            return node.value
+        if node.tag in _SCALARS:
+            return _scalar(node)
+    elif kind is yaml.MappingNode:
+        result: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.__class__ is not yaml.ScalarNode or key_node.value in result:
+                raise _Unusual
+            result[key_node.value] = _quick(value_node, depth + 1, budget)
+        return result
+    elif kind is yaml.SequenceNode:
+        return [_quick(item, depth + 1, budget) for item in node.value]
+    raise _Unusual
+
+
+def _line_map(text: str, index: int) -> dict:
+    """The line of every field of the `index`th document of `text` (which loaded before without a problem)."""
+    loader = _Loader(text)
+    try:
+        for _ in range(index + 1):
+            loader.check_node()  # as _load_file walks the documents
+            node = loader.get_node()
+        doc = specrules.Document("", "", 0, None)
+        _build(node, (), doc.lines, [], doc, [MAX_NODES])
+        return doc.lines
+    finally:
+        loader.dispose()
 
 
 def _build(node, at: tuple, lines: dict, problems: list, doc: specrules.Document, budget: list) -> object:
@@ -150,15 +214,20 @@ def _build(node, at: tuple, lines: dict, problems: list, doc: specrules.Document
     if node.tag in _AS_TEXT:
         return node.value
     if node.tag in _SCALARS:
-        try:
-            value = _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
-        except (ValueError, OverflowError):  # e.g. an integer past Python's 4300-digit limit
-            return node.value
-        if isinstance(value, float) and not math.isfinite(value):
-            return node.value  # as text, so the schema names the field's expected type
-        return value
+        return _scalar(node)
     problems.append(doc.problem(at, f"unsupported YAML tag {node.tag}; use plain strings, numbers and booleans"))
     return node.value
+
+
+def _scalar(node) -> object:
+    """A null, bool, int or float scalar's value; as text when Python cannot hold it as a finite number."""
+    try:
+        value = _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
+    except (ValueError, OverflowError):  # e.g. an integer past Python's 4300-digit limit
+        return node.value
+    if isinstance(value, float) and not math.isfinite(value):
+        return node.value  # as text, so the schema names the field's expected type
+    return value
 
 
 # ---------------------------------------------------------------- schema
@@ -219,32 +288,19 @@ def _compile(schema: dict):
     """Compile the subset of JSON Schema the spec schema uses. It may reject valid input, never accept invalid."""
     checks = []
     for key, want in schema.items():
-        if key in _ANNOTATIONS or key == "then":
+        if key in _ANNOTATIONS or key in ("then", *_OBJECT_KEYWORDS):
             continue
         if key == "type":
             tests = [_IS[t] for t in ([want] if isinstance(want, str) else want)]
-            checks.append(lambda x, tests=tests: any(t(x) for t in tests))
+            checks.append(tests[0] if len(tests) == 1 else lambda x, tests=tests: any(t(x) for t in tests))
         elif key in ("const", "enum"):
             allowed = [want] if key == "const" else want
             if not all(isinstance(a, str) for a in allowed):
                 raise KeyError(key)
-            checks.append(lambda x, allowed=allowed: isinstance(x, str) and x in allowed)
-        elif key == "properties":
-            props = {name: _compile(sub) for name, sub in want.items()}
-            checks.append(lambda x, props=props: not isinstance(x, dict) or all(
-                props[k](v) for k, v in x.items() if k in props))
-        elif key == "required":
-            checks.append(lambda x, want=want: not isinstance(x, dict) or all(k in x for k in want))
-        elif key == "additionalProperties":
-            known, extra = set(schema.get("properties", ())), (_compile(want) if want is not False else None)
-            checks.append(lambda x, known=known, extra=extra: not isinstance(x, dict) or all(
-                k in known or (extra is not None and extra(v)) for k, v in x.items()))
-        elif key == "propertyNames":
-            names = _compile(want)
-            checks.append(lambda x, names=names: not isinstance(x, dict) or all(names(k) for k in x))
+            checks.append(lambda x, allowed=frozenset(allowed): isinstance(x, str) and x in allowed)
         elif key == "items":
             item = _compile(want)
-            checks.append(lambda x, item=item: not isinstance(x, list) or all(item(v) for v in x))
+            checks.append(lambda x, item=item: not isinstance(x, list) or all(map(item, x)))
         elif key in ("minItems", "maxItems", "uniqueItems"):
             size = {"minItems": lambda n, w=want: n >= w, "maxItems": lambda n, w=want: n <= w}.get(key)
             checks.append(lambda x, size=size: not isinstance(x, list) or (
@@ -256,14 +312,62 @@ def _compile(schema: dict):
             low, high = (want, math.inf) if key == "minimum" else (-math.inf, want)
             checks.append(lambda x, low=low, high=high: not _IS["number"](x) or low <= x <= high)
         elif key == "allOf":
-            parts = [_compile(sub) for sub in want]
-            checks.append(lambda x, parts=parts: all(p(x) for p in parts))
+            checks.append(_every([_compile(sub) for sub in want]))
         elif key == "if":
             condition, then = _compile(want), _compile(schema.get("then", {}))
             checks.append(lambda x, condition=condition, then=then: not condition(x) or then(x))
         else:
             raise KeyError(key)
-    return lambda x: all(check(x) for check in checks)
+    if any(key in schema for key in _OBJECT_KEYWORDS):
+        checks.append(_compile_object(schema))
+    return _every(checks)
+
+
+_OBJECT_KEYWORDS = ("properties", "required", "additionalProperties", "propertyNames")
+
+
+def _compile_object(schema: dict):
+    """The object keywords of `schema` as one pass over a mapping's items (they ignore anything else)."""
+    props = {name: _compile(sub) for name, sub in schema.get("properties", {}).items()}
+    required = tuple(schema.get("required", ()))
+    extra = schema.get("additionalProperties", {})
+    if extra is not False and not isinstance(extra, dict):
+        raise KeyError("additionalProperties")
+    closed, extra = extra is False, (_compile(extra) if extra else None)
+    names = _compile(schema["propertyNames"]) if "propertyNames" in schema else None
+
+    def check(x) -> bool:
+        if not isinstance(x, dict):
+            return True
+        for key in required:
+            if key not in x:
+                return False
+        for key, value in x.items():
+            sub = props.get(key)
+            if sub is not None:
+                if not sub(value):
+                    return False
+            elif closed or (extra is not None and not extra(value)):
+                return False
+            if names is not None and not names(key):
+                return False
+        return True
+
+    return check
+
+
+def _every(checks: list):
+    """One check passing when all of `checks` pass."""
+    if len(checks) == 1:
+        return checks[0]
+
+    def check(x) -> bool:
+        for one in checks:
+            if not one(x):
+                return False
+        return True
+
+    return check
 
 
 def _schema_problems(doc: specrules.Document) -> list[Problem]:

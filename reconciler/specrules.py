@@ -14,7 +14,7 @@ import stat
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from reconciler import csvcheck
 from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION, Condition, DesiredSpec, DesiredState, Problem
@@ -30,11 +30,15 @@ class Document:
     path: str  # absolute
     line: int
     value: object
-    lines: dict = field(default_factory=dict)  # field path tuple -> line
+    lines: dict | None = field(default_factory=dict)  # field path tuple -> line; None: ask `locate`
     selected: bool = True
+    # Builds `lines` on first use: most documents never report a problem, so never need it.
+    locate: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
 
     def line_of(self, at: tuple) -> int:
         """The line of the deepest node of `at` that exists (a missing field points at its parent)."""
+        if self.lines is None:
+            self.lines = self.locate() if self.locate is not None else {}
         for end in range(len(at), 0, -1):
             if at[:end] in self.lines:
                 return self.lines[at[:end]]
