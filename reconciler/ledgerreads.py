@@ -73,6 +73,15 @@ class ReadMethods:
                 return [job_from_row(r) for r in self._rows("SELECT * FROM jobs ORDER BY id")]
             return [job_from_row(r) for r in self._rows("SELECT * FROM jobs WHERE name = ? ORDER BY id", (name,))]
 
+    def live_jobs(self) -> list[JobRecord]:
+        """Jobs in creation order that LIVE_JOB admits (every job on a ledger older than schema 3).
+
+        Among them is every job a refresh looks at (not done yet, or a result still to archive).
+        """
+        where = f" WHERE {LIVE_JOB}" if self.schema_version >= LIVE_SCHEMA else ""
+        with self._reading():
+            return [job_from_row(r) for r in self._rows(f"SELECT * FROM jobs{where} ORDER BY id")]
+
     def next_generation(self, name: str) -> int:
         """The generation the next job of this name gets (1 for a new name)."""
         with self._reading():

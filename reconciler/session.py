@@ -165,7 +165,7 @@ class Session:
         """Fetch live status of every non-terminal recorded job (concurrently), record drift, archive results."""
         wanted = set(names) if names is not None else None
         jobs = [
-            j for j in self.ledger.jobs()
+            j for j in self.ledger.live_jobs()
             if j.remote_id and (wanted is None or j.name in wanted)
             and (j.phase in REFRESHABLE or _result_pending(j))
         ]

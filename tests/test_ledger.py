@@ -437,6 +437,7 @@ def test_recorded_state_of_names_adds_every_name_the_planner_may_still_act_on(le
     assert (some.lineage, some.serial) == (everything.lineage, everything.serial)
     assert [r.name for r in led.recorded_state(["gone"]).records] == ["archive", "doubt", "gone", "leaving", "slot",
                                                                        "spec"]
+    assert {j.name for j in led.live_jobs()} == {r.name for r in some.records}
     many = [str(i) for i in range(1200)] + ["gone"]  # more names than one query binds
     assert led.recorded_state(many) == led.recorded_state(["gone"])
 
