@@ -154,7 +154,7 @@ def to_document(plan: Plan) -> dict:
                 "generation": c.generation,
                 "idempotency_key": c.idempotency_key,
                 "depends_on": list(c.depends_on),
-                "detail": json.loads(json.dumps(c.detail)),
+                "detail": _json_copy(c.detail),
             }
             for c in plan.changes
         ],
@@ -164,6 +164,18 @@ def to_document(plan: Plan) -> dict:
         ],
         "summary": plan.summary,
     }
+
+
+def _json_copy(value):
+    """json.loads(json.dumps(value)) without the text in between for plain JSON values (the common case)."""
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict and all(type(key) is str for key in value):
+        return {key: _json_copy(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_json_copy(item) for item in value]
+    return json.loads(json.dumps(value))
 
 
 def from_document(doc: object, source: str) -> Plan:

@@ -7,8 +7,10 @@ ever reach a Plan, so none can reach a view.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from datetime import timezone
+from json.encoder import encode_basestring as _json_text  # the C one when available
 from typing import TextIO
 
 from reconciler.model import ACTIONS, SYMBOLS
@@ -91,7 +93,54 @@ def render_text(plan: Plan, stream: TextIO, *, color: bool) -> None:
 
 def render_json(plan: Plan, stream: TextIO) -> None:
     """The plan document (what `plan --out` saves), indented, in document order."""
-    stream.write(json.dumps(to_document(plan), indent=2, ensure_ascii=False) + "\n")
+    stream.write(indented_json(to_document(plan)) + "\n")
+
+
+def indented_json(document: object) -> str:
+    """json.dumps(document, indent=2, ensure_ascii=False), about twice as fast on a large plan.
+
+    With an indent, json.dumps cannot use its C encoder; this writes the same text directly, and
+    leaves anything but plain str-keyed JSON values to json.dumps.
+    """
+    try:
+        return _indented(document, "")
+    except (_NotPlain, RecursionError):
+        return json.dumps(document, indent=2, ensure_ascii=False)
+
+
+class _NotPlain(Exception):
+    pass
+
+
+_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
+
+
+def _indented(value: object, pad: str) -> str:
+    kind = type(value)
+    if kind is str:
+        return _json_text(value)
+    if value is None or value is True or value is False:
+        return _LITERALS[value]
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        return "NaN" if value != value else _NON_FINITE.get(value) or float.__repr__(value)
+    inner = pad + "  "
+    if kind is dict:
+        if not value:
+            return "{}"
+        if not all(type(key) is str for key in value):
+            raise _NotPlain  # json.dumps turns other keys into text its own way
+        items = [f"{inner}{_json_text(key)}: {_indented(item, inner)}" for key, item in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if kind is list or kind is tuple:
+        if not value:
+            return "[]"
+        return "[\n" + ",\n".join([inner + _indented(item, inner) for item in value]) + "\n" + pad + "]"
+    raise _NotPlain
+
+
+_LITERALS = {None: "null", True: "true", False: "false"}
 
 
 def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000) -> None:
