@@ -339,10 +339,11 @@ class _MassTable:
         if self.one_of:
             found += [(n, None, f"needs a {self.need}") for n, r in rows if not any(r[i].strip() for i in self.one_of)]
         if self.pair:
-            a, b = self.pair
-            found += [(n, "Currency (To)", "is the same currency as Currency (From)")
-                      for n, x, y in zip(numbers, map(str.strip, map(itemgetter(a), records)),
-                                         map(str.strip, map(itemgetter(b), records))) if x and x == y]
+            froms = list(map(str.strip, map(itemgetter(self.pair[0]), records)))
+            tos = list(map(str.strip, map(itemgetter(self.pair[1]), records)))
+            if not set(froms).isdisjoint(tos):  # else no row can name one currency twice
+                found += [(n, "Currency (To)", "is the same currency as Currency (From)")
+                          for n, x, y in zip(numbers, froms, tos) if x and x == y]
         if self.invoice is not None:
             has_account = (lambda r: False) if self.account is None else (lambda r: bool(r[self.account].strip()))
             found += [(n, "Payment Invoice", "must be empty when Billing Account ID is empty (an unassigned payment)")
