@@ -60,11 +60,17 @@ class ReadMethods:
 
     def _live_and_named_rows(self, names: list[str]) -> list[dict]:
         rows = {r["id"]: r for r in self._rows(f"SELECT * FROM jobs WHERE name IN (SELECT name FROM jobs WHERE {LIVE_JOB})")}
-        for start in range(0, len(names), _NAMES_PER_QUERY):
-            chunk = names[start:start + _NAMES_PER_QUERY]
-            rows.update((r["id"], r) for r in self._rows(
-                f"SELECT * FROM jobs WHERE name IN ({', '.join('?' * len(chunk))})", tuple(chunk)))
+        rows.update((r["id"], r) for r in self._rows_in("name", names))
         return sorted(rows.values(), key=lambda r: (r["name"], r["generation"], r["id"]))
+
+    def _rows_in(self, column: str, values: Iterable) -> list[dict]:
+        """Jobs whose `column` (an indexed one: name, id, remote_id) is among `values`, in chunks."""
+        values = sorted({v for v in values if v is not None})
+        rows = []
+        for start in range(0, len(values), _NAMES_PER_QUERY):
+            chunk = tuple(values[start:start + _NAMES_PER_QUERY])
+            rows += self._rows(f"SELECT * FROM jobs WHERE {column} IN ({', '.join('?' * len(chunk))})", chunk)
+        return rows
 
     def jobs(self, name: str | None = None) -> list[JobRecord]:
         """Jobs in the order they were created, all or one name's."""
@@ -78,9 +84,22 @@ class ReadMethods:
 
         Among them is every job a refresh looks at (not done yet, or a result still to archive).
         """
-        where = f" WHERE {LIVE_JOB}" if self.schema_version >= LIVE_SCHEMA else ""
+        return self.jobs_matching(live=True)
+
+    def jobs_matching(self, *, ids: Iterable[int] = (), remote_ids: Iterable[str] = (), live: bool = False,
+                      ) -> list[JobRecord]:
+        """Jobs in creation order with one of these ledger ids or remote ids, plus every LIVE_JOB one when `live`.
+
+        Read through indexes, so its cost follows the jobs asked for, not every job ever recorded.
+        """
         with self._reading():
-            return [job_from_row(r) for r in self._rows(f"SELECT * FROM jobs{where} ORDER BY id")]
+            rows = {}
+            if live:
+                where = f" WHERE {LIVE_JOB}" if self.schema_version >= LIVE_SCHEMA else ""
+                rows.update((r["id"], r) for r in self._rows(f"SELECT * FROM jobs{where}"))
+            for column, values in (("id", ids), ("remote_id", remote_ids)):
+                rows.update((r["id"], r) for r in self._rows_in(column, values))
+        return [job_from_row(rows[job_id]) for job_id in sorted(rows)]
 
     def next_generation(self, name: str) -> int:
         """The generation the next job of this name gets (1 for a new name)."""

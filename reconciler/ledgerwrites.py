@@ -10,6 +10,7 @@ transaction as each insert.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
 from reconciler.chain import canonical_json, event_hash
@@ -55,9 +56,16 @@ class WriteMethods:
     def add_intent(
         self, *, run_id: int | None, name: str, kind: str, generation: int, fingerprint: str,
         fingerprint_version: int, revision: int, idempotency_key: str, detail: Mapping, rerun: bool = False,
+        lock_id: str | None = None,
     ) -> JobRecord:
-        """Commit a job in phase intent before its remote call; an existing key returns its job unchanged."""
+        """Commit a job in phase intent before its remote call; an existing key returns its job unchanged.
+
+        Given the run's `lock_id`, the same transaction renews that lock's lease or raises LockHeldError
+        when another run took it: no intent is ever committed by a run that no longer holds the lock.
+        """
         with self._transaction() as tx:
+            if lock_id is not None:
+                self._hold_lock(lock_id, time.time())
             existing = self._row("SELECT * FROM jobs WHERE idempotency_key = ?", (idempotency_key,))
             if existing is not None:
                 recorded = (existing["name"], existing["generation"], existing["fingerprint"])
@@ -183,10 +191,15 @@ class WriteMethods:
         self, *, run_id: int | None, event_type: str, name: str | None = None, method: str | None = None,
         path: str | None = None, http_status: int | None = None, request_id: str | None = None,
         track_id: str | None = None, idempotency_key: str | None = None, outcome: str | None = None,
-        actor: Actor | None = None, detail: Mapping | None = None,
+        actor: Actor | None = None, detail: Mapping | None = None, lock_id: str | None = None,
     ) -> int:
-        """Append one event (e.g. a remote call) in its own transaction; returns its id."""
+        """Append one event (e.g. a remote call) in its own transaction; returns its id.
+
+        Given `lock_id`, the event is only appended while that lock is still held (see add_intent).
+        """
         with self._transaction():
+            if lock_id is not None:
+                self._hold_lock(lock_id, time.time())
             return self._append_event(
                 run_id=run_id, event_type=event_type, name=name, method=method, path=path,
                 http_status=http_status, request_id=request_id, track_id=track_id,

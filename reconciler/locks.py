@@ -107,14 +107,38 @@ class LockMethods:
         return lock_id
 
     def heartbeat(self, lock_id: str, *, now=time.time) -> None:
-        """Renew the lease; LedgerError when the lock was released or taken over meanwhile."""
+        """Renew the lease; LockHeldError naming the new holder when the lock was released or taken over."""
         with self._transaction() as tx:
             tx.bump = False
-            if self._conn.execute("UPDATE locks SET heartbeat_at = ? WHERE id = ?", (now(), lock_id)).rowcount != 1:
-                raise LedgerError(
-                    f"{self.path}: lock {lock_id} is no longer held (released or taken over by another run); "
-                    "stop, then check `reconciler lock status` and `reconciler status` before running again"
-                )
+            self._hold_lock(lock_id, now())
+
+    def _hold_lock(self, lock_id: str, moment: float) -> None:
+        """Inside the caller's transaction: renew this lease, or raise LockHeldError when it is no longer ours.
+
+        A write that must only happen under the lock (an intent before its remote call) runs this in its
+        own transaction, so no other run can take the lock between the check and the write.
+        """
+        if self._conn.execute("UPDATE locks SET heartbeat_at = ? WHERE id = ?", (moment, lock_id)).rowcount != 1:
+            raise LockHeldError(self._lost_message(lock_id, self._new_holder(lock_id)))
+
+    def _lost_message(self, lock_id: str, holder: str) -> str:
+        return (f"{self.path}: this run lost the ledger lock {lock_id} to {holder}; it changes nothing more "
+                "remotely. Check `reconciler lock status` and `reconciler status` before running again")
+
+    def _new_holder(self, lock_id: str) -> str:
+        """Who has the lock now that `lock_id` is gone: the holder, else who took it over or released it."""
+        row = self._row("SELECT * FROM locks ORDER BY acquired_at LIMIT 1")
+        if row is not None:
+            return f"{describe_holder(row)} (lock {row['id']}, taken {iso(float(row['acquired_at']))})"
+        # Newest first and rare (only a run that lost its lock asks): the event is normally among the last.
+        event = self._row(
+            "SELECT event_type, actor, ts FROM events WHERE event_type IN ('lock_takeover', 'lock_release')"
+            " AND instr(detail, ?) > 0 ORDER BY id DESC LIMIT 1", (f'"{lock_id}"',),
+        )
+        if event is None:
+            return "nobody (the lock is free now)"
+        verb = "took it over" if event["event_type"] == "lock_takeover" else "released it"
+        return f"{event['actor']}, who {verb} at {event['ts']} and has since finished (the lock is free now)"
 
     def release_lock(self, lock_id: str, *, by: Actor | None = None, forced: bool = False) -> None:
         """Release a lock; `forced` (operator `lock release`) also appends an event naming `by`."""
@@ -131,6 +155,17 @@ class LockMethods:
                     run_id=None, event_type="lock_release", actor=by,
                     detail={"lock_id": lock_id, "holder": describe_holder(row), "forced": True},
                 )
+
+    def release_own_lock(self, lock_id: str, *, run_id: int | None) -> str | None:
+        """Release a run's own lock at its end; when it was lost meanwhile, append a `lock_lost` event and
+        return the LockHeldError text naming the new holder instead of raising (None when released)."""
+        with self._transaction() as tx:
+            tx.bump = False
+            if self._conn.execute("DELETE FROM locks WHERE id = ?", (lock_id,)).rowcount == 1:
+                return None
+            holder = self._new_holder(lock_id)
+            self._append_event(run_id=run_id, event_type="lock_lost", detail={"lock_id": lock_id, "holder": holder})
+            return self._lost_message(lock_id, holder)
 
     def current_lock(self, *, now=time.time) -> dict | None:
         """The lock row (times as ISO strings) plus `holder` text and `expired`, or None when free."""

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -441,6 +442,14 @@ def test_recorded_state_of_names_adds_every_name_the_planner_may_still_act_on(le
     many = [str(i) for i in range(1200)] + ["gone"]  # more names than one query binds
     assert led.recorded_state(many) == led.recorded_state(["gone"])
 
+    every = led.jobs()
+    gone = [j for j in every if j.name == "gone"]
+    picked = led.jobs_matching(ids=[gone[0].id, 10**6], remote_ids=[gone[1].remote_id, "R-none", None], live=True)
+    assert picked == sorted(led.live_jobs() + gone[:2], key=lambda j: j.id)  # creation order, no duplicates
+    assert led.jobs_matching(ids=[j.id for j in every] + list(range(10**6, 10**6 + 600))) == every  # chunked
+    assert led.jobs_matching(remote_ids=[j.remote_id for j in every]) == [j for j in every if j.remote_id]
+    assert led.jobs_matching() == []
+
 
 def test_custom_object_job_stays_created_until_uploaded(led):
     run = led.start_run("apply", ALICE)
@@ -641,7 +650,7 @@ def test_a_dead_holder_on_this_host_is_taken_over_at_once(led):
     event = led.events(limit=1)[0]
     assert event["event_type"] == "lock_takeover" and "is gone" in event["detail"]["reason"]
     assert led.serial == serial and led.verify().ok
-    with pytest.raises(LedgerError, match="no longer held"):
+    with pytest.raises(LockHeldError, match=f"lost the ledger lock {stale} to bob@host-a pid {BOB.pid}"):
         led.heartbeat(stale)
 
 
@@ -685,6 +694,110 @@ def test_release_and_forced_release(led):
     event = led.events(limit=1)[0]
     assert (event["event_type"], event["actor"], event["detail"]["forced"]) == ("lock_release", "bob@host-a", True)
     assert f"alice@host-a pid {os.getpid()}" in event["detail"]["holder"]
+
+
+def test_an_intent_or_event_under_a_lock_renews_it_in_the_same_transaction(led):
+    t0 = 1_000_000.0
+    lock = led.acquire_lock(ALICE, now=lambda: t0)  # acquired long ago: its lease lapsed, nobody took it yet
+    run = led.start_run("apply", ALICE)
+    serial = led.serial
+    job = intent(led, run, lock_id=lock)
+    assert led.serial == serial + 1 and job.phase == "intent"
+    assert not led.current_lock()["expired"]
+    led.record_event(run_id=run, event_type="stop_requested", lock_id=lock)
+    assert [e["event_type"] for e in led.events(limit=2)] == ["stop_requested", "intent"]
+    with pytest.raises(LockHeldError, match="locked by alice@host-a"):  # renewed: another host may not take it
+        led.acquire_lock(Actor("ci", "host-b", 1, None, None))
+
+
+def test_no_intent_or_event_is_written_by_a_run_that_lost_its_lock(led):
+    t0 = 1_000_000.0
+    mine = led.acquire_lock(ALICE, now=lambda: t0)
+    run = led.start_run("apply", ALICE)
+    theirs = led.acquire_lock(Actor("ci", "host-b", 7, None, "https://ci.example/runs/9"))  # our lease lapsed
+    serial, count = led.serial, len(led.events())
+    for write in (lambda: intent(led, run, lock_id=mine),
+                  lambda: led.record_event(run_id=run, event_type="cancel_intent", lock_id=mine)):
+        with pytest.raises(LockHeldError) as caught:
+            write()
+        message = str(caught.value)
+        assert f"lost the ledger lock {mine} to ci@host-b pid 7 (CI run https://ci.example/runs/9)" in message
+        assert f"lock {theirs}" in message and "reconciler lock status" in message
+    assert led.jobs() == [] and len(led.events()) == count and led.serial == serial
+    assert led.current_lock()["id"] == theirs and led.verify().ok
+
+
+def test_an_intent_waiting_for_a_takeover_to_commit_sees_it(path):
+    """The check and the write are one transaction: an intent that starts while another run is taking the
+    lock over (its write transaction open) runs after it, and finds the lock gone."""
+    with Ledger.open_write(path, LOCAL) as led:
+        mine = led.acquire_lock(ALICE, now=lambda: 1_000_000.0)
+        run = led.start_run("apply", ALICE)
+        taker = sqlite3.connect(path, isolation_level=None)
+        try:
+            taker.execute("BEGIN IMMEDIATE")
+            taker.execute("DELETE FROM locks WHERE id = ?", (mine,))
+            taker.execute("INSERT INTO locks (id, user, host, pid, ci_run_url, acquired_at, heartbeat_at, "
+                          "lease_seconds) VALUES ('theirs', 'ci', 'host-b', 7, NULL, 2e9, 2e9, 60)")
+            outcome = {}
+
+            def write():
+                try:
+                    outcome["job"] = intent(led, run, lock_id=mine)
+                except LockHeldError as err:
+                    outcome["error"] = str(err)
+
+            writer = threading.Thread(target=write)
+            writer.start()
+            taker.execute("COMMIT")
+            writer.join()
+        finally:
+            taker.close()
+        assert "job" not in outcome and "to ci@host-b pid 7 (lock theirs" in outcome["error"]
+        assert led.jobs() == []
+
+
+def test_a_run_writing_intents_while_another_takes_the_lock_over_writes_none_after_it(path):
+    with Ledger.open_write(path, LOCAL) as mine, Ledger.open_write(path, LOCAL) as other:
+        lock = mine.acquire_lock(ALICE)
+        run = mine.start_run("apply", ALICE)
+        started = threading.Event()
+
+        def take_over():
+            started.wait()
+            other.acquire_lock(Actor("ci", "host-b", 7, None, None), now=lambda: time.time() + 3600)
+
+        taker = threading.Thread(target=take_over)
+        taker.start()
+        with pytest.raises(LockHeldError, match="to ci@host-b pid 7"):
+            for i in range(100_000):
+                intent(mine, run, name=f"n{i}", lock_id=lock)
+                started.set()
+        taker.join()
+        events = mine.events()
+        [takeover] = [e["id"] for e in events if e["event_type"] == "lock_takeover"]
+        intents = [e["id"] for e in events if e["event_type"] == "intent"]
+        assert intents and max(intents) < takeover and len(intents) == len(mine.jobs())
+
+
+def test_a_run_releasing_a_lock_it_lost_gets_a_warning_text_and_an_event_not_an_error(led):
+    mine = led.acquire_lock(ALICE, now=lambda: 1_000_000.0)
+    run = led.start_run("apply", ALICE)
+    assert led.release_own_lock(mine, run_id=run) is None
+    assert led.current_lock() is None and led.events() == []
+    mine = led.acquire_lock(ALICE, now=lambda: 1_000_000.0)
+    theirs = led.acquire_lock(Actor("ci", "host-b", 7, None, None))
+    serial = led.serial
+    message = led.release_own_lock(mine, run_id=run)
+    assert f"lost the ledger lock {mine} to ci@host-b pid 7 (lock {theirs}" in message
+    event = led.events(limit=1)[0]
+    assert (event["event_type"], event["run_id"], event["detail"]["lock_id"]) == ("lock_lost", run, mine)
+    assert led.current_lock()["id"] == theirs and led.serial == serial and led.verify().ok
+    led.release_lock(theirs, by=BOB, forced=True)  # the new holder is gone too: the events still name it
+    assert "to ci@host-b, who took it over at" in led.release_own_lock(mine, run_id=run)
+    again = led.acquire_lock(ALICE)
+    led.release_lock(again, by=BOB, forced=True)
+    assert "to bob@host-a, who released it at" in led.release_own_lock(again, run_id=run)
 
 
 # --- concurrency ----------------------------------------------------------------------------------
