@@ -3,8 +3,12 @@
 `LockMethods` is mixed into `Ledger` and runs inside its transactions (plain SQL on its connection;
 sqlite-utils stays in ledger.py). Lock transactions never bump the ledger serial, even when they
 append an audit event (a take-over, a forced release): taking the lock must not make the saved plan
-a run is about to apply look stale. The functions below are the pure lease rules over a lock row (id,
-user, host, pid, ci_run_url, acquired_at, heartbeat_at, lease_seconds; times in epoch seconds).
+a run is about to apply look stale. A write that precedes a remote change (an intent, a stop or cancel
+event) is given the run's lock id and checks and renews the lease inside its own transaction
+(`_hold_lock`), so a run that lost the lock commits nothing more; a run that finds its lock gone at
+the end gets a `lock_lost` event and a text naming the new holder (`release_own_lock`), not an error.
+The functions below are the pure lease rules over a lock row (id, user, host, pid, ci_run_url,
+acquired_at, heartbeat_at, lease_seconds; times in epoch seconds).
 """
 
 from __future__ import annotations
