@@ -3,6 +3,8 @@
 Commands that only read use `read_ledger`; commands that write open a `Session`, which records the
 run, optionally holds the ledger lock (with a heartbeat), records every remote call as an event
 (under the spec name the calling thread is working on), refreshes live status and archives results.
+A heartbeat that finds the lock taken over sets `lock_lost`; the apply journal then writes no more
+intents and `check_lock` ends the run naming the new holder.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from reconciler.errors import RemoteError
+from reconciler.errors import LedgerError, LockHeldError, RemoteError
 from reconciler.ledger import Actor, Binding, Ledger
 from reconciler.model import (
     CUSTOM_OBJECT_JOB, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, JobRecord, Observation, ObservedState,
@@ -80,7 +82,10 @@ class Session:
         self._retry = retry  # a zuora.RetryPolicy; None = the client's default
         self.actor = current_actor(settings.root, env)
         self.ledger = Ledger.open_write(settings.ledger_path, binding(settings))
-        self._lock_id: str | None = None
+        self.lock_id: str | None = None
+        self.lock_lost: str | None = None  # why this run no longer holds its lock, once it knows
+        self._lost_told = False  # check_lock raised it: the caller reports it, close need not repeat it
+        self.run_id: int | None = None
         self._stop_heartbeat = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._local = threading.local()
@@ -88,7 +93,7 @@ class Session:
         self._client_lock = threading.Lock()
         try:
             if lock_timeout is not None:
-                self._lock_id = self.ledger.acquire_lock(self.actor, timeout=lock_timeout)
+                self.lock_id = self.ledger.acquire_lock(self.actor, timeout=lock_timeout)
                 self._heartbeat = threading.Thread(target=self._beat, name="ledger-heartbeat", daemon=True)
                 self._heartbeat.start()
             self.run_id = self.ledger.start_run(command, self.actor, plan_digest)
@@ -99,7 +104,11 @@ class Session:
     # --- lifecycle ----------------------------------------------------------------------------
 
     def close(self, outcome: str) -> None:
-        """Record the run's outcome, close the client, release the lock and the ledger."""
+        """Record the run's outcome, close the client, release the lock and the ledger.
+
+        A lock lost meanwhile is reported (stderr and a `lock_lost` event), never raised: the run's
+        own outcome and exit code stand.
+        """
         try:
             self.ledger.finish_run(self.run_id, outcome)
         finally:
@@ -112,21 +121,35 @@ class Session:
         if self._heartbeat is not None:
             self._heartbeat.join(timeout=5)
         try:
-            if self._lock_id is not None:
-                self.ledger.release_lock(self._lock_id)
+            if self.lock_id is not None:
+                lost = self.ledger.release_own_lock(self.lock_id, run_id=self.run_id)
+                if lost is not None and not self._lost_told:
+                    log.warning("%s", lost)
+        except LedgerError as err:  # reported, not raised: it must not replace the run's own error or exit code
+            log.warning("could not release the ledger lock %s: %s; the next run takes it over once this process "
+                        "has exited (from another host: once its lease lapsed)", self.lock_id, err)
         finally:
             self.ledger.close()
 
-    def renew_lock(self) -> None:
-        """Renew the lease before creating anything remotely; LedgerError when another run took the lock over."""
-        if self._lock_id is not None:
-            self.ledger.heartbeat(self._lock_id)
+    def lose_lock(self, err: LockHeldError) -> None:
+        """Note that the lock is gone (`check_lock` then stops the run); the first reason found is kept."""
+        if self.lock_lost is None:
+            self.lock_lost = str(err)
+
+    def check_lock(self) -> None:
+        """Raise LockHeldError, naming the new holder, once this run knows it lost its lock."""
+        if self.lock_lost is not None:
+            self._lost_told = True
+            raise LockHeldError(self.lock_lost)
 
     def _beat(self) -> None:
         while not self._stop_heartbeat.wait(HEARTBEAT_SECONDS):
             try:
-                self.ledger.heartbeat(self._lock_id)
-            except Exception as err:  # a lost lock must not kill the run silently; it is logged
+                self.ledger.heartbeat(self.lock_id)
+            except LockHeldError as err:  # taken over: the run stops at its next step (check_lock says why)
+                self.lose_lock(err)
+                return
+            except Exception as err:  # e.g. the ledger stayed busy: the next beat tries again
                 log.warning("lock heartbeat failed: %s", err)
 
     # --- the client -----------------------------------------------------------------------------

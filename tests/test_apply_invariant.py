@@ -10,12 +10,12 @@ from datetime import datetime, timedelta, timezone
 import httpx
 
 from apply_support import (
-    CREDENTIALS, admin, assert_exactly_once, cli, ledger_jobs, make_repo, remote_jobs, served_sandbox, settings_of,
+    CREDENTIALS, admin, assert_exactly_once, cli, ledger_events, ledger_jobs, make_repo, remote_jobs, served_sandbox,
+    settings_of,
 )
 from reconciler.applier import UNKNOWN_HINT, Applier
 from reconciler.commands._apply_journal import LedgerJournal
 from reconciler.commands.plan import compute_plan
-from reconciler.errors import LedgerError
 from reconciler.ledger import Actor, Ledger
 from reconciler.retry import RetryPolicy
 from reconciler.session import Session, binding
@@ -129,7 +129,8 @@ def test_a_slow_confirmation_never_resends_an_intent_whose_key_zuora_may_have_fo
 def test_a_run_whose_lock_was_taken_over_submits_nothing_more(tmp_path):
     """A run stalled past its lease (a suspended laptop, a frozen VM) has lost the lock to another run, which
     may already be submitting from its own plan (another commit: other fingerprints, other keys). The stalled
-    run must not go on submitting from its old plan: each new intent first renews the lease it must still hold."""
+    run must not go on submitting from its old plan: each intent is committed only in a transaction that
+    finds this run's lock still in place (and renews it)."""
     with served_sandbox() as url:
         repo = make_repo(tmp_path, url, mass=("fx-a",), create=(), delete=())
         session = Session(settings_of(repo), command="apply", lock_timeout=0)
@@ -137,16 +138,17 @@ def test_a_run_whose_lock_was_taken_over_submits_nothing_more(tmp_path):
             plan = compute_plan(session.settings, session=session, refresh=True)
             other = Actor(user="ci", host="another-runner", pid=4242)
             with Ledger.open_write(session.settings.ledger_path, binding(session.settings)) as ledger:
-                ledger.acquire_lock(other, now=lambda: time.time() + 3600)  # an hour later: the lease lapsed
+                theirs = ledger.acquire_lock(other, now=lambda: time.time() + 3600)  # an hour later: lease lapsed
             applier = Applier(session.client, LedgerJournal(session), root=repo, lineage=session.ledger.lineage)
             [result] = applier.run(plan.actionable)
         finally:
-            try:
-                session.close("failed")
-            except LedgerError:
-                pass  # releasing a lock another run holds is refused; that is not what this test is about
-        assert result.failed and "no longer held" in result.error, result
+            session.close("failed")  # a lost lock is reported, never raised over the run's own outcome
+        assert result.failed and "no longer holds the ledger lock" in result.error, result
+        assert "lost the ledger lock" in session.lock_lost and "to ci@another-runner pid 4242" in session.lock_lost
         assert remote_jobs(url) == [] and ledger_jobs(repo) == []
+        assert [e["event_type"] for e in ledger_events(repo)][-1] == "lock_lost"
+        with Ledger.open_write(session.settings.ledger_path, binding(session.settings)) as ledger:
+            assert ledger.current_lock()["id"] == theirs  # the loser never releases the winner's lock
 
 
 def test_a_saved_plan_edited_to_run_a_completed_spec_again_is_refused(tmp_path):

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
 from reconciler.applier import ChangeFailed
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.errors import LockHeldError, ReconcilerError, UsageError
 from reconciler.model import (
     CO_TERMINAL, CUSTOM_OBJECT_JOB, IN_DOUBT_SECONDS, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, PHASE_INTENT, JobRecord,
 )
@@ -77,15 +77,12 @@ class LedgerJournal:
 
     def intent(self, change: Change, key: str) -> int:
         """Commit the intent row (phase intent, with its key) before the POST; an existing key is reused."""
-        # A run that stalled past its lease may have lost the lock to a run planning from other specs: it
-        # must create nothing more. A renewed lease also keeps the lock ours until the intent is committed.
-        self.session.renew_lock()
-        job = self.ledger.add_intent(
+        job = self._holding(lambda lock_id: self.ledger.add_intent(
             run_id=self.session.run_id, name=change.name, kind=change.kind, generation=change.generation or 1,
             fingerprint=change.fingerprint, fingerprint_version=FINGERPRINT_VERSION, revision=change.revision or 1,
             idempotency_key=key, detail={k: change.detail[k] for k in INTENT_DETAIL if k in change.detail},
-            rerun=bool(change.detail.get("rerun")),
-        )
+            rerun=bool(change.detail.get("rerun")), lock_id=lock_id,
+        ))
         if job.phase != PHASE_INTENT:
             raise ReconcilerError(f"{change.name}: the ledger already records job {job.remote_id} (generation "
                                   f"{job.generation}, phase {job.phase}) for this submission; run plan again")
@@ -120,7 +117,7 @@ class LedgerJournal:
 
     def stop_requested(self, change: Change, *, remote_id: str) -> None:
         """Event before PUT stop (Zuora takes no Idempotency-Key there; a repeated stop is harmless)."""
-        self._note(change, "stop_requested", remote_id)
+        self._holding(lambda lock_id: self._note(change, "stop_requested", remote_id, lock_id=lock_id))
 
     def stop_answered(self, change: Change, *, remote_id: str) -> None:
         """Event after Zuora accepted the stop."""
@@ -129,11 +126,25 @@ class LedgerJournal:
 
     def cancel_intent(self, change: Change, *, remote_id: str, key: str) -> None:
         """Event before PATCH cancel, naming the key it is sent with."""
-        self._note(change, "cancel_intent", remote_id, key)
+        self._holding(lambda lock_id: self._note(change, "cancel_intent", remote_id, key, lock_id=lock_id))
 
-    def _note(self, change: Change, event_type: str, remote_id: str, key: str | None = None) -> None:
+    def _note(self, change: Change, event_type: str, remote_id: str, key: str | None = None,
+              lock_id: str | None = None) -> None:
         self.ledger.record_event(run_id=self.session.run_id, event_type=event_type, name=change.name,
-                                 idempotency_key=key, detail={"remote_id": remote_id, "action": change.action})
+                                 idempotency_key=key, detail={"remote_id": remote_id, "action": change.action},
+                                 lock_id=lock_id)
+
+    def _holding(self, write):
+        """Run a write that precedes a remote change, passing the run's lock id so the ledger commits it only
+        while this run still holds the lock (a run that stalled past its lease may have lost it to a run
+        planning from other specs). Once the lock is lost, nothing more is written or sent."""
+        if self.session.lock_lost is None:
+            try:
+                return write(self.session.lock_id)
+            except LockHeldError as err:  # the session keeps the full text, naming the new holder
+                self.session.lose_lock(err)
+        raise ChangeFailed("not sent: this run no longer holds the ledger lock (another run may be applying)",
+                           "`reconciler lock status` names the holder; once it has finished, run plan and apply again")
 
     def observed(self, change: Change, obs) -> None:
         """Record a job's live status; a job that ended gets its result archived."""
@@ -165,21 +176,21 @@ def recover_in_doubt(session, *, now: datetime | None = None) -> list[str]:
     reports the intent as a conflict. Mass Updater offers no list, so its intents always wait for a person.
     """
     now = now or datetime.now(timezone.utc)
-    jobs = session.ledger.jobs()
-    doubtful = [j for j in jobs if j.phase == PHASE_INTENT and j.kind == CUSTOM_OBJECT_JOB
+    doubtful = [j for j in session.ledger.live_jobs() if j.phase == PHASE_INTENT and j.kind == CUSTOM_OBJECT_JOB
                 and (now - j.created_at).total_seconds() >= IN_DOUBT_SECONDS]
     if not doubtful:
         return []
-    claimed = {j.remote_id for j in jobs if j.remote_id}
     oldest = min(j.created_at for j in doubtful) - ADOPT_BEFORE
-    listed = []
+    recent = []
     with session.acting_on(None):
         for body in session.client.list_co_jobs():
             created = _parse_time(body.get("CreatedDate"))
             if created is not None and created < oldest:
                 break  # newest first: the rest are older than every doubtful intent
-            if created is not None and body.get("Id") not in claimed:
-                listed.append((body, created))
+            if created is not None:
+                recent.append((body, created))
+    claimed = {j.remote_id for j in session.ledger.jobs_matching(remote_ids=[b.get("Id") for b, _ in recent])}
+    listed = [(body, created) for body, created in recent if body.get("Id") not in claimed]
     fits = {j.id: [b for b, created in listed if _fits(j, b, created)] for j in doubtful}
     uses = Counter(b["Id"] for found in fits.values() for b in found)
     lines = []

@@ -98,7 +98,7 @@ class _Run:
             raise ConflictError(_conflicts(plan))
         todo = plan.actionable
         waits = [c for c in plan.changes if c.action == "wait"]
-        running = self.wait and any(moving(j) and self.in_scope(j.name) for j in self.session.ledger.jobs())
+        running = self.wait and any(moving(j) and self.in_scope(j.name) for j in self.session.ledger.live_jobs())
         if not todo and not (self.wait and (waits or running)):
             if waits:
                 self.out.write(f"Nothing to apply now: {count(len(waits), 'change')} waiting (see above); "
@@ -165,22 +165,41 @@ class _Run:
         return sys.stdin.readline().strip() == "yes"
 
     def _execute(self, changes) -> list[Result]:
+        self._check_lock()
         self.progress.say(f"Applying {count(len(changes), 'change')} (parallelism {self.settings.parallelism}):")
         results = self.applier.run(changes)
         for result in results:
             self.progress.say(_line(result))
+        self._check_lock()
         self.reruns -= {r.name for r in results}  # a rerun is honoured once per apply
         self.failed.update(r.name for r in results if r.failed)
         if self.wait:
             self.progress.follow.update(r.remote_id for r in results if r.remote_id)
-            self.progress.update([j for j in self.session.ledger.jobs() if self.in_scope(j.name)])
+            self.progress.update([j for j in self._followed_jobs() if self.in_scope(j.name)])
         return results
+
+    def _check_lock(self) -> None:
+        """End the run (exit 1, naming the new holder) once it knows another run took its lock over."""
+        if self.session.lock_lost is not None:
+            self.outcome = "lock-lost"
+            self.session.check_lock()
+
+    def _followed_jobs(self):
+        """The jobs --wait shows and waits on: every live one (all that may still move) and those it follows.
+
+        Progress skips any other job, so this reads what reading every job ever recorded would give it.
+        """
+        return self.session.ledger.jobs_matching(live=True, ids=self.progress.jobs, remote_ids=self.progress.follow)
+
+    def _next_plan(self) -> Plan:
+        self._check_lock()
+        return self._plan()
 
     def _wait(self, deadline: float | None) -> WaitOutcome:
         if self.saved is not None and not self.saved.changes:
             return WaitOutcome()
         sandbox = self.settings.base_url.startswith("http://")  # only the local or a loopback sandbox
-        waiter = Waiter(plan_next=lambda failed: self._plan(), execute=self._execute, jobs=self.session.ledger.jobs,
+        waiter = Waiter(plan_next=lambda failed: self._next_plan(), execute=self._execute, jobs=self._followed_jobs,
                         in_scope=self.in_scope, progress=self.progress, deadline=deadline,
                         poll=POLL_SANDBOX_SECONDS if sandbox else POLL_ZUORA_SECONDS)
         try:
@@ -216,9 +235,8 @@ class _Run:
         """Print how the followed jobs ended, conflicts and stuck waits; the problems among them."""
         problems = []
         latest = {}
-        for job in self.session.ledger.jobs():
-            if job.id in self.progress.jobs:
-                latest[job.name] = job  # jobs() is oldest first: the newest followed job wins
+        for job in self.session.ledger.jobs_matching(ids=self.progress.jobs):
+            latest[job.name] = job  # oldest first: the newest followed job wins
         ended = Counter(j.remote_status for j in latest.values() if not moving(j))
         if ended:
             self.out.write("Jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) + ".\n")
