@@ -65,7 +65,7 @@ class ReadMethods:
 
     def _rows_in(self, column: str, values: Iterable) -> list[dict]:
         """Jobs whose `column` (an indexed one: name, id, remote_id) is among `values`, in chunks."""
-        values = sorted({v for v in values if v is not None})
+        values = sorted({v for v in values if v is not None}, key=str)  # the order only groups the chunks
         rows = []
         for start in range(0, len(values), _NAMES_PER_QUERY):
             chunk = tuple(values[start:start + _NAMES_PER_QUERY])
