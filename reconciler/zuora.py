@@ -93,11 +93,14 @@ class ZuoraClient(ZuoraOperations):
         transport = None
         loopback = re.match(r"(?i)http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", settings.base_url or "")
         if settings.is_local or loopback:
-            from reconciler.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, make_app
+            # Only the defaults: a served sandbox needs no simulator code in this process.
+            from reconciler.sandbox.defaults import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 
             if not _has_credentials(credentials):  # a sandbox accepts its documented defaults
                 credentials = Credentials(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
             if settings.is_local:
+                from reconciler.sandbox import make_app
+
                 db = settings.sandbox_db
                 if db is not None:
                     Path(db).parent.mkdir(parents=True, exist_ok=True)

@@ -29,18 +29,29 @@ This package imports nothing from the rest of reconciler and nothing outside the
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from .app import SandboxApp, make_settings
-from .server import Server
-from .store import Store
-from .web import DroppedConnection
+from .defaults import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 
-DEFAULT_CLIENT_ID = "reconciler-local-sandbox-client-0001"
-DEFAULT_CLIENT_SECRET = "reconciler-local-sandbox-secret"
+if TYPE_CHECKING:
+    from .app import SandboxApp
+    from .server import Server
 
 __all__ = [
     "DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET", "DroppedConnection", "SandboxApp", "Server", "make_app", "serve",
 ]
+
+# The simulator's classes load on first use: a client that only needs the default credentials
+# (ZuoraClient against a served sandbox) then never imports the app, its store and its web layer.
+_LAZY = {"SandboxApp": ".app", "Server": ".server", "DroppedConnection": ".web"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_app(
@@ -54,10 +65,15 @@ def make_app(
     token_seconds: int = 3599,
 ) -> SandboxApp:
     """A sandbox WSGI app on `db_path` (None: in memory); ValueError names a bad setting or unusable db."""
+    from .app import SandboxApp, make_settings
+    from .store import Store
+
     settings = make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds)
     return SandboxApp(Store(db_path), settings, clock=clock or time.time)
 
 
 def serve(app, host: str = "127.0.0.1", port: int = 0) -> Server:
     """A threaded HTTP server for `app` on host:port (0 = any free port); call .start() or .serve_forever()."""
+    from .server import Server
+
     return Server(app, host, port)
