@@ -31,7 +31,7 @@ values in ledgerrows.py and events chain as chain.py describes. Choices a caller
   SQLite's own locking.
 - **Migrations** are the functions in MIGRATIONS (ledgerschema.py), forward only, run by `open_write`
   in one transaction on a sqlite-utils Database made here; MIGRATIONS[i] brings the schema to version
-  i + 1. Every schema version stays readable
+  i + 1. A new ledger is made from CURRENT_SCHEMA, the same schema in plain SQL. Every schema version stays readable
   by the current read code, so `open_read` accepts older ledgers; a newer one is refused.
 """
 
@@ -51,7 +51,7 @@ from reconciler.chain import GENESIS_HASH
 from reconciler.errors import LedgerError
 from reconciler.ledgerreads import ReadMethods, events_query
 from reconciler.ledgerrows import REDACTED, Actor, now, redact
-from reconciler.ledgerschema import MIGRATIONS, SCHEMA_VERSION
+from reconciler.ledgerschema import CURRENT_SCHEMA, MIGRATIONS, SCHEMA_VERSION
 from reconciler.ledgerwrites import COUNT_FIELDS, WriteMethods
 from reconciler.locks import LockMethods
 
@@ -153,15 +153,17 @@ def _create(path: Path, binding: Binding, version: int) -> None:
         try:
             with _sqlite_errors(path):
                 conn.execute("BEGIN IMMEDIATE")
-                db = _database(conn)
-                for migration in MIGRATIONS[:version]:
-                    migration(db)
-                db["meta"].insert(
-                    {
-                        "id": 1, "lineage": str(uuid.uuid4()), "serial": 0, "schema_version": version,
-                        "environment": binding.environment, "base_url": binding.base_url,
-                        "head_hash": GENESIS_HASH, "events_count": 0, "created_at": now(),
-                    }
+                if version == SCHEMA_VERSION:  # the usual case: the current schema, without sqlite-utils
+                    for statement in CURRENT_SCHEMA:
+                        conn.execute(statement)
+                else:  # an older version (tests build old ledgers): its migrations
+                    db = _database(conn)
+                    for migration in MIGRATIONS[:version]:
+                        migration(db)
+                conn.execute(
+                    "INSERT INTO meta (id, lineage, serial, schema_version, environment, base_url, head_hash, "
+                    "events_count, created_at) VALUES (1, ?, 0, ?, ?, ?, ?, 0, ?)",
+                    (str(uuid.uuid4()), version, binding.environment, binding.base_url, GENESIS_HASH, now()),
                 )
                 conn.execute("COMMIT")
         finally:

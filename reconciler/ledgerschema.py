@@ -95,3 +95,44 @@ def _v3_live_jobs(db) -> None:
 
 MIGRATIONS = (_v1_tables, _v2_events_by_name, _v3_live_jobs)
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+
+# The schema MIGRATIONS build, in plain SQL, in sqlite_master's order: `open_write` makes a new ledger
+# from these, so creating one never imports sqlite-utils (~0.06 s; ~0.12 s where numpy is installed,
+# which sqlite-utils then loads). tests/test_ledger.py checks that they make the same tables, columns,
+# indexes and triggers as MIGRATIONS (up to whitespace), so a new migration must extend them.
+CURRENT_SCHEMA = (
+    'CREATE TABLE "meta" ("id" INTEGER PRIMARY KEY, "lineage" TEXT NOT NULL, "serial" INTEGER NOT NULL, '
+    '"schema_version" INTEGER NOT NULL, "environment" TEXT NOT NULL, "base_url" TEXT NOT NULL, '
+    '"head_hash" TEXT NOT NULL, "events_count" INTEGER, "created_at" TEXT)',
+    'CREATE TABLE "runs" ("id" INTEGER PRIMARY KEY, "command" TEXT NOT NULL, "actor" TEXT NOT NULL, '
+    '"pid" INTEGER, "commit" TEXT, "ci_run_url" TEXT, "plan_digest" TEXT, "started_at" TEXT NOT NULL, '
+    '"finished_at" TEXT, "outcome" TEXT)',
+    'CREATE TABLE "jobs" ("id" INTEGER PRIMARY KEY, "name" TEXT NOT NULL, "kind" TEXT NOT NULL, '
+    '"generation" INTEGER NOT NULL, "fingerprint" TEXT NOT NULL, "fingerprint_version" INTEGER, '
+    '"revision" INTEGER, "remote_id" TEXT, "idempotency_key" TEXT NOT NULL, "phase" TEXT NOT NULL, '
+    '"remote_status" TEXT, "uploaded" INTEGER, "total" INTEGER, "processed" INTEGER, "succeeded" INTEGER, '
+    '"failed" INTEGER, "detail" TEXT, "result_path" TEXT, "result_sha256" TEXT, "rerun" INTEGER, '
+    '"created_at" TEXT, "updated_at" TEXT, "run_id" INTEGER REFERENCES "runs"("id"), '
+    "superseded INTEGER NOT NULL DEFAULT 0)",
+    'CREATE UNIQUE INDEX "jobs_by_idempotency_key" ON "jobs" ("idempotency_key")',
+    'CREATE UNIQUE INDEX "jobs_by_name_generation" ON "jobs" ("name", "generation")',
+    'CREATE INDEX "jobs_by_remote_id" ON "jobs" ("remote_id")',
+    'CREATE TABLE "events" ("id" INTEGER PRIMARY KEY, "ts" TEXT NOT NULL, '
+    '"run_id" INTEGER REFERENCES "runs"("id"), "name" TEXT, "event_type" TEXT NOT NULL, "method" TEXT, '
+    '"path" TEXT, "http_status" INTEGER, "request_id" TEXT, "track_id" TEXT, "idempotency_key" TEXT, '
+    '"outcome" TEXT, "actor" TEXT, "detail" TEXT, "prev_hash" TEXT NOT NULL, "hash" TEXT NOT NULL)',
+    "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
+    "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+    "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
+    "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+    'CREATE TABLE "locks" ("id" TEXT PRIMARY KEY, "user" TEXT, "host" TEXT, "pid" INTEGER, "ci_run_url" TEXT, '
+    '"acquired_at" REAL, "heartbeat_at" REAL, "lease_seconds" REAL)',
+    'CREATE INDEX "events_by_name" ON "events" ("name")',
+    "CREATE TRIGGER jobs_supersede AFTER INSERT ON jobs BEGIN "
+    "UPDATE jobs SET superseded = 1 WHERE name = NEW.name AND generation < NEW.generation AND superseded = 0; "
+    "UPDATE jobs SET superseded = 1 WHERE id = NEW.id AND EXISTS "
+    "(SELECT 1 FROM jobs later WHERE later.name = NEW.name AND later.generation > NEW.generation); END",
+    f"CREATE INDEX jobs_live ON jobs(name) WHERE {LIVE_JOB}",
+)

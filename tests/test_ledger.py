@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -246,6 +247,27 @@ def test_every_older_schema_is_readable_and_migrates_forward(path, old):
     assert set(ADDED_INDEX.values()) <= indexes(path)
     with Ledger.open_read(path, LOCAL) as again:
         assert again.schema_version == SCHEMA_VERSION
+
+
+def schema(path: Path) -> list[tuple]:
+    """sqlite_master in order, each statement with its whitespace normalized."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+    tidy = lambda sql: sql and re.sub(r"\s*([(),;])\s*", r"\1", re.sub(r"\s+", " ", sql)).strip()
+    return [(kind, name, table, tidy(sql)) for kind, name, table, sql in rows]
+
+
+def test_a_new_ledger_has_exactly_the_schema_its_migrations_make(tmp_path):
+    migrated, fresh = tmp_path / "migrated.db", tmp_path / "fresh.db"
+    Ledger.open_write(migrated, LOCAL, migrate_to=1).close()
+    Ledger.open_write(migrated, LOCAL).close()  # v1 through sqlite-utils, then every later migration
+    Ledger.open_write(fresh, LOCAL).close()  # CURRENT_SCHEMA in plain SQL
+    assert schema(fresh) == schema(migrated), "update ledgerschema.CURRENT_SCHEMA to what MIGRATIONS make"
+    with Ledger.open_read(fresh, LOCAL) as led:
+        assert led.schema_version == SCHEMA_VERSION and led.serial == 0 and led.verify().ok
 
 
 def superseded(path: Path) -> dict[tuple[str, int], int]:
