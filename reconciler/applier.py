@@ -10,7 +10,8 @@ of DESIGN §5:
   refused it (a 4xx other than 408/409/429: nothing was created). Any other failure leaves the intent
   as it is: the outcome is unknown, and the next plan resumes it with the same key, so Zuora replays
   the original answer instead of creating a second job.
-- custom object create/update: the upload is its own resumable step (key + "-upload").
+- custom object create/update: the upload is its own resumable step (key + "-upload"), preceded by
+  `journal.upload_intent`, like every other remote mutation.
 - stop / cancel: events before and after; a cancel sends key + "-cancel-g<generation>".
 - replace: stop or cancel, confirm it took (a few quick polls), submit the new generation, then retire
   the old job once it has ended.
@@ -82,6 +83,9 @@ class Journal(Protocol):
     def stop_requested(self, change: Change, *, remote_id: str) -> None: """Event: a stop is about to be sent."""
 
     def stop_answered(self, change: Change, *, remote_id: str) -> None: """Event: Zuora accepted the stop."""
+
+    def upload_intent(self, change: Change, *, remote_id: str, key: str) -> None:
+        """Event: a custom object job's file is about to be uploaded with this key."""
 
     def cancel_intent(self, change: Change, *, remote_id: str, key: str) -> None:
         """Event: a cancel with this key is about to be sent."""
@@ -255,8 +259,13 @@ class Applier:
 
     def _send_file(self, change: Change, remote_id: str, key: str, path: Path) -> str | None:
         """Upload a custom object job's one file; a refused file cancels the job so it holds no slot."""
+        upload_key = key + "-upload"
         try:
-            body = self.remote.upload_co_file(remote_id, path, idempotency_key=key + "-upload")
+            self.journal.upload_intent(change, remote_id=remote_id, key=upload_key)
+        except ChangeFailed as err:  # not sent (e.g. the lock is lost); the result still names the created job
+            raise ChangeFailed(str(err), err.hint, err.remote_id or remote_id) from err
+        try:
+            body = self.remote.upload_co_file(remote_id, path, idempotency_key=upload_key)
         except RemoteError as err:
             if not is_definitive(err):
                 raise ChangeFailed(f"job {remote_id} created, but the upload failed: {err}",

@@ -4,6 +4,7 @@ remotely, ends with exit 1 naming the new holder, and reports the loss instead o
 from __future__ import annotations
 
 import logging
+import signal
 import sqlite3
 import time
 
@@ -129,3 +130,43 @@ def test_a_run_that_lost_its_lock_sends_no_stop_and_no_cancel(tmp_path):
         assert not [e for e in events if e["event_type"] in ("stop_requested", "cancel_intent")]
         assert not [e for e in events if e["event_type"] == "remote_call" and e["method"] in ("PUT", "PATCH")]
         assert {j.remote_status for j in ledger_jobs(repo)} == {"Pending", "accepted"}
+
+
+def test_a_run_that_lost_its_lock_uploads_no_file_to_a_created_job(tmp_path):
+    with served_sandbox() as url:
+        repo = make_repo(tmp_path, url, mass=(), delete=())
+        crashed = cli(repo, "apply", "--auto-approve", env={"RECONCILER_TEST_CRASH_AT": "after-create:load-cars"})
+        assert crashed.returncode == -signal.SIGKILL, crashed.stdout + crashed.stderr
+        [(remote_id, _)] = remote_jobs(url)  # created and recorded; its file was never sent
+        session = Session(settings_of(repo), command="apply", lock_timeout=0)
+        try:
+            plan = compute_plan(session.settings, session=session, refresh=True)
+            assert [(c.name, c.action) for c in plan.actionable] == [("load-cars", "upload")]
+            take_over(session.settings)
+            applier = Applier(session.client, LedgerJournal(session), root=repo, lineage=session.ledger.lineage)
+            [result] = applier.run(plan.actionable)
+        finally:
+            session.close("lock-lost")
+        assert result.failed and result.error.startswith("not sent: this run no longer holds the ledger lock")
+        assert result.remote_id == remote_id and HOLDER in session.lock_lost
+        state = admin(url, "state")
+        assert [j["status"] for j in state["custom_object_jobs"]] == ["pending"] and state["records"] == {}
+        events = ledger_events(repo)
+        assert not [e for e in events if e["event_type"] == "upload_intent"]
+        assert not [e for e in events if e["event_type"] == "remote_call" and (e["path"] or "").endswith("/files")]
+        [job] = ledger_jobs(repo)
+        assert (job.phase, job.uploaded) == ("created", False)
+
+
+def test_every_upload_is_preceded_by_an_upload_intent_holding_the_lock(tmp_path):
+    with served_sandbox() as url:
+        repo = make_repo(tmp_path, url, mass=(), delete=())
+        proc = cli(repo, "apply", "--auto-approve")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        events = ledger_events(repo)
+        [intent] = [e for e in events if e["event_type"] == "upload_intent"]
+        [post] = [e for e in events if e["event_type"] == "remote_call" and e["path"].endswith("/files")]
+        [job] = ledger_jobs(repo)
+        assert intent["id"] < post["id"] and intent["name"] == post["name"] == "load-cars"
+        assert intent["idempotency_key"] == post["idempotency_key"] == job.idempotency_key + "-upload"
+        assert intent["detail"]["remote_id"] == job.remote_id and job.uploaded

@@ -124,6 +124,10 @@ class LedgerJournal:
         self._crash("after-stop-post", change.name)
         self._note(change, "stop_answered", remote_id)
 
+    def upload_intent(self, change: Change, *, remote_id: str, key: str) -> None:
+        """Event before POST .../files, naming the key it is sent with (refused once the lock is lost)."""
+        self._holding(lambda lock_id: self._note(change, "upload_intent", remote_id, key, lock_id=lock_id))
+
     def cancel_intent(self, change: Change, *, remote_id: str, key: str) -> None:
         """Event before PATCH cancel, naming the key it is sent with."""
         self._holding(lambda lock_id: self._note(change, "cancel_intent", remote_id, key, lock_id=lock_id))
