@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import re
+import threading
 import uuid
+from urllib.parse import urlencode
 
 import pytest
 
@@ -141,6 +144,69 @@ def test_rate_limit_headers_on_zuora_endpoints_and_concurrency_headers_on_v1_onl
     assert 0 <= int(v1.headers["Concurrency-Limit-Remaining"]) <= 40
     assert "Concurrency-Limit-Type" not in objects.headers
     assert "RateLimit-Limit" not in client.get("/_sandbox/state").headers
+
+
+class HeldRequests:
+    """Requests driven straight through the WSGI app and held in flight inside start_response."""
+
+    def __init__(self, app):
+        self.app = app
+        self.release = threading.Event()
+        self.arrived = threading.Semaphore(0)
+        self.threads = []
+
+    def hold(self, method, path, body=b"", content_type=""):
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "CONTENT_TYPE": content_type,
+                   "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http",
+                   "SERVER_NAME": "sandbox.local", "SERVER_PORT": "80"}
+
+        def start_response(status, headers, exc_info=None):
+            self.arrived.release()
+            self.release.wait()
+
+        thread = threading.Thread(target=self.app, args=(environ, start_response))
+        thread.start()
+        self.threads.append(thread)
+        self.arrived.acquire()  # the request has its response and is still in flight
+
+    def finish(self):
+        self.release.set()
+        for thread in self.threads:
+            thread.join()
+
+
+def test_token_requests_do_not_use_the_v1_concurrency_allowance():
+    # Reference C.3: the OAuth token endpoint is unlimited and is not counted.
+    app, _, client = new_sandbox()
+    held = HeldRequests(app)
+    try:
+        body = urlencode(form()).encode()
+        held.hold("POST", "/oauth/token", body, "application/x-www-form-urlencoded")
+        response = client.get("/v1/bulk/" + "0" * 32)
+    finally:
+        held.finish()
+    assert int(response.headers["Concurrency-Limit-Remaining"]) == 39
+
+
+def test_v1_requests_beyond_the_concurrency_limit_get_429_retry_after_120():
+    # Reference C.3: over the limit -> HTTP 429, Retry-After: 120, REST error code 50000070.
+    app, _, client = new_sandbox()
+    held = HeldRequests(app)
+    try:
+        for _ in range(40):
+            held.hold("GET", "/v1/bulk/" + "0" * 32)
+        refused = client.get("/v1/bulk/" + "0" * 32)
+        objects = client.get("/objects/jobs")
+    finally:
+        held.finish()
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "120"
+    assert refused.headers["Concurrency-Limit-Remaining"] == "0"
+    assert int(refused.headers["RateLimit-Remaining"]) > 0  # the rate limit is not what ran out
+    body = refused.json()
+    assert body["success"] is False and [reason["code"] for reason in body["reasons"]] == [50000070]
+    assert objects.status_code == 200
+    assert client.get("/v1/bulk/" + "0" * 32).status_code == 404
 
 
 @pytest.mark.parametrize("kwargs", [

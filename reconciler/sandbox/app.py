@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 RATE_LIMIT = 50_000
 RATE_LIMIT_POLICY = "50000, 50000;w=60, 2250000;w=3600, 27000000;w=86400"
 CONCURRENCY_LIMIT = 40
+CONCURRENCY_MESSAGE = ("The total number of concurrent requests has exceeded the limit allowed by the system."
+                       " Please resubmit your request later.")
 TRACK_ID_FORBIDDEN = set(":;\"'")
 
 ZUORA, TOKEN, ADMIN_ROUTE = "zuora", "token", "admin"
@@ -100,11 +102,17 @@ class SandboxApp:
     def __call__(self, environ, start_response):
         request_id = str(uuid.uuid4())
         family = family_of(environ.get("PATH_INFO") or "/")
+        # Only /v1 calls count towards (and report) the Default concurrency limit; token calls are
+        # not counted (reference C.3).
+        counted = family == V1
         with self._lock:
-            self._in_flight += 1
+            self._in_flight += counted
+            over_limit = counted and self._in_flight > CONCURRENCY_LIMIT
         try:
             request = Request(environ)
             try:
+                if over_limit:
+                    raise ApiError(429, CONCURRENCY_MESSAGE, code=50000070, headers=[("Retry-After", "120")])
                 response = self._dispatch(request, family, request_id)
             except ApiError as err:
                 response = json_response(err.status, err.payload(family), err.headers)
@@ -114,12 +122,12 @@ class SandboxApp:
                 log.exception("sandbox: unexpected error on %s %s", request.method, request.path)
                 err = ApiError(500, "Internal error in the sandbox", category=INTERNAL)
                 response = json_response(500, err.payload(family))
-            headers = self._headers(request, response, family, request_id)
+            headers = self._headers(request, response, family, request_id, over_limit)
             start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
             return response.chunks if response.chunks is not None else [response.body]
         finally:
             with self._lock:
-                self._in_flight -= 1
+                self._in_flight -= counted
 
     def _dispatch(self, req: Request, family: str, request_id: str) -> Response:
         track_id = req.header("zuora-track-id")
@@ -190,7 +198,7 @@ class SandboxApp:
                 idempotency.save(conn, key, response)
         return response
 
-    def _headers(self, req: Request, response: Response, family: str, request_id: str) -> list:
+    def _headers(self, req: Request, response: Response, family: str, request_id: str, over_limit: bool) -> list:
         """Common headers: request id, track id echo, rate and concurrency limits, gzip, lengths."""
         response = maybe_gzip(response, req.header("accept-encoding") or "")
         headers = list(response.headers)
@@ -201,7 +209,7 @@ class SandboxApp:
         if track_id is not None and _valid_track_id(track_id):
             headers.append(("Zuora-Track-Id", track_id))
         if family != ADMIN:
-            headers += self._rate_headers(response)
+            headers += self._rate_headers(response, rate_limited=response.status == 429 and not over_limit)
         if family == V1:
             with self._lock:
                 remaining = max(0, CONCURRENCY_LIMIT - self._in_flight)
@@ -215,7 +223,7 @@ class SandboxApp:
             headers.append(("Content-Length", str(len(response.body))))
         return headers
 
-    def _rate_headers(self, response: Response) -> list:
+    def _rate_headers(self, response: Response, rate_limited: bool) -> list:
         now = self.clock()
         minute = int(now // 60)
         with self._lock:
@@ -223,7 +231,7 @@ class SandboxApp:
             self._window = (minute, count)
         reset = max(1, int(60 - now % 60))
         remaining = max(0, RATE_LIMIT - count)
-        if response.status == 429:
+        if rate_limited:
             retry = dict((name.lower(), value) for name, value in response.headers).get("retry-after", "1")
             remaining, reset = 0, int(retry)
         return [("RateLimit-Limit", RATE_LIMIT_POLICY), ("RateLimit-Remaining", str(remaining)),
