@@ -146,6 +146,17 @@ def test_rate_limit_headers_on_zuora_endpoints_and_concurrency_headers_on_v1_onl
     assert "RateLimit-Limit" not in client.get("/_sandbox/state").headers
 
 
+def test_token_calls_are_counted_in_the_auth_rate_window_not_the_api_one():
+    # Reference C.1: requests are classed as AUTH (OAuth token) or API, each with its own limits.
+    app, _, client = new_sandbox()
+    before = client.get("/objects/jobs")
+    token_response = client.post("/oauth/token", data=form())
+    after = client.get("/objects/jobs")
+    assert int(after.headers["RateLimit-Remaining"]) == int(before.headers["RateLimit-Remaining"]) - 1
+    assert token_response.headers["RateLimit-Limit"].split(",")[0] == "2000"
+    assert before.headers["RateLimit-Limit"].split(",")[0] == "50000"
+
+
 class HeldRequests:
     """Requests driven straight through the WSGI app and held in flight inside start_response."""
 

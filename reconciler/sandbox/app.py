@@ -13,14 +13,17 @@ from http import HTTPStatus
 from . import admin, auth, bulk, customobjects, faults, idempotency
 from .store import Store, sandbox_now
 from .web import (
-    ADMIN, INTERNAL, METHOD, NOT_FOUND, OBJECTS, TEMPORARY, V1, ApiError, Context, DroppedConnection,
+    ADMIN, INTERNAL, METHOD, NOT_FOUND, OAUTH, OBJECTS, TEMPORARY, V1, ApiError, Context, DroppedConnection,
     Request, Response, family_of, json_response, maybe_gzip,
 )
 
 log = logging.getLogger(__name__)
 
-RATE_LIMIT = 50_000
-RATE_LIMIT_POLICY = "50000, 50000;w=60, 2250000;w=3600, 27000000;w=86400"
+# Per-minute limit and policy per request class (reference C.1): token calls are AUTH, the rest API.
+RATE_LIMITS = {
+    "api": (50_000, "50000, 50000;w=60, 2250000;w=3600, 27000000;w=86400"),
+    "auth": (2_000, "2000, 2000;w=60, 67500;w=3600, 810000;w=86400"),
+}
 CONCURRENCY_LIMIT = 40
 CONCURRENCY_MESSAGE = ("The total number of concurrent requests has exceeded the limit allowed by the system."
                        " Please resubmit your request later.")
@@ -97,7 +100,7 @@ class SandboxApp:
         self.clock = clock
         self._lock = threading.Lock()
         self._in_flight = 0
-        self._window = (-1, 0)  # (minute, requests) for the RateLimit headers
+        self._windows = {}  # request class -> (minute, requests) for the RateLimit headers
 
     def __call__(self, environ, start_response):
         request_id = str(uuid.uuid4())
@@ -209,7 +212,8 @@ class SandboxApp:
         if track_id is not None and _valid_track_id(track_id):
             headers.append(("Zuora-Track-Id", track_id))
         if family != ADMIN:
-            headers += self._rate_headers(response, rate_limited=response.status == 429 and not over_limit)
+            headers += self._rate_headers(response, "auth" if family == OAUTH else "api",
+                                          rate_limited=response.status == 429 and not over_limit)
         if family == V1:
             with self._lock:
                 remaining = max(0, CONCURRENCY_LIMIT - self._in_flight)
@@ -223,18 +227,20 @@ class SandboxApp:
             headers.append(("Content-Length", str(len(response.body))))
         return headers
 
-    def _rate_headers(self, response: Response, rate_limited: bool) -> list:
+    def _rate_headers(self, response: Response, request_class: str, rate_limited: bool) -> list:
         now = self.clock()
         minute = int(now // 60)
         with self._lock:
-            count = self._window[1] + 1 if self._window[0] == minute else 1
-            self._window = (minute, count)
+            window_minute, seen = self._windows.get(request_class, (-1, 0))
+            count = seen + 1 if window_minute == minute else 1
+            self._windows[request_class] = (minute, count)
         reset = max(1, int(60 - now % 60))
-        remaining = max(0, RATE_LIMIT - count)
+        limit, policy = RATE_LIMITS[request_class]
+        remaining = max(0, limit - count)
         if rate_limited:
             retry = dict((name.lower(), value) for name, value in response.headers).get("retry-after", "1")
             remaining, reset = 0, int(retry)
-        return [("RateLimit-Limit", RATE_LIMIT_POLICY), ("RateLimit-Remaining", str(remaining)),
+        return [("RateLimit-Limit", policy), ("RateLimit-Remaining", str(remaining)),
                 ("RateLimit-Reset", str(reset))]
 
 
