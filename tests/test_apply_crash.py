@@ -17,25 +17,12 @@ from apply_support import (
     admin, assert_exactly_once, cli, converge, fx_csv, ledger_jobs, make_repo, remote_jobs, served_sandbox,
     settings_of, start_cli,
 )
+from apply_support import sandbox_url, url  # noqa: F401 (fixtures: one sandbox process per module)
 from reconciler.session import read_ledger
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
 CRASH = "RECONCILER_TEST_CRASH_AT"
 KILLED = -signal.SIGKILL
-
-
-@pytest.fixture(scope="module")
-def sandbox_url():
-    from apply_support import sandbox_process
-
-    with sandbox_process("--pending-seconds", "0", "--rows-per-second", "1000") as url:
-        yield url
-
-
-@pytest.fixture
-def url(sandbox_url):
-    admin(sandbox_url, "reset", {})
-    return sandbox_url
 
 
 def _chain_ok(repo) -> None:

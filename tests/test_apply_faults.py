@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from apply_support import (
-    admin, assert_exactly_once, cli, converge, ledger_events, ledger_jobs, make_repo, remote_jobs, sandbox_process,
-    served_sandbox, settings_of,
+    admin, assert_exactly_once, cli, converge, ledger_events, ledger_jobs, make_repo, remote_jobs, served_sandbox,
+    settings_of,
 )
+from apply_support import sandbox_url, url  # noqa: F401 (fixtures: one sandbox process per module)
 from reconciler.applier import UNKNOWN_HINT, Applier, idempotency_key, is_definitive
 from reconciler.commands._apply_journal import LedgerJournal
 from reconciler.commands.plan import compute_plan
@@ -23,19 +24,6 @@ STORMS = {  # seeded; rates kept where bounded retries usually win, so a storm c
     "drops": {"drop_rate": 0.4, "seed": 5},
     "rate-limits": {"rate_limit_rate": 0.3, "retry_after": 0, "seed": 3},
 }
-
-@pytest.fixture(scope="module")
-def sandbox_url():
-    with sandbox_process("--pending-seconds", "0", "--rows-per-second", "1000") as url:
-        yield url
-
-
-@pytest.fixture
-def url(sandbox_url):
-    admin(sandbox_url, "reset", {})
-    yield sandbox_url
-    admin(sandbox_url, "faults", {})
-
 
 @pytest.mark.parametrize("storm", sorted(STORMS))
 def test_applies_in_a_fault_storm_converge_with_one_job_per_spec(tmp_path, url, storm):
