@@ -94,7 +94,6 @@ class Request:
         for key, value in environ.items():
             if key.startswith("HTTP_"):
                 self.headers[key[5:].replace("_", "-").lower()] = value
-        self.family = family_of(self.path)
 
     def header(self, name: str, default=None):
         """A request header by case-insensitive name."""
