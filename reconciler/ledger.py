@@ -247,15 +247,15 @@ class Ledger(ReadMethods, WriteMethods, LockMethods):
         """Read and check meta: a ledger, of a schema this code knows, bound to this environment."""
         with self._reading():
             try:
-                version = self._conn.execute("SELECT schema_version FROM meta WHERE id = 1").fetchone()
                 row = self._row("SELECT * FROM meta WHERE id = 1")
             except sqlite3.OperationalError as exc:
                 raise _not_a_ledger(self.path, str(exc)) from exc
-        if version is None or row is None or not isinstance(version[0], int):
-            raise _not_a_ledger(self.path, "its meta row is missing")
-        if version[0] > SCHEMA_VERSION:
+        version = row.get("schema_version") if row is not None else None
+        if not isinstance(version, int):
+            raise _not_a_ledger(self.path, "it has no meta row with a schema version")
+        if version > SCHEMA_VERSION:
             raise LedgerError(
-                f"{self.path} has ledger schema version {version[0]}, newer than this reconciler knows "
+                f"{self.path} has ledger schema version {version}, newer than this reconciler knows "
                 f"({SCHEMA_VERSION}); upgrade reconciler to use it. The file was left untouched."
             )
         expected = (binding.environment, binding.base_url.rstrip("/"))
