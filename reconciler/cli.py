@@ -6,9 +6,7 @@ import none of yaml, jsonschema, httpx or sqlite-utils.
 
 from __future__ import annotations
 
-import logging
 import sys
-import traceback
 from dataclasses import dataclass
 
 import click
@@ -65,6 +63,8 @@ def cli(ctx, config, chdir, verbose, no_color):
     `plan` shows what would change, `apply` converges Zuora exactly once per spec revision.
     """
     if verbose:
+        import logging  # with traceback below, ~5 ms that --help and every quiet run skip
+
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     ctx.obj = Context(config=config, chdir=chdir, verbose=verbose, no_color=no_color)
 
@@ -314,6 +314,8 @@ def main(argv=None) -> None:
         code = err.exit_code
     except ReconcilerError as err:
         if verbose:
+            import traceback
+
             traceback.print_exc()
         _report(err)
         code = err.exit_code
@@ -324,6 +326,8 @@ def main(argv=None) -> None:
         code = ExitCode.OK
     except Exception as err:  # the one place an unexpected error becomes exit 3
         if verbose:
+            import traceback
+
             traceback.print_exc()
         click.echo(f"Internal error: {type(err).__name__}: {err} (run with -v for the traceback)", err=True)
         code = ExitCode.INTERNAL
