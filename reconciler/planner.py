@@ -154,7 +154,7 @@ def _classify_running(spec: DesiredSpec, rec: SpecRecord, gen: int, now: Seen, c
                          {"waiting_for": "job", "status": now.status}, spec=spec, job=latest)
         return UNCHANGED
     what = f"revision {latest.revision} -> {spec.revision}" if spec.revision != latest.revision else "spec changed"
-    verb = "stop" if latest.kind == MASS_ACTION else "cancel"
+    verb = _halt_verb(latest.kind)
     if not is_stoppable(latest.kind, now.status):
         done = {"stop": "stopped", "cancel": "cancelled"}[verb]
         return _wait(spec.name, spec.kind, f"{what}; job is {now.status} and can no longer be {done}: plan again when it ends",
@@ -162,8 +162,7 @@ def _classify_running(spec: DesiredSpec, rec: SpecRecord, gen: int, now: Seen, c
     detail = {**_spec_detail(spec), "remote_action": verb,
               "replaces": {"remote_id": latest.remote_id, "kind": latest.kind, "generation": latest.generation,
                            "status": now.status}}
-    if now.status == "Processing":
-        detail.update(processed=now.processed, total=now.total, note=ROLLBACK_NOTE)
+    detail.update(_rows_kept(now))
     if rerun:
         detail["rerun"] = True
     return Change(spec.name, spec.kind, "replace", f"{what}: {verb} job ({now.status}), then submit again",
@@ -216,15 +215,24 @@ def _classify_removed(rec: SpecRecord, seen: Observer, options: PlanOptions):
     if now.missing:
         return _missing(name, latest, None)
     if is_stoppable(kind, now.status):
-        action = "stop" if kind == MASS_ACTION else "cancel"
-        detail = {"status": now.status}
-        if now.status == "Processing":
-            detail.update(processed=now.processed, total=now.total, note=ROLLBACK_NOTE)
+        action = _halt_verb(kind)
+        detail = {"status": now.status, **_rows_kept(now)}
         return _on_job(name, latest, action, f"spec removed: {action} job ({now.status})", detail)
     if is_terminal(kind, now.status):
         return _on_job(name, latest, "retire", f"spec removed; job ended {now.status}", {"status": now.status})
     return _wait(name, kind, f"spec removed; job is {now.status}: retire it once it ends",
                  {"waiting_for": "job", "status": now.status}, job=latest)
+
+
+def _halt_verb(kind: str) -> str:
+    return "stop" if kind == MASS_ACTION else "cancel"
+
+
+def _rows_kept(now: Seen) -> dict:
+    """A Processing job's progress, which its stop or cancel leaves in place (rows are not rolled back)."""
+    if now.status != "Processing":
+        return {}
+    return {"processed": now.processed, "total": now.total, "note": ROLLBACK_NOTE}
 
 
 def _drift(recorded: RecordedState, seen: Observer) -> tuple[Drift, ...]:
