@@ -110,9 +110,7 @@ class WriteMethods:
         """Record that a custom object job's file was uploaded."""
         with self._transaction():
             job = self._job_row(job_id)
-            phase = job["phase"] if job["phase"] == PHASE_RETIRED else (
-                PHASE_DONE if is_terminal(job["kind"], status) else PHASE_ACTIVE
-            )
+            phase = _observed_phase({**job, "uploaded": 1}, status)
             self._set_job(job_id, {"uploaded": 1, "remote_status": status, "phase": phase})
             self._job_event(job, event, "uploaded", {"remote_id": job["remote_id"], "status": status})
             return job_from_row(self._job_row(job_id))
