@@ -72,8 +72,8 @@ def reset(ctx: Context) -> Response:
 
 def list_records(ctx: Context) -> Response:
     """GET /_sandbox/records?object=NAME[&namespace=default]: the object's records, oldest first."""
-    name = (ctx.request.query.get("object") or [""])[-1]
-    namespace = (ctx.request.query.get("namespace") or ["default"])[-1]
+    name = ctx.request.param("object", "")
+    namespace = ctx.request.param("namespace", "default")
     if not name:
         raise ApiError(400, "the object query parameter is required")
     records.settle(ctx.conn, ctx.now)

@@ -126,26 +126,21 @@ def get(ctx: Context, job_id: str) -> Response:
     return json_response(200, job_body(_find(ctx, job_id), ctx.now))
 
 
-def _query_value(ctx: Context, name: str):
-    values = ctx.request.query.get(name)
-    return values[-1] if values else None
-
-
 def listing(ctx: Context) -> Response:
     """GET /objects/jobs: newest first, pageSize (default 25, max 100), cursor, status."""
-    page_size = _query_value(ctx, "pageSize")
+    page_size = ctx.request.param("pageSize")
     if page_size is None:
         size = 25
     elif not page_size.isdigit() or not 1 <= int(page_size) <= 100:
         raise ApiError(400, "pageSize must be an integer from 1 to 100", code=BAD_REQUEST)
     else:
         size = int(page_size)
-    status = _query_value(ctx, "status")
+    status = ctx.request.param("status")
     if status is not None and status not in STATUSES:
         raise ApiError(400, f"status must be one of: {', '.join(STATUSES)}", code=71013420)
     records.settle(ctx.conn, ctx.now)
     where, params = [], []
-    cursor = _query_value(ctx, "cursor")
+    cursor = ctx.request.param("cursor")
     if cursor:
         anchor = ctx.conn.one("SELECT created_at, seq FROM co_jobs WHERE id = ?", (cursor,))
         if anchor is None:

@@ -95,6 +95,11 @@ class Request:
             if key.startswith("HTTP_"):
                 self.headers[key[5:].replace("_", "-").lower()] = value
 
+    def param(self, name: str, default=None):
+        """The last value of a query parameter (blank if given blank), or `default` when absent."""
+        values = self.query.get(name)
+        return values[-1] if values else default
+
     def header(self, name: str, default=None):
         """A request header by case-insensitive name."""
         return self.headers.get(name.lower(), default)
