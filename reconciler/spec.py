@@ -71,6 +71,14 @@ class RepoCheck:
     problems: tuple[Problem, ...]
     documents: int  # spec documents checked
 
+    @property
+    def summary(self) -> str:
+        """`3 problems in 2 files`, or `12 specs valid` when there are none."""
+        if self.problems:
+            files = len({p.file for p in self.problems})
+            return f"{_count(len(self.problems), 'problem')} in {_count(files, 'file')}"
+        return f"{_count(self.documents, 'spec')} valid"
+
 
 # ---------------------------------------------------------------- YAML
 
@@ -264,9 +272,8 @@ def load_desired(settings) -> DesiredState:
     """The validated desired state of the whole repo; SpecError carrying every problem otherwise."""
     check = check_repo(settings)
     if check.problems:
-        files = len({p.file for p in check.problems})
-        raise SpecError(check.problems, f"the specs are invalid ({_count(len(check.problems), 'problem')} in "
-                                        f"{_count(files, 'file')}); fix them, `reconciler validate` lists them again")
+        raise SpecError(check.problems, f"the specs are invalid ({check.summary}); fix them, "
+                                        "`reconciler validate` lists them again")
     return check.desired
 
 

@@ -24,13 +24,5 @@ def validate(settings, out, *, paths=(), as_json: bool = False) -> int:
     else:
         for problem in problems:
             out.write(problem.render() + "\n")
-        if problems:
-            files = len({p.file for p in problems})
-            out.write(f"{_count(len(problems), 'problem')} in {_count(files, 'file')}\n")
-        else:
-            out.write(f"{_count(check.documents, 'spec')} valid\n")
+        out.write(check.summary + "\n")
     return ExitCode.ERROR if problems else ExitCode.OK
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
