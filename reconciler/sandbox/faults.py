@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .web import ApiError
+from .web import V1, ApiError
 
 RATES = ("error_rate", "error_after_rate", "rate_limit_rate", "drop_rate")
 DEFAULTS = {
@@ -85,5 +85,5 @@ def draw(conn) -> Decision:
 def rate_limited(family: str, retry_after: int) -> ApiError:
     """The documented 429: Retry-After, RateLimit-Remaining 0, body per family (reference C.2)."""
     message = f"API Rate limit exceeded for the minute, retry after {retry_after} seconds"
-    body = {"reasons": [{"code": 70, "message": message}]} if family == "v1" else {"code": 71013061, "message": message}
+    body = {"reasons": [{"code": 70, "message": message}]} if family == V1 else {"code": 71013061, "message": message}
     return ApiError(429, message, headers=[("Retry-After", str(retry_after))], body=body)
