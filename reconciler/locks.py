@@ -85,7 +85,7 @@ class LockMethods:
         while True:
             with self._transaction() as tx:
                 tx.bump = False
-                row = self._row("SELECT * FROM locks ORDER BY acquired_at LIMIT 1")
+                row = self._holder_row()
                 moment = now()
                 reason = takeover_reason(row, holder.host, moment) if row else None
                 if row is None or reason:
@@ -94,6 +94,10 @@ class LockMethods:
             if remaining <= 0:
                 raise LockHeldError(held_message(self.path, row, moment))
             time.sleep(min(POLL_SECONDS, remaining))
+
+    def _holder_row(self) -> dict | None:
+        """The current lock row (the oldest, were there ever two), or None when the lock is free."""
+        return self._row("SELECT * FROM locks ORDER BY acquired_at LIMIT 1")
 
     def _take_lock(self, holder: Actor, lease: float, moment: float, old: dict | None, reason: str | None) -> str:
         if old is not None:
@@ -131,7 +135,7 @@ class LockMethods:
 
     def _new_holder(self, lock_id: str) -> str:
         """Who has the lock now that `lock_id` is gone: the holder, else who took it over or released it."""
-        row = self._row("SELECT * FROM locks ORDER BY acquired_at LIMIT 1")
+        row = self._holder_row()
         if row is not None:
             return f"{describe_holder(row)} (lock {row['id']}, taken {iso(float(row['acquired_at']))})"
         # Newest first and rare (only a run that lost its lock asks): the event is normally among the last.
@@ -174,7 +178,7 @@ class LockMethods:
     def current_lock(self, *, now=time.time) -> dict | None:
         """The lock row (times as ISO strings) plus `holder` text and `expired`, or None when free."""
         with self._reading():
-            row = self._row("SELECT * FROM locks ORDER BY acquired_at LIMIT 1")
+            row = self._holder_row()
         if row is None:
             return None
         expired = now() - row["heartbeat_at"] > row["lease_seconds"]
