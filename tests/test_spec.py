@@ -219,6 +219,11 @@ def test_the_digest_is_stable_and_independent_of_file_order(tmp_path):
     write_repo(tmp_path, REPO)
     first = desired(tmp_path).digest
     assert desired(tmp_path).digest == first
+    vehicles = tmp_path / "specs/vehicles.yml"
+    _, load, empty, purge = vehicles.read_text().split("---\n")
+    assert "load-vehicles" in load and "purge-old-vehicles" in purge
+    vehicles.write_text("---\n".join(["", purge, empty, load]))  # the same documents, the other way round
+    assert desired(tmp_path).digest == first
     (tmp_path / "specs/vehicles.yml").rename(tmp_path / "specs/a-vehicles.yml")
     assert desired(tmp_path).digest != first  # the source of a spec is part of what a plan shows
 
