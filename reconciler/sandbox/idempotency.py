@@ -47,8 +47,8 @@ def _owner_alive(key: str, owner: str) -> bool:
         os.kill(int(pid_text), 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, ValueError, OSError):
-        return True
+    except (ValueError, OSError):  # not ours to signal (PermissionError) or no pid: assume it is alive
+        pass
     return True
 
 
