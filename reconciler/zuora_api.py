@@ -228,7 +228,7 @@ def _md5_of(path: Path) -> str:
     digest = hashlib.md5(usedforsecurity=False)  # Zuora's integrity checksum, not a security use
     try:
         with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(CHUNK), b""):
+            for block in _chunks(handle):
                 digest.update(block)
     except OSError as exc:
         raise file_error(path, exc) from exc
