@@ -7,9 +7,11 @@ import io
 import json
 from datetime import datetime, timezone
 
-from reconciler.model import DesiredSpec, DesiredState, ObservedState, RecordedState
+from reconciler.config import load_settings
+from reconciler.model import ObservedState, RecordedState
 from reconciler.plan import Change, Drift, Plan, PlanOptions, to_document
 from reconciler.planner import make_plan
+from reconciler.spec import load_desired
 from reconciler.views import MARKER, render_json, render_markdown, render_table, render_text, summary_line
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=timezone.utc)
@@ -118,16 +120,20 @@ def test_markdown_is_cut_at_the_limit_with_whole_rows_and_a_note():
 
 
 def test_plans_carry_no_csv_contents(tmp_path):
+    # The desired state is loaded from a real repo, so the file's contents pass through everything a plan is made of.
     csv = tmp_path / "data" / "fx.csv"
     csv.parent.mkdir()
-    csv.write_text("Currency,Rate\nSECRETCURRENCY,1.2345\n", encoding="utf-8")
+    csv.write_text("Group ID,Provider Exchange Rate Date,Currency (From),Currency (To),Exchange Rate\n"
+                   "SECRETGROUP,2026-11-01,USD,EUR,1.2345\n", encoding="utf-8")
     digest = hashlib.sha256(csv.read_bytes()).hexdigest()
-    spec = DesiredSpec(name="fx", kind="MassAction", source="specs/fx.yaml", line=1, fingerprint="f" * 64,
-                       fingerprint_version=1, action_type="ImportFXRate", file="data/fx.csv", file_sha256=digest,
-                       file_size=csv.stat().st_size)
-    plan = make_plan(DesiredState((spec,), "d" * 64), RecordedState(), ObservedState(), PlanOptions(now=NOW),
+    (tmp_path / "reconciler.yaml").write_text("environment: local\n")
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "fx.yaml").write_text("apiVersion: reconciler/v1\nkind: MassAction\nmetadata: {name: fx}\n"
+                                                "spec: {actionType: ImportFXRate, file: ../data/fx.csv}\n")
+    desired = load_desired(load_settings(chdir=str(tmp_path), env={}))
+    plan = make_plan(desired, RecordedState(), ObservedState(), PlanOptions(now=NOW),
                      environment="local", reconciler_version="0.1.0")
     outputs = [rendered(render_markdown, plan), rendered(render_json, plan), rendered(render_text, plan, color=False)]
     for text in outputs:
-        assert "SECRETCURRENCY" not in text and "1.2345" not in text
+        assert "SECRETGROUP" not in text and "1.2345" not in text
     assert "data/fx.csv" in outputs[1] and digest in outputs[1]
