@@ -97,7 +97,6 @@ MIGRATIONS = (_v1_tables, _v2_events_by_name, _v3_live_jobs)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-
 # The schema MIGRATIONS build, in plain SQL, in sqlite_master's order: `open_write` makes a new ledger
 # from these, so creating one never imports sqlite-utils (~0.06 s; ~0.12 s where numpy is installed,
 # which sqlite-utils then loads). tests/test_ledger.py checks that they make the same tables, columns,
