@@ -86,7 +86,7 @@ class Progress:
 class Waiter:
     """The --wait loop; planning, executing and reading jobs are given as callables."""
 
-    def __init__(self, *, plan_next: Callable[[set[str]], Plan], execute: Callable[[Sequence[Change]], list[Result]],
+    def __init__(self, *, plan_next: Callable[[], Plan], execute: Callable[[Sequence[Change]], list[Result]],
                  jobs: Callable[[], list[JobRecord]], in_scope: Callable[[str], bool], progress: Progress,
                  poll: float, deadline: float | None, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic):
@@ -113,7 +113,7 @@ class Waiter:
                 return outcome
             self.sleep(self.poll if remaining is None else min(self.poll, remaining))
             try:
-                plan = self.plan_next(failed)
+                plan = self.plan_next()
             except RemoteError as err:  # one bad poll must not abandon jobs that are running fine
                 refresh_failures += 1
                 if refresh_failures >= MAX_REFRESH_FAILURES:

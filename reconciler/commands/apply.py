@@ -199,7 +199,7 @@ class _Run:
         if self.saved is not None and not self.saved.changes:
             return WaitOutcome()
         sandbox = self.settings.base_url.startswith("http://")  # only the local or a loopback sandbox
-        waiter = Waiter(plan_next=lambda failed: self._next_plan(), execute=self._execute, jobs=self._followed_jobs,
+        waiter = Waiter(plan_next=self._next_plan, execute=self._execute, jobs=self._followed_jobs,
                         in_scope=self.in_scope, progress=self.progress, deadline=deadline,
                         poll=POLL_SANDBOX_SECONDS if sandbox else POLL_ZUORA_SECONDS)
         try:
