@@ -149,6 +149,20 @@ def admin(url: str, path: str, payload: dict | None = None) -> dict:
     return response.json()
 
 
+def sandbox_token(url: str) -> str:
+    """A bearer token from the sandbox for its default client."""
+    response = httpx.post(f"{url}/oauth/token", timeout=30, data={
+        "grant_type": "client_credentials", "client_id": CREDENTIALS["ZUORA_CLIENT_ID"],
+        "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]})
+    response.raise_for_status()
+    return response.json()["access_token"]
+
+
+def zuora_http(url: str) -> httpx.Client:
+    """An authorized HTTP client on the sandbox: someone acting in Zuora behind apply's back."""
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {sandbox_token(url)}"}, timeout=30)
+
+
 def remote_jobs(url: str) -> list[tuple[str, str | None]]:
     """(remote id, idempotency key) of every job the sandbox holds, both kinds."""
     state = admin(url, "state")

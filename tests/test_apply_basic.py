@@ -13,7 +13,7 @@ import pytest
 
 from apply_support import (
     CREDENTIALS, admin, assert_exactly_once, cli, fx_csv, ledger_events, ledger_jobs,
-    make_repo, remote_jobs, served_sandbox, start_cli, wait_until,
+    make_repo, remote_jobs, served_sandbox, start_cli, wait_until, zuora_http,
 )
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
@@ -190,13 +190,8 @@ def test_conflicts_refuse_the_apply_unless_excluded(tmp_path, fast):
 
 
 def test_a_definitive_rejection_is_recorded_and_the_next_apply_submits_a_new_generation(tmp_path, fast):
-    import httpx
-
     repo = make_repo(tmp_path, fast, mass=(), delete=())
-    with httpx.Client(base_url=fast) as http:  # fill the tenant's five custom object slots behind our back
-        token = http.post("/oauth/token", data={"client_id": CREDENTIALS["ZUORA_CLIENT_ID"], "grant_type":
-                          "client_credentials", "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]}).json()
-        http.headers["Authorization"] = f"Bearer {token['access_token']}"
+    with zuora_http(fast) as http:  # fill the tenant's five custom object slots behind our back
         blockers = [http.post("/objects/jobs", json={"namespace": "default", "object": "bus", "operation": "create"})
                     .json()["Id"] for _ in range(5)]
         proc = cli(repo, "apply", "--auto-approve")
@@ -214,7 +209,6 @@ def test_a_definitive_rejection_is_recorded_and_the_next_apply_submits_a_new_gen
     assert len([k for _, k in remote_jobs(fast) if k]) == 1
 
 
-
 def test_wait_times_out_naming_the_jobs_still_running(tmp_path, slow):
     repo = make_repo(tmp_path, slow, mass=("fx-a",), create=(), delete=())
     proc = cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "1")
@@ -230,14 +224,11 @@ def test_timeout_needs_wait(tmp_path, fast):
 
 
 def test_wait_ends_when_a_dependent_can_never_run(tmp_path, slow):
-    import httpx
-
     repo = make_repo(tmp_path, slow, create=(), delete=(), depends={"fx-b": ["fx-a"]})
     waiting = start_cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "120")
     [(bulk_key, _)] = wait_until(lambda: remote_jobs(slow))
-    token = httpx.post(f"{slow}/oauth/token", data={"client_id": CREDENTIALS["ZUORA_CLIENT_ID"], "grant_type":
-                       "client_credentials", "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]}).json()
-    stopped = httpx.put(f"{slow}/v1/bulk/{bulk_key}/stop", headers={"Authorization": f"Bearer {token['access_token']}"})
+    with zuora_http(slow) as http:
+        stopped = http.put(f"/v1/bulk/{bulk_key}/stop")
     assert stopped.status_code == 200  # someone stopped fx-a in the Zuora UI
     out, err = waiting.communicate(timeout=120)
     assert waiting.returncode == 1, out + err

@@ -7,11 +7,9 @@ import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 
-import httpx
-
 from apply_support import (
-    CREDENTIALS, admin, assert_exactly_once, cli, ledger_events, ledger_jobs, make_repo, remote_jobs, served_sandbox,
-    settings_of,
+    admin, assert_exactly_once, cli, ledger_events, ledger_jobs, make_repo, remote_jobs, sandbox_token,
+    served_sandbox, settings_of, zuora_http,
 )
 from reconciler.applier import UNKNOWN_HINT, Applier
 from reconciler.commands._apply_journal import LedgerJournal
@@ -20,13 +18,6 @@ from reconciler.ledger import Actor, Ledger
 from reconciler.retry import RetryPolicy
 from reconciler.session import Session, binding
 from test_apply_recovery import ShiftedClock, _old_intent
-
-
-def _token(url: str) -> str:
-    with httpx.Client(base_url=url) as http:
-        return http.post("/oauth/token", data={"client_id": CREDENTIALS["ZUORA_CLIENT_ID"], "grant_type":
-                         "client_credentials", "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]}
-                         ).json()["access_token"]
 
 
 def _redate_jobs(repo, age_seconds: float) -> None:
@@ -38,7 +29,7 @@ def _redate_jobs(repo, age_seconds: float) -> None:
 
 def _create_job(url: str, clock: ShiftedClock, key: str, *, ago: float) -> None:
     """POST /objects/jobs with `key` as if `ago` seconds ago, on the sandbox's clock."""
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {_token(url)}"}) as http:
+    with zuora_http(url) as http:
         clock.offset = -ago
         try:
             http.post("/objects/jobs", headers={"Idempotency-Key": key},
@@ -53,7 +44,7 @@ def test_a_refusal_after_a_lost_answer_is_no_rejection_and_the_job_is_resumed_no
     or the next apply submits a new generation with a new key and Zuora runs the spec twice."""
     with served_sandbox() as url:
         repo = make_repo(tmp_path, url, mass=("fx-a",), create=(), delete=())
-        monkeypatch.setenv("ZUORA_ACCESS_TOKEN", _token(url))
+        monkeypatch.setenv("ZUORA_ACCESS_TOKEN", sandbox_token(url))
         monkeypatch.delenv("ZUORA_CLIENT_ID", raising=False)
         monkeypatch.delenv("ZUORA_CLIENT_SECRET", raising=False)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
 from apply_support import (
-    CREDENTIALS, assert_exactly_once, cli, fx_csv, ledger_jobs, make_repo, remote_jobs, served_sandbox, settings_of,
+    CREDENTIALS, assert_exactly_once, cli, fx_csv, ledger_jobs, make_repo, remote_jobs, sandbox_token, served_sandbox,
+    settings_of,
 )
 
 
@@ -76,8 +76,7 @@ def test_secrets_appear_in_no_output_ledger_plan_or_result(tmp_path, url):
     repo = make_repo(tmp_path, url)
     outputs = [cli(repo, "-v", "plan", "--out", "p.json"),
                cli(repo, "-v", "apply", "--auto-approve", "--wait", "--target", "fx-a", "--target", "load-cars")]
-    token = httpx.post(f"{url}/oauth/token", data={"client_id": CREDENTIALS["ZUORA_CLIENT_ID"], "grant_type":
-                       "client_credentials", "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]}).json()["access_token"]
+    token = sandbox_token(url)
     with_token = {"ZUORA_CLIENT_ID": "", "ZUORA_CLIENT_SECRET": "", "ZUORA_ACCESS_TOKEN": token}
     outputs.append(cli(repo, "-v", "apply", "--auto-approve", "--wait", env=with_token))
     assert all(p.returncode == 0 for p in outputs), [p.stderr for p in outputs]

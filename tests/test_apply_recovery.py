@@ -6,11 +6,9 @@ import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 
-import httpx
-
 from apply_support import (
-    CREDENTIALS, assert_exactly_once, cli, ledger_events, ledger_jobs, make_repo, remote_jobs, served_sandbox,
-    settings_of,
+    assert_exactly_once, cli, ledger_events, ledger_jobs, make_repo, remote_jobs, served_sandbox, settings_of,
+    zuora_http,
 )
 from reconciler.applier import idempotency_key
 from reconciler.ledger import Ledger
@@ -50,10 +48,7 @@ def _old_intent(repo, name: str, age_seconds: float) -> str:
 
 def _create_jobs_a_day_ago(url: str, clock: ShiftedClock, keys) -> list[str]:
     """POST /objects/jobs as if a day ago (what the lost submissions did); their ids."""
-    with httpx.Client(base_url=url) as http:
-        token = http.post("/oauth/token", data={"client_id": CREDENTIALS["ZUORA_CLIENT_ID"], "grant_type":
-                          "client_credentials", "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]}).json()
-        http.headers["Authorization"] = f"Bearer {token['access_token']}"
+    with zuora_http(url) as http:
         clock.offset = -(DAY + 3600)
         try:
             ids = [http.post("/objects/jobs", headers={"Idempotency-Key": key}, json={
@@ -102,10 +97,7 @@ def test_a_recent_intent_is_resumed_with_its_key_not_recovered(tmp_path):
     with served_sandbox(clock) as url:
         repo = make_repo(tmp_path, url, mass=(), delete=())
         key = _old_intent(repo, "load-cars", 3600)  # an hour old: Zuora still knows the key
-        with httpx.Client(base_url=url) as http:
-            token = http.post("/oauth/token", data={"client_id": CREDENTIALS["ZUORA_CLIENT_ID"], "grant_type":
-                              "client_credentials", "client_secret": CREDENTIALS["ZUORA_CLIENT_SECRET"]}).json()
-            http.headers["Authorization"] = f"Bearer {token['access_token']}"
+        with zuora_http(url) as http:
             job_id = http.post("/objects/jobs", headers={"Idempotency-Key": key}, json={
                 "namespace": "default", "object": "car", "operation": "create"}).json()["Id"]
         proc = cli(repo, "apply", "--auto-approve", "--wait")
