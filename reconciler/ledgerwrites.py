@@ -141,7 +141,8 @@ class WriteMethods:
             if obs.missing or obs.status is None:
                 tx.bump = False
                 return False
-            changes = {"remote_status": obs.status, "phase": _observed_phase(job, obs.status), **_counts(vars(obs))}
+            counts = _counts(vars(obs))
+            changes = {"remote_status": obs.status, "phase": _observed_phase(job, obs.status), **counts}
             detail = loads(job["detail"])
             if isinstance(detail, dict):
                 extra = {k: getattr(obs, k) for k in ("output_url", "error") if getattr(obs, k) is not None}
@@ -157,7 +158,7 @@ class WriteMethods:
                     run_id=run_id, event_type="status_change", name=job["name"],
                     idempotency_key=job["idempotency_key"], outcome=obs.status,
                     detail={"remote_id": job["remote_id"], "from": job["remote_status"], "to": obs.status,
-                            "source": source, **_counts(vars(obs))},
+                            "source": source, **counts},
                 )
             return moved
 
