@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from .web import V1, ApiError
 
 RATES = ("error_rate", "error_after_rate", "rate_limit_rate", "drop_rate")
-DEFAULTS = {
-    "error_rate": 0.0, "error_after_rate": 0.0, "rate_limit_rate": 0.0, "drop_rate": 0.0,
-    "latency_ms": 0, "seed": None, "retry_after": 1,
-}
+DEFAULTS = {**dict.fromkeys(RATES, 0.0), "latency_ms": 0, "seed": None, "retry_after": 1}
 
 
 @dataclass(frozen=True)
