@@ -20,14 +20,11 @@ ACTION_TYPES = (
     "ImportFXRate",
     "MPU",
 )
-NAMESPACES = ("default", "com_zuora")
 OPERATIONS = ("create", "update", "delete")
-FILTER_OPERATORS = ("EQ", "GT", "LT", "GE", "LE")
 
 # Remote statuses, as Zuora spells them.
 MASS_STOPPABLE = frozenset({"Pending", "Processing"})
 MASS_TERMINAL = frozenset({"Stopped", "Completed", "Failed"})
-MASS_ACTIVE = frozenset({"Pending", "Processing", "Stopping"})
 CO_CANCELLABLE = frozenset({"accepted", "pending"})
 CO_TERMINAL = frozenset({"completed", "failed", "cancelled"})
 CO_ACTIVE = frozenset({"accepted", "pending", "in_progress"})  # these hold one of the 5 slots
