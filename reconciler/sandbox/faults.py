@@ -46,9 +46,9 @@ def configure(conn, payload) -> dict:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ApiError(400, f"{name} must be a number between 0 and 1")
         config[name] = float(value)
-    for name, low in (("latency_ms", 0), ("retry_after", 0)):
+    for name in ("latency_ms", "retry_after"):
         value = payload.get(name, DEFAULTS[name])
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or value > 600_000:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 600_000:
             raise ApiError(400, f"{name} must be a non-negative number")
         config[name] = value
     config["retry_after"] = int(config["retry_after"])
