@@ -133,8 +133,11 @@ class ReadMethods:
     def iter_events(self) -> Iterator[dict]:
         """Every event oldest first, streamed in short read transactions (writers are not held up)."""
         with self._reading():
-            top = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+            top = self._last_event_id()
         return self._events_upto(top)
+
+    def _last_event_id(self) -> int:
+        return self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
 
     def _events_upto(self, top: int) -> Iterator[dict]:
         last = 0
@@ -152,7 +155,7 @@ class ReadMethods:
         """Recompute the event chain and compare it with the head hash and count in meta."""
         with self._reading():
             meta = self._row("SELECT head_hash, events_count FROM meta WHERE id = 1")
-            top = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+            top = self._last_event_id()
         return verify_chain(self._events_upto(top), head_hash=meta["head_hash"], events_count=meta["events_count"])
 
 

@@ -232,7 +232,7 @@ class WriteMethods:
     ) -> int:
         """Insert the next chained event inside the caller's transaction and move the head."""
         meta = self._row("SELECT head_hash, events_count FROM meta WHERE id = 1")
-        next_id = self._conn.execute("SELECT coalesce(max(id), 0) + 1 FROM events").fetchone()[0]
+        next_id = self._last_event_id() + 1
         if actor is not None:
             label = actor.label
         elif run_id is not None:  # the run's actor, so each event names who caused it (runs never change it)
