@@ -221,7 +221,8 @@ class Applier:
                                "review the new plan, then apply it")
         return path
 
-    def _submit(self, change: Change, *, replacing: str | None = None) -> Result:
+    def _submit(self, change: Change, *, replacing: tuple[str, str] | None = None) -> Result:
+        """Submit the change; `replacing` is the (remote id, kind) of the job it replaces, retired after."""
         path = self._file(change)
         key = self._key(change)
         job = self.journal.intent(change, key)
@@ -248,7 +249,7 @@ class Applier:
         if phase == PHASE_CREATED:
             status = self._send_file(change, remote_id, key, path)
         if replacing is not None:
-            self._retire_replaced(change, replacing)
+            self._retire_replaced(change, *replacing)
         outcome = "replaced" if replacing is not None else "submitted"
         return Result(change.name, change.action, outcome, remote_id, status)
 
@@ -347,16 +348,16 @@ class Applier:
         if obs.status not in STOPPED_OR_STOPPING:
             raise ChangeFailed(f"job {old_id} did not confirm the stop (still {obs.status})",
                                "run apply again once it has stopped", old_id)
-        return self._submit(change, replacing=old_id)
+        return self._submit(change, replacing=(old_id, kind))
 
-    def _retire_replaced(self, change: Change, old_id: str) -> None:
+    def _retire_replaced(self, change: Change, old_id: str, kind: str) -> None:
         """Retire the replaced job once it has ended; one still Stopping stays followed by refresh.
 
         The new job is already recorded, so nothing here may fail the change.
         """
         try:
             obs = self._observe(change, old_id)
-            if is_terminal(change.detail.get("replaces", {}).get("kind", change.kind), obs.status):
+            if is_terminal(kind, obs.status):
                 self.journal.retired(change, remote_id=old_id, reason=f"replaced by generation {change.generation}")
         except ReconcilerError:
             pass  # the old job stays as recorded; refresh keeps following it
