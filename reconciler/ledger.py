@@ -251,6 +251,8 @@ class Ledger(ReadMethods, WriteMethods, LockMethods):
         version = row.get("schema_version") if row is not None else None
         if not isinstance(version, int):
             raise _not_a_ledger(self.path, "it has no meta row with a schema version")
+        if not {"environment", "base_url"} <= row.keys():
+            raise _not_a_ledger(self.path, "its meta row names no environment")
         if version > SCHEMA_VERSION:
             raise LedgerError(
                 f"{self.path} has ledger schema version {version}, newer than this reconciler knows "

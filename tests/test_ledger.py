@@ -154,6 +154,14 @@ def fake_meta(path: Path) -> None:
     conn.close()
 
 
+def versioned_meta(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE meta (id INTEGER PRIMARY KEY, schema_version INTEGER)")
+    conn.execute("INSERT INTO meta VALUES (1, 1)")
+    conn.commit()
+    conn.close()
+
+
 NOT_LEDGERS = {
     "random bytes": lambda p: p.write_bytes(random.Random(7).randbytes(8192)),
     "text": lambda p: p.write_text("serial: 3\nthis is not a database\n"),
@@ -161,6 +169,7 @@ NOT_LEDGERS = {
     "sqlite header then garbage": lambda p: p.write_bytes(b"SQLite format 3\x00" + random.Random(3).randbytes(4096)),
     "another sqlite database": foreign_sqlite,
     "a meta table of another shape": fake_meta,
+    "a versioned meta table with no environment": versioned_meta,
 }
 
 
