@@ -34,7 +34,7 @@ def run_status(settings, **kw) -> tuple[int, str]:
 def test_not_locked(repo):
     assert run_status(repo) == (0, "not locked\n")
     code, text = run_status(repo, as_json=True)
-    assert json.loads(text) == {"locked": False, "lock": None}
+    assert code == 0 and json.loads(text) == {"locked": False, "lock": None}
 
 
 def test_no_ledger_is_not_locked_and_nothing_is_created(fresh):

@@ -21,19 +21,15 @@ def status(settings, out: TextIO, *, as_json: bool = False) -> int:
     from reconciler.session import read_ledger
 
     ledger = read_ledger(settings)
-    if ledger is None:
-        if as_json:
-            write_json(out, {"locked": False, "lock": None})
-        else:
-            out.write(no_ledger(settings) + "; not locked\n")
-        return ExitCode.OK
-    with ledger:
-        lock = ledger.current_lock()
+    lock = None
+    if ledger is not None:
+        with ledger:
+            lock = ledger.current_lock()
     if lock is None:
         if as_json:
             write_json(out, {"locked": False, "lock": None})
         else:
-            out.write("not locked\n")
+            out.write(("not locked" if ledger is not None else no_ledger(settings) + "; not locked") + "\n")
         return ExitCode.OK
     gone = lock["host"] == socket.gethostname() and not pid_alive(int(lock["pid"]))
     document = {k: lock[k] for k in ("id", "user", "host", "pid", "ci_run_url", "acquired_at", "heartbeat_at",
