@@ -119,9 +119,9 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
                 elif why is not None and job.name not in noted and progress:
                     noted.add(job.name)
                     out.write(f"{_CLEAR if tty else ''}{job.name}: {why}; not waiting for it\n")
-            if progress:
-                _report(out, jobs, seen, tty=tty, elapsed=clock() - started)
             elapsed = clock() - started
+            if progress:
+                _report(out, jobs, seen, tty=tty, elapsed=elapsed)
             if not pending or (timeout is not None and elapsed >= timeout):
                 if tty:
                     out.write("\n")
