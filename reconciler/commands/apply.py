@@ -22,7 +22,7 @@ from reconciler.commands._apply_journal import LedgerJournal, crash_point, recov
 from reconciler.commands._apply_wait import (
     POLL_SANDBOX_SECONDS, POLL_ZUORA_SECONDS, Progress, Waiter, WaitOutcome, moving,
 )
-from reconciler.commands._common import count, user_path
+from reconciler.commands._common import count, latest_by_name, user_path
 from reconciler.commands.plan import compute_plan
 from reconciler.errors import ApplyFailed, ConflictError, ExitCode, PlanFileError, RemoteError, UsageError
 from reconciler.model import COMPLETED, MASS_ACTION, ObservedState
@@ -234,9 +234,7 @@ class _Run:
     def _report_wait(self, waited: WaitOutcome) -> list[str]:
         """Print how the followed jobs ended, conflicts and stuck waits; the problems among them."""
         problems = []
-        latest = {}
-        for job in self.session.ledger.jobs_matching(ids=self.progress.jobs):
-            latest[job.name] = job  # oldest first: the newest followed job wins
+        latest = latest_by_name(self.session.ledger.jobs_matching(ids=self.progress.jobs))
         ended = Counter(j.remote_status for j in latest.values() if not moving(j))
         if ended:
             self.out.write("Jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) + ".\n")

@@ -12,8 +12,8 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
-from reconciler.commands._common import (Specs, atomic_file, count, display_path, job_document, result_state,
-                                         user_path, write_json)
+from reconciler.commands._common import (Specs, atomic_file, count, display_path, job_document, latest_by_name,
+                                         result_state, user_path, write_json)
 from reconciler.commands._results import (Failures, custom_object_failures, failed_rows_table,
                                           mass_updater_failures)
 from reconciler.errors import ExitCode, ReconcilerError
@@ -37,7 +37,7 @@ def errors(settings, out: TextIO, *, name: str, failed_rows: str | None = None, 
             raise specs.unknown(name)
         raise ReconcilerError(f"{name} has no submitted job yet, so there are no failed rows; "
                               "`reconciler status` shows its state")
-    job = _result_ready(settings, max(submitted, key=lambda j: (j.generation, j.id)))
+    job = _result_ready(settings, latest_by_name(submitted)[name])
     path = settings.root / job.result_path
     if job.kind == MASS_ACTION:
         failures = mass_updater_failures(path, job.detail.get("actionType", ""))
