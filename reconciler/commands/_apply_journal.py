@@ -21,6 +21,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
 from reconciler.applier import ChangeFailed
+from reconciler.commands._common import latest_by_name
 from reconciler.errors import LockHeldError, ReconcilerError, UsageError
 from reconciler.model import (
     CO_TERMINAL, CUSTOM_OBJECT_JOB, IN_DOUBT_SECONDS, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, PHASE_INTENT, JobRecord,
@@ -164,8 +165,7 @@ class LedgerJournal:
     def _job(self, change: Change, remote_id: str | None) -> JobRecord:
         job = self.ledger.job_by_remote_id(remote_id) if remote_id else None
         if job is None and remote_id is None:
-            jobs = self.ledger.jobs(change.name)
-            job = max(jobs, key=lambda j: (j.generation, j.id)) if jobs else None
+            job = latest_by_name(self.ledger.jobs(change.name)).get(change.name)
         if job is None:
             raise ReconcilerError(f"{change.name}: the ledger has no job {remote_id or ''}; run plan again")
         return job
