@@ -31,6 +31,7 @@ CO_ACTIVE = frozenset({"accepted", "pending", "in_progress"})  # these hold one 
 COMPLETED = frozenset({"Completed", "completed"})
 REJECTED = "rejected"  # ours, not Zuora's: a submission refused with a 4xx (phase done, nothing exists remotely)
 UNSUCCESSFUL = frozenset({"Failed", "Stopped", "failed", "cancelled", REJECTED})
+JOB_FAILED = frozenset({"Failed", "failed"})  # the job itself failed in Zuora (not a row, not a stop)
 
 # Ledger phases of one remote job (one row per remote job ever attempted).
 PHASE_INTENT = "intent"  # intent committed, the POST's outcome is not known yet

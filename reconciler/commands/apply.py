@@ -25,7 +25,7 @@ from reconciler.commands._apply_wait import (
 from reconciler.commands._common import count, latest_by_name, user_path
 from reconciler.commands.plan import compute_plan
 from reconciler.errors import ApplyFailed, ConflictError, ExitCode, PlanFileError, RemoteError, UsageError
-from reconciler.model import COMPLETED, MASS_ACTION, ObservedState
+from reconciler.model import COMPLETED, JOB_FAILED, MASS_ACTION, ObservedState
 from reconciler.plan import Plan, PlanOptions, check_fresh, check_same_changes, read_plan_file, to_document
 from reconciler.planner import make_plan
 from reconciler.planrules import selected
@@ -35,7 +35,6 @@ from reconciler.views import describe, render_text
 PROMPT = "Apply these changes? Only 'yes' is accepted: "
 SYMBOLS = {"submitted": "+", "uploaded": "↑", "replaced": "~", "stopped": "-", "cancelled": "-", "retired": "x",
            FAILED: "!"}
-JOB_FAILED = frozenset({"Failed", "failed"})
 
 
 def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, timeout=None, parallelism=None,

@@ -23,12 +23,11 @@ from typing import TextIO
 from reconciler.commands._common import (Specs, age, count, is_retired, iso, latest_by_name, no_ledger,
                                          write_json)
 from reconciler.errors import ExitCode, ReconcilerError, UsageError
-from reconciler.model import PHASE_ACTIVE, PHASE_CREATED, PHASE_INTENT, DesiredSpec, JobRecord
+from reconciler.model import JOB_FAILED, PHASE_ACTIVE, PHASE_CREATED, PHASE_INTENT, DesiredSpec, JobRecord
 from reconciler.views import render_table
 
 POLL_SECONDS = 2.0
 POLL_SANDBOX_SECONDS = 0.5  # the embedded sandbox finishes jobs in seconds
-FAILED = frozenset({"Failed", "failed"})
 JSON_FIELDS = ("name", "kind", "remote_id", "status", "phase", "revision", "fingerprint", "total", "processed",
                "succeeded", "failed", "updated_at")
 HEADERS = ("NAME", "KIND", "REMOTE ID", "STATUS", "PROGRESS", "SUCCEEDED", "FAILED", "AGE")
@@ -87,7 +86,7 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
         waiting = ", ".join(f"{j.name} ({j.remote_status or j.phase})" for j in still_running)
         raise ReconcilerError(f"timed out after {timeout:g}s; still running: {waiting}. "
                               "Run `reconciler status --wait` again to keep following them")
-    failed = any(job is not None and job.remote_status in FAILED for _, job, _ in rows)
+    failed = any(job is not None and job.remote_status in JOB_FAILED for _, job, _ in rows)
     return ExitCode.ERROR if failed else ExitCode.OK
 
 
