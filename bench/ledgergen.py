@@ -1,7 +1,7 @@
 """Build a big, valid ledger fast: 100,000 jobs and 1,000,000 hash-chained events.
 
 The ledger API makes the file (schema, migrations, meta) and the first job with its real events; the
-rest goes in with plain sqlite3 in one transaction, continuing the hash chain with reconciler.chain
+rest goes in with plain sqlite3 in one transaction, continuing the hash chain with reconciler.ledger.chain
 and moving meta's head hash, event count and serial, so `audit verify` still passes.
 
 Shape of the history (what a ledger that has been used for years looks like):
@@ -22,8 +22,8 @@ import hashlib
 import sqlite3
 from datetime import datetime, timedelta, timezone
 
-from reconciler.chain import canonical_json, event_hash
-from reconciler.ledger import Actor, Ledger
+from reconciler.ledger.chain import canonical_json, event_hash
+from reconciler.ledger.store import Actor, Ledger
 
 GENERATIONS = 5
 EVENTS_PER_JOB = 10
@@ -127,7 +127,7 @@ def _hash(event_id: int, fields: tuple, detail: str, head: str) -> str:
     text = canonical_json(event).replace(_SLOT_JSON, detail, 1)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     if event_id % 1000 == 0 and digest != event_hash({**event, "detail": fields[-1]}):
-        raise RuntimeError(f"bench/ledgergen.py no longer hashes events as reconciler.chain does (event {event_id})")
+        raise RuntimeError(f"bench/ledgergen.py no longer hashes events as reconciler.ledger.chain does (event {event_id})")
     return digest
 
 

@@ -30,10 +30,10 @@ def _repo(ws, name: str, big: bool):
     from ledgergen import build
     from validate_scale import build_repo
 
-    from reconciler.config import load_settings
-    from reconciler.ledger import Ledger
-    from reconciler.session import binding
-    from reconciler.spec import load_desired
+    from reconciler.engine.config import load_settings
+    from reconciler.ledger.store import Ledger
+    from reconciler.engine.run import binding
+    from reconciler.spec.load import load_desired
 
     root = ws.path(name)
     build_repo(root, SPECS)
@@ -54,8 +54,8 @@ def _plan_summary(root) -> dict:
 
 
 def _recorded_state_seconds(settings) -> float:
-    from reconciler.ledger import Ledger
-    from reconciler.session import binding
+    from reconciler.ledger.store import Ledger
+    from reconciler.engine.run import binding
 
     best = float("inf")
     for _ in range(3):

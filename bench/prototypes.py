@@ -43,7 +43,9 @@ def no_numpy() -> None:
 
 def live_jobs() -> None:
     """Ledger.recorded_state reads only what the planner can act on."""
-    from reconciler import ledger, ledgerrows, spec
+    from reconciler.ledger import store as ledger
+    from reconciler.ledger import rows as ledgerrows
+    from reconciler.spec import load as spec
     from reconciler.model import RecordedState, SpecRecord
 
     wanted: list[str] = []
@@ -71,7 +73,7 @@ def live_jobs() -> None:
 
 def intent_fsync() -> None:
     """synchronous = NORMAL on ledger connections, FULL for the intent transaction only."""
-    from reconciler import ledger
+    from reconciler.ledger import store as ledger
 
     connect, add_intent = ledger._connect, ledger.Ledger.add_intent
 

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from reconciler.config import load_settings  # noqa: E402
-from reconciler.spec import validate_repo  # noqa: E402
+from reconciler.engine.config import load_settings  # noqa: E402
+from reconciler.spec.load import validate_repo  # noqa: E402
 
 TITLE = "validation scale"
 CURRENCIES = ["EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "SEK", "NOK", "DKK", "NZD"]

@@ -24,7 +24,7 @@ class Context:
 
     def settings(self):
         """Load reconciler.yaml and the environment (only commands that need them call this)."""
-        from reconciler.config import load_settings
+        from reconciler.engine.config import load_settings
 
         return load_settings(config=self.config, chdir=self.chdir)
 

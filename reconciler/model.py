@@ -217,3 +217,13 @@ class ObservedState:
 
     def by_remote_id(self) -> dict[str, Observation]:
         return {o.remote_id: o for o in self.observations}
+
+
+def latest_by_name(jobs: list[JobRecord]) -> dict[str, JobRecord]:
+    """Each name's latest job (highest generation), as the planner pairs them."""
+    latest: dict[str, JobRecord] = {}
+    for job in jobs:
+        current = latest.get(job.name)
+        if current is None or (job.generation, job.id) > (current.generation, current.id):
+            latest[job.name] = job
+    return latest

@@ -13,8 +13,8 @@ from datetime import timezone
 from json.encoder import encode_basestring as _json_text  # the C one when available
 from typing import TextIO
 
+from reconciler.engine.plan import Change, Plan, to_document
 from reconciler.model import ACTIONS, SYMBOLS
-from reconciler.plan import Change, Plan, to_document
 
 _RESET = "\x1b[0m"
 _COLORS = {

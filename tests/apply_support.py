@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.config import load_settings
+from reconciler.engine.config import load_settings
 from reconciler.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, make_app, serve
-from reconciler.session import read_ledger
+from reconciler.engine.run import read_ledger
 
 CREDENTIALS = {"ZUORA_CLIENT_ID": DEFAULT_CLIENT_ID, "ZUORA_CLIENT_SECRET": DEFAULT_CLIENT_SECRET}
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.config import load_settings
+from reconciler.engine.config import load_settings
 from reconciler.model import MASS_ACTION
 from reconciler.sandbox import make_app
-from reconciler.session import Session
-from reconciler.spec import load_desired
+from reconciler.engine.run import Session
+from reconciler.spec.load import load_desired
 
 PAYMENTS_CSV = """\
 Group ID,Billing Account ID,Payment Invoice,Payment Amount,Currency,Payment Date,Payment Method ID,Payment Comment,#Customer

@@ -13,8 +13,8 @@ from apply_support import (
     admin, assert_exactly_once, cli, ledger_events, make_repo, remote_jobs, served_sandbox, settings_of, start_cli,
     wait_until,
 )
-from reconciler.ledger import Actor, Ledger
-from reconciler.session import binding, read_ledger
+from reconciler.ledger.store import Actor, Ledger
+from reconciler.engine.run import binding, read_ledger
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
 

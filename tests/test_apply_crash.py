@@ -18,7 +18,7 @@ from apply_support import (
     settings_of, start_cli,
 )
 from apply_support import sandbox_url, url  # noqa: F401 (fixtures: one sandbox process per module)
-from reconciler.session import read_ledger
+from reconciler.engine.run import read_ledger
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
 CRASH = "RECONCILER_TEST_CRASH_AT"

@@ -9,12 +9,12 @@ from apply_support import (
     settings_of,
 )
 from apply_support import sandbox_url, url  # noqa: F401 (fixtures: one sandbox process per module)
-from reconciler.applier import UNKNOWN_HINT, Applier, idempotency_key, is_definitive
-from reconciler.commands._apply_journal import LedgerJournal
+from reconciler.engine.applier import UNKNOWN_HINT, Applier, idempotency_key, is_definitive
+from reconciler.engine.journal import LedgerJournal
 from reconciler.commands.plan import compute_plan
 from reconciler.errors import RemoteError
-from reconciler.retry import RetryPolicy
-from reconciler.session import Session
+from reconciler.zuora.retry import RetryPolicy
+from reconciler.engine.run import Session
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
 STORMS = {  # seeded; rates kept where bounded retries usually win, so a storm costs seconds, not minutes

@@ -11,12 +11,12 @@ from apply_support import (
     admin, assert_exactly_once, cli, ledger_events, ledger_jobs, make_repo, remote_jobs, sandbox_token,
     served_sandbox, settings_of, zuora_http,
 )
-from reconciler.applier import UNKNOWN_HINT, Applier
-from reconciler.commands._apply_journal import LedgerJournal
+from reconciler.engine.applier import UNKNOWN_HINT, Applier
+from reconciler.engine.journal import LedgerJournal
 from reconciler.commands.plan import compute_plan
-from reconciler.ledger import Actor, Ledger
-from reconciler.retry import RetryPolicy
-from reconciler.session import Session, binding
+from reconciler.ledger.store import Actor, Ledger
+from reconciler.zuora.retry import RetryPolicy
+from reconciler.engine.run import Session, binding
 from test_apply_recovery import ShiftedClock, _old_intent
 
 

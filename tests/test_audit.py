@@ -11,9 +11,9 @@ import sqlite3
 import pytest
 
 from ops_fixtures import applied_template, cli, fresh, repo, state_files  # noqa: F401
-from reconciler.chain import EVENT_FIELDS
+from reconciler.ledger.chain import EVENT_FIELDS
 from reconciler.commands.audit import export, verify
-from reconciler.session import read_ledger
+from reconciler.engine.run import read_ledger
 
 
 def run_verify(settings) -> tuple[int, str]:

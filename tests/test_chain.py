@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.chain import (
+from reconciler.ledger.chain import (
     EVENT_FIELDS,
     GENESIS_HASH,
     canonical_event,

@@ -10,8 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import csvcheck, csvrules
-from reconciler.csvcheck import check_custom_object_file, check_mass_action_file
+from reconciler.spec import datafiles as csvcheck
+
+from reconciler.spec import columns as csvrules
+from reconciler.spec.datafiles import check_custom_object_file, check_mass_action_file
 from reconciler.model import Problem
 
 UUID = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"

@@ -14,7 +14,7 @@ from ops_fixtures import (PAYMENTS_CSV, VEHICLE_UPDATES_CSV, advance, applied_te
 from reconciler.commands.errors import errors
 from reconciler.commands.validate import validate
 from reconciler.errors import ReconcilerError, UsageError
-from reconciler.session import read_ledger
+from reconciler.engine.run import read_ledger
 
 
 def run(settings, name: str, **kw) -> tuple[int, str]:

@@ -11,8 +11,8 @@ import pytest
 from ops_fixtures import applied_template, cli, fresh, repo, state_files  # noqa: F401
 from reconciler.commands.history import history
 from reconciler.errors import UsageError
-from reconciler.ledger import Ledger
-from reconciler.session import binding, read_ledger
+from reconciler.ledger.store import Ledger
+from reconciler.engine.run import binding, read_ledger
 
 
 def run(settings, **kw) -> tuple[int, str]:

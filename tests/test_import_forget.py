@@ -13,10 +13,10 @@ from reconciler.commands.adopt import adopt
 from reconciler.commands.forget import forget
 from reconciler.commands.plan import plan
 from reconciler.errors import ConflictError, LockHeldError, ReconcilerError, SpecError, UsageError
-from reconciler.ledger import Actor, Ledger
-from reconciler.session import binding, read_ledger
-from reconciler.spec import load_desired
-from reconciler.zuora import ZuoraClient
+from reconciler.ledger.store import Actor, Ledger
+from reconciler.engine.run import binding, read_ledger
+from reconciler.spec.load import load_desired
+from reconciler.zuora.client import ZuoraClient
 
 OTHER = Actor("someone", "other-host", 4242, None, None)
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import ledger as ledger_module
-from reconciler import ledgerreads
+from reconciler.ledger import store as ledger_module
+from reconciler.ledger import reads as ledgerreads
 from reconciler.errors import LedgerError, LockHeldError
-from reconciler.ledger import SCHEMA_VERSION, Actor, Binding, Ledger, events_query
-from reconciler.ledgerreads import LIVE_JOB
+from reconciler.ledger.store import SCHEMA_VERSION, Actor, Binding, Ledger, events_query
+from reconciler.ledger.reads import LIVE_JOB
 from reconciler.model import Observation
 
 REPO = Path(__file__).resolve().parent.parent
@@ -835,7 +835,7 @@ def test_a_run_releasing_a_lock_it_lost_gets_a_warning_text_and_an_event_not_an_
 
 WRITER = """
 import sys
-from reconciler.ledger import Actor, Binding, Ledger
+from reconciler.ledger.store import Actor, Binding, Ledger
 path, n = sys.argv[1], int(sys.argv[2])
 with Ledger.open_write(path, Binding("local", "http://127.0.0.1:8080")) as led:
     run = led.start_run("apply", Actor("w", "h", 1, None, None))

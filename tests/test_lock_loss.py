@@ -14,13 +14,13 @@ from apply_support import (
     admin, cli, ledger_events, ledger_jobs, make_repo, remote_jobs, served_sandbox, settings_of, start_cli,
     wait_until,
 )
-from reconciler import session as session_module
-from reconciler.applier import Applier
-from reconciler.commands._apply_journal import LedgerJournal
+from reconciler.engine import run as session_module
+from reconciler.engine.applier import Applier
+from reconciler.engine.journal import LedgerJournal
 from reconciler.commands.plan import compute_plan
 from reconciler.errors import ApplyFailed, LockHeldError
-from reconciler.ledger import Actor, Ledger
-from reconciler.session import Session, binding
+from reconciler.ledger.store import Actor, Ledger
+from reconciler.engine.run import Session, binding
 
 OTHER = Actor(user="ci", host="another-runner", pid=4242, ci_run_url="https://ci.example/runs/7")
 HOLDER = "to ci@another-runner pid 4242 (CI run https://ci.example/runs/7)"

@@ -15,16 +15,16 @@ import httpx
 import pytest
 
 from reconciler.commands.plan import compute_plan, plan
-from reconciler.config import load_settings
+from reconciler.engine.config import load_settings
 from reconciler.errors import ConflictError, UsageError
-from reconciler.ledger import Binding, Ledger
-from reconciler.plan import PlanOptions, check_fresh, read_plan_file
-from reconciler.planner import make_plan
+from reconciler.ledger.store import Binding, Ledger
+from reconciler.engine.plan import PlanOptions, check_fresh, read_plan_file
+from reconciler.engine.planner import make_plan
 from reconciler.sandbox import make_app
-from reconciler.session import Session, binding, read_ledger
-from reconciler.spec import load_desired
+from reconciler.engine.run import Session, binding, read_ledger
+from reconciler.spec.load import load_desired
 from reconciler.views import MARKER
-from reconciler.zuora import ZuoraClient
+from reconciler.zuora.client import ZuoraClient
 
 FX_RATE = "0.921377"  # a value that must never show up in a plan
 FX_CSV = f"Provider Exchange Rate Date,Currency (From),Currency (To),Exchange Rate\n2026-11-01,USD,EUR,{FX_RATE}\n"

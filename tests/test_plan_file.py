@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from reconciler.errors import PlanFileError
-from reconciler.plan import (
+from reconciler.engine.plan import (
     Change, Drift, Plan, check_fresh, from_document, read_plan_file, to_document, write_plan_file,
 )
 

@@ -22,8 +22,8 @@ from reconciler.model import (
     REJECTED, Condition, DesiredSpec, DesiredState, JobRecord, Observation, ObservedState, RecordedState,
     SpecRecord, is_terminal,
 )
-from reconciler.plan import PlanOptions
-from reconciler.planner import make_plan
+from reconciler.engine.plan import PlanOptions
+from reconciler.engine.planner import make_plan
 from reconciler.views import render_text
 
 GOLDEN = Path(__file__).parent / "golden"

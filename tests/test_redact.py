@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from reconciler.errors import ConfigError, ReconcilerError, RemoteError
-from reconciler.redact import (
+from reconciler.zuora.wire import (
     Redactor,
     TokenCache,
     describe_body,

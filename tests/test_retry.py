@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from reconciler.errors import RemoteError
-from reconciler.retry import Failure, RetryPolicy, code_category, error_details, next_delay, retry_after_seconds
+from reconciler.zuora.retry import Failure, RetryPolicy, code_category, error_details, next_delay, retry_after_seconds
 
 
 def policy(**kw) -> RetryPolicy:

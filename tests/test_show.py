@@ -10,8 +10,8 @@ import pytest
 from ops_fixtures import advance, apply, applied_template, cli, fresh, repo, state_files  # noqa: F401
 from reconciler.commands.show import show
 from reconciler.errors import UsageError
-from reconciler.session import read_ledger
-from reconciler.spec import load_desired
+from reconciler.engine.run import read_ledger
+from reconciler.spec.load import load_desired
 
 
 def run(settings, name: str, **kw) -> tuple[int, str]:

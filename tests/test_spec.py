@@ -16,8 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from reconciler import spec, specschema
-from reconciler.config import load_settings
+from reconciler.spec import load as spec
+
+from reconciler.spec import schema as specschema
+from reconciler.engine.config import load_settings
 from reconciler.errors import ConfigError, ReconcilerError, SpecError
 from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION, Condition, Problem
 
@@ -253,7 +255,7 @@ def test_the_schema_is_valid_draft_2020_12():
 
 def test_valid_documents_take_the_fast_path_without_importing_jsonschema(tmp_path):
     write_repo(tmp_path, REPO)
-    code = ("import sys\nfrom reconciler.config import load_settings\nfrom reconciler.spec import load_desired\n"
+    code = ("import sys\nfrom reconciler.engine.config import load_settings\nfrom reconciler.spec.load import load_desired\n"
             f"load_desired(load_settings(chdir={str(tmp_path)!r}, env={{}}))\nprint('jsonschema' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "False"

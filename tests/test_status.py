@@ -12,9 +12,9 @@ from ops_fixtures import (Tty, advance, applied_template, cli, fresh, make_repo,
 from reconciler.commands.forget import forget
 from reconciler.commands.status import JSON_FIELDS, status
 from reconciler.errors import ReconcilerError, UsageError
-from reconciler.ledger import Ledger
+from reconciler.ledger.store import Ledger
 from reconciler.sandbox import make_app, serve
-from reconciler.session import binding, read_ledger
+from reconciler.engine.run import binding, read_ledger
 
 NAMES = ["fx-rates", "load-vehicles", "payments", "purge-old-vehicles", "update-vehicles"]
 

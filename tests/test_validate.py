@@ -15,8 +15,8 @@ import pytest
 
 from reconciler.commands.schema import schema
 from reconciler.commands.validate import validate
-from reconciler.config import load_settings
-from reconciler.spec import check_repo
+from reconciler.engine.config import load_settings
+from reconciler.spec.load import check_repo
 
 FX = "Provider Exchange Rate Date,Currency (From),Currency (To),Exchange Rate\n"
 FX_OK = FX + "2026-11-01,USD,EUR,0.92\n"

@@ -7,11 +7,11 @@ import io
 import json
 from datetime import datetime, timezone
 
-from reconciler.config import load_settings
+from reconciler.engine.config import load_settings
 from reconciler.model import ObservedState, RecordedState
-from reconciler.plan import Change, Drift, Plan, PlanOptions, to_document
-from reconciler.planner import make_plan
-from reconciler.spec import load_desired
+from reconciler.engine.plan import Change, Drift, Plan, PlanOptions, to_document
+from reconciler.engine.planner import make_plan
+from reconciler.spec.load import load_desired
 from reconciler.views import MARKER, render_json, render_markdown, render_table, render_text, summary_line
 
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=timezone.utc)

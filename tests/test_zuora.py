@@ -21,7 +21,7 @@ import pytest
 
 from reconciler.errors import ConfigError, ReconcilerError, RemoteError
 from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION, Condition
-from reconciler.zuora import Credentials, RetryPolicy, ZuoraClient, parse_count
+from reconciler.zuora.client import Credentials, RetryPolicy, ZuoraClient, parse_count
 
 FX_CSV = (
     "Group ID,Provider Exchange Rate Date,Currency (From),Currency (To),Exchange Rate\n"

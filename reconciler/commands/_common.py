@@ -47,7 +47,7 @@ class Specs:
     def load(self) -> Specs:
         """Validate the repo once; an invalid repo leaves `by_name` empty and counts its problems."""
         if not self._loaded:
-            from reconciler import spec
+            from reconciler.spec import load as spec
 
             check = spec.check_repo(self._settings)
             self.by_name = check.desired.by_name() if check.desired is not None else {}
@@ -68,16 +68,6 @@ class Specs:
                 "spec names could not be checked: run `reconciler validate`"
             )
         return UsageError(f"no {what} named {name!r}; `reconciler status` lists the jobs, `reconciler plan` the specs")
-
-
-def latest_by_name(jobs: list[JobRecord]) -> dict[str, JobRecord]:
-    """Each name's latest job (highest generation), as the planner pairs them."""
-    latest: dict[str, JobRecord] = {}
-    for job in jobs:
-        current = latest.get(job.name)
-        if current is None or (job.generation, job.id) > (current.generation, current.id):
-            latest[job.name] = job
-    return latest
 
 
 def is_retired(job: JobRecord) -> bool:

@@ -16,8 +16,18 @@ import re
 from typing import TextIO
 
 from reconciler.errors import ExitCode, ReconcilerError, UsageError
-from reconciler.model import (CUSTOM_OBJECT_JOB, MASS_ACTION, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE,
-                              PHASE_INTENT, DesiredSpec, JobRecord, Observation, is_terminal)
+from reconciler.model import (
+    CUSTOM_OBJECT_JOB,
+    MASS_ACTION,
+    PHASE_ACTIVE,
+    PHASE_CREATED,
+    PHASE_DONE,
+    PHASE_INTENT,
+    DesiredSpec,
+    JobRecord,
+    Observation,
+    is_terminal,
+)
 
 BULK_KEY = re.compile(r"[0-9a-fA-F]{32}")
 JOB_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -25,8 +35,8 @@ JOB_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 def adopt(settings, out: TextIO, *, name: str, remote_id: str) -> int:
     """Record an existing bulk key / custom object job id as NAME's latest job."""
-    from reconciler.session import Session
-    from reconciler.spec import load_desired
+    from reconciler.engine.run import Session
+    from reconciler.spec.load import load_desired
 
     remote_id = remote_id.strip()
     spec = load_desired(settings).by_name().get(name)

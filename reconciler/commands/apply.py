@@ -17,19 +17,44 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from reconciler import __version__
-from reconciler.applier import FAILED, OUTCOMES, Applier, Result
-from reconciler.commands._apply_journal import LedgerJournal, crash_point, recover_in_doubt
-from reconciler.commands._apply_wait import (
-    POLL_SANDBOX_SECONDS, POLL_ZUORA_SECONDS, Progress, Waiter, WaitOutcome, moving,
-)
-from reconciler.commands._common import count, latest_by_name, user_path
+from reconciler.commands._common import count, user_path
 from reconciler.commands.plan import compute_plan
-from reconciler.errors import ApplyFailed, ConflictError, ExitCode, PlanFileError, RemoteError, UsageError
-from reconciler.model import COMPLETED, JOB_FAILED, MASS_ACTION, ObservedState
-from reconciler.plan import Plan, PlanOptions, check_fresh, check_same_changes, read_plan_file, to_document
-from reconciler.planner import make_plan
-from reconciler.planrules import selected
-from reconciler.session import Session
+from reconciler.engine.applier import FAILED, OUTCOMES, Applier, Result
+from reconciler.engine.journal import LedgerJournal, crash_point, recover_in_doubt
+from reconciler.engine.plan import (
+    Plan,
+    PlanOptions,
+    check_fresh,
+    check_same_changes,
+    read_plan_file,
+    to_document,
+)
+from reconciler.engine.planner import make_plan
+from reconciler.engine.rules import selected
+from reconciler.engine.run import Session
+from reconciler.engine.waiter import (
+    POLL_SANDBOX_SECONDS,
+    POLL_ZUORA_SECONDS,
+    Progress,
+    Waiter,
+    WaitOutcome,
+    moving,
+)
+from reconciler.errors import (
+    ApplyFailed,
+    ConflictError,
+    ExitCode,
+    PlanFileError,
+    RemoteError,
+    UsageError,
+)
+from reconciler.model import (
+    COMPLETED,
+    JOB_FAILED,
+    MASS_ACTION,
+    ObservedState,
+    latest_by_name,
+)
 from reconciler.views import describe, render_text
 
 PROMPT = "Apply these changes? Only 'yes' is accepted: "
@@ -52,7 +77,7 @@ def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, time
                              "and --rerun to `reconciler plan --out FILE` instead")
         saved = read_plan_file(user_path(settings, plan_file))
         digest = hashlib.sha256(json.dumps(to_document(saved), sort_keys=True).encode()).hexdigest()
-    from reconciler.spec import load_desired
+    from reconciler.spec.load import load_desired
 
     desired = load_desired(settings)  # invalid specs stop here, before the ledger is touched
     session = Session(settings, command="apply", lock_timeout=lock_timeout, plan_digest=digest)

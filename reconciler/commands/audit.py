@@ -15,14 +15,20 @@ import csv
 import json
 from typing import TextIO
 
-from reconciler.chain import EVENT_FIELDS, canonical_json
-from reconciler.commands._common import atomic_file, count, display_path, no_ledger, user_path
+from reconciler.commands._common import (
+    atomic_file,
+    count,
+    display_path,
+    no_ledger,
+    user_path,
+)
 from reconciler.errors import ExitCode
+from reconciler.ledger.chain import EVENT_FIELDS, canonical_json
 
 
 def verify(settings, out: TextIO) -> int:
     """Recompute the chain; exit 0 with `OK: N events, head <hash>`, 1 naming the first bad row."""
-    from reconciler.session import read_ledger
+    from reconciler.engine.run import read_ledger
 
     ledger = read_ledger(settings)
     if ledger is None:
@@ -42,7 +48,7 @@ def verify(settings, out: TextIO) -> int:
 
 def export(settings, out: TextIO, *, fmt: str = "jsonl", output: str | None = None) -> int:
     """Write every event with its hashes as JSONL or CSV, to `output` or standard output."""
-    from reconciler.session import read_ledger
+    from reconciler.engine.run import read_ledger
 
     if fmt not in ("jsonl", "csv"):
         raise ValueError(f"unknown export format {fmt!r}")

@@ -12,18 +12,37 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
-from reconciler.commands._common import (Specs, atomic_file, count, display_path, job_document, latest_by_name,
-                                         result_state, user_path, write_json)
-from reconciler.commands._results import (Failures, custom_object_failures, failed_rows_table,
-                                          mass_updater_failures)
+from reconciler.commands._common import (
+    Specs,
+    atomic_file,
+    count,
+    display_path,
+    job_document,
+    result_state,
+    user_path,
+    write_json,
+)
+from reconciler.engine.results import (
+    Failures,
+    custom_object_failures,
+    failed_rows_table,
+    mass_updater_failures,
+)
 from reconciler.errors import ExitCode, ReconcilerError
-from reconciler.model import MASS_ACTION, PHASE_ACTIVE, PHASE_CREATED, JobRecord, is_terminal
+from reconciler.model import (
+    MASS_ACTION,
+    PHASE_ACTIVE,
+    PHASE_CREATED,
+    JobRecord,
+    is_terminal,
+    latest_by_name,
+)
 from reconciler.views import render_table
 
 
 def errors(settings, out: TextIO, *, name: str, failed_rows: str | None = None, as_json: bool = False) -> int:
     """Print the failed rows of NAME's latest job; exit 0 when there are none, 1 when the job failed whole."""
-    from reconciler.session import read_ledger
+    from reconciler.engine.run import read_ledger
 
     ledger = read_ledger(settings)
     jobs: list[JobRecord] = []
@@ -77,7 +96,7 @@ def _result_ready(settings, job: JobRecord) -> JobRecord:
         )
     if _no_response_file(job):
         raise _whole_job_failed(job)
-    from reconciler.session import Session
+    from reconciler.engine.run import Session
 
     session = Session(settings, command="errors")
     outcome = "error"

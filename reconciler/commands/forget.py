@@ -9,16 +9,22 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from reconciler.commands._common import Specs, latest_by_name
+from reconciler.commands._common import Specs
 from reconciler.errors import ExitCode, UsageError
-from reconciler.model import PHASE_ACTIVE, PHASE_CREATED, PHASE_INTENT, PHASE_RETIRED
+from reconciler.model import (
+    PHASE_ACTIVE,
+    PHASE_CREATED,
+    PHASE_INTENT,
+    PHASE_RETIRED,
+    latest_by_name,
+)
 
 REASON = "forgotten by operator"
 
 
 def forget(settings, out: TextIO, *, name: str) -> int:
     """Retire NAME's latest job (ledger only) and record who did it."""
-    from reconciler.session import Session, read_ledger
+    from reconciler.engine.run import Session, read_ledger
 
     ledger = read_ledger(settings)  # first read-only: a missing name must not create or touch the ledger
     jobs = []

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from reconciler.commands._common import EVENT_HEADERS, Specs, event_row, no_ledger, write_json
+from reconciler.commands._common import (
+    EVENT_HEADERS,
+    Specs,
+    event_row,
+    no_ledger,
+    write_json,
+)
 from reconciler.errors import ExitCode
 from reconciler.views import render_table
 
 
 def history(settings, out: TextIO, *, name: str | None = None, limit: int = 50, as_json: bool = False) -> int:
     """Print the newest `limit` events (of NAME only, when given)."""
-    from reconciler.session import read_ledger
+    from reconciler.engine.run import read_ledger
 
     ledger = read_ledger(settings)
     specs = Specs(settings)

@@ -17,8 +17,8 @@ from reconciler.errors import ExitCode, UsageError
 
 def status(settings, out: TextIO, *, as_json: bool = False) -> int:
     """Print the lock holder (id, user, host, pid, CI run, since, heartbeat, expired) or `not locked`."""
-    from reconciler.locks import pid_alive
-    from reconciler.session import read_ledger
+    from reconciler.engine.run import read_ledger
+    from reconciler.ledger.lock import pid_alive
 
     ledger = read_ledger(settings)
     lock = None
@@ -52,7 +52,7 @@ def status(settings, out: TextIO, *, as_json: bool = False) -> int:
 
 def release(settings, out: TextIO, *, lock_id: str) -> int:
     """Release the lock with this id by force, recording who did it; exit 1 when no such lock is held."""
-    from reconciler.session import Session, read_ledger
+    from reconciler.engine.run import Session, read_ledger
 
     ledger = read_ledger(settings)
     if ledger is None:

@@ -11,12 +11,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from reconciler import __version__
+from reconciler.engine.plan import Plan, PlanOptions, write_plan_file
+from reconciler.engine.planner import make_plan
+from reconciler.engine.rules import check_names
+from reconciler.engine.run import Session, read_ledger
 from reconciler.errors import ConflictError, ExitCode, UsageError
 from reconciler.model import DesiredState, ObservedState, RecordedState
-from reconciler.plan import Plan, PlanOptions, write_plan_file
-from reconciler.planner import make_plan
-from reconciler.planrules import check_names
-from reconciler.session import Session, read_ledger
 from reconciler.views import render_json, render_markdown, render_text
 
 _CONFLICTS_NAMED = 5  # in the error message; the plan above lists every one with its way out
@@ -35,7 +35,7 @@ def compute_plan(settings, *, session: Session | None, refresh: bool, targets=()
     if refresh and session is None:
         raise ValueError("compute_plan: refresh writes drift to the ledger, so it needs a session")
     if desired is None:
-        from reconciler.spec import load_desired
+        from reconciler.spec.load import load_desired
 
         desired = load_desired(settings)
     options = PlanOptions.from_cli(targets=targets, excludes=excludes, selectors=selectors, reruns=reruns,
@@ -59,7 +59,7 @@ def plan(settings, out, *, out_file, as_json, markdown, detailed_exitcode, refre
     """Compute, print (and with --out save) the plan; exit 1 on conflicts, 2 on changes with --detailed-exitcode."""
     if as_json and markdown:
         raise UsageError("--json and --markdown: choose one output format")
-    from reconciler.spec import load_desired
+    from reconciler.spec.load import load_desired
 
     desired = load_desired(settings)
     filters = dict(targets=targets, excludes=excludes, selectors=selectors, reruns=reruns, desired=desired)

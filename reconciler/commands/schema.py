@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from reconciler import spec
 from reconciler.errors import ExitCode
+from reconciler.spec import load as spec
 
 
 def schema(out) -> int:

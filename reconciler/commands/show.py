@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from reconciler.commands._common import (EVENT_HEADERS, Specs, count, event_row, job_document, latest_by_name,
-                                         result_state, when, write_json)
+from reconciler.commands._common import (
+    EVENT_HEADERS,
+    Specs,
+    count,
+    event_row,
+    job_document,
+    result_state,
+    when,
+    write_json,
+)
 from reconciler.errors import ExitCode
-from reconciler.model import MASS_ACTION, DesiredSpec, JobRecord
+from reconciler.model import MASS_ACTION, DesiredSpec, JobRecord, latest_by_name
 from reconciler.views import render_table
 
 EVENTS_SHOWN = 50
@@ -15,7 +23,7 @@ EVENTS_SHOWN = 50
 
 def show(settings, out: TextIO, *, name: str, as_json: bool = False, events_shown: int = EVENTS_SHOWN) -> int:
     """Print the spec (or that it was removed), its jobs oldest first and its newest events."""
-    from reconciler.session import read_ledger
+    from reconciler.engine.run import read_ledger
 
     specs = Specs(settings)
     ledger = read_ledger(settings)

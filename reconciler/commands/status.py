@@ -20,10 +20,25 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-from reconciler.commands._common import (Specs, age, count, is_retired, iso, latest_by_name, no_ledger,
-                                         write_json)
+from reconciler.commands._common import (
+    Specs,
+    age,
+    count,
+    is_retired,
+    iso,
+    no_ledger,
+    write_json,
+)
 from reconciler.errors import ExitCode, ReconcilerError, UsageError
-from reconciler.model import JOB_FAILED, PHASE_ACTIVE, PHASE_CREATED, PHASE_INTENT, DesiredSpec, JobRecord
+from reconciler.model import (
+    JOB_FAILED,
+    PHASE_ACTIVE,
+    PHASE_CREATED,
+    PHASE_INTENT,
+    DesiredSpec,
+    JobRecord,
+    latest_by_name,
+)
 from reconciler.views import render_table
 
 POLL_SECONDS = 2.0
@@ -43,7 +58,7 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
            timeout: float | None = None, as_json: bool = False, color: bool = False,
            poll_seconds: float | None = None, sleep=time.sleep, clock=time.monotonic) -> int:
     """Print the latest job of each spec (or of NAMEs); exit 1 when a listed job failed."""
-    from reconciler.session import read_ledger
+    from reconciler.engine.run import read_ledger
 
     if timeout is not None and (not wait or timeout < 0):
         raise UsageError("--timeout SECONDS limits --wait: pass --wait too, with a timeout of 0 or more")
@@ -93,7 +108,7 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
 def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: float | None, progress: bool,
             poll_seconds: float, sleep, clock) -> tuple[dict[str, JobRecord], list[JobRecord]]:
     """Refresh through a Session; with `wait`, until every target is terminal or the timeout passes."""
-    from reconciler.session import Session
+    from reconciler.engine.run import Session
 
     session = Session(settings, command="status --wait" if wait else "status --refresh")
     outcome = "error"

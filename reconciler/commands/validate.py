@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from reconciler import spec
 from reconciler.errors import ExitCode
+from reconciler.spec import load as spec
 
 
 def validate(settings, out, *, paths=(), as_json: bool = False) -> int:

@@ -13,8 +13,22 @@ from http import HTTPStatus
 from . import admin, auth, bulk, customobjects, faults, idempotency
 from .store import Store, sandbox_now
 from .web import (
-    ADMIN, INTERNAL, METHOD, NOT_FOUND, OAUTH, OBJECTS, TEMPORARY, V1, ApiError, Context, DroppedConnection,
-    Request, Response, family_of, json_response, maybe_gzip,
+    ADMIN,
+    INTERNAL,
+    METHOD,
+    NOT_FOUND,
+    OAUTH,
+    OBJECTS,
+    TEMPORARY,
+    V1,
+    ApiError,
+    Context,
+    DroppedConnection,
+    Request,
+    Response,
+    family_of,
+    json_response,
+    maybe_gzip,
 )
 
 log = logging.getLogger(__name__)

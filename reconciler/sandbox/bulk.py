@@ -17,8 +17,16 @@ from dataclasses import dataclass
 
 from . import massfiles, massupdater
 from .web import (
-    MALFORMED, MISSING_FIELD, MISSING_PARAM, NOT_FOUND, RULE, ApiError, Context, Response,
-    json_response, parse_multipart,
+    MALFORMED,
+    MISSING_FIELD,
+    MISSING_PARAM,
+    NOT_FOUND,
+    RULE,
+    ApiError,
+    Context,
+    Response,
+    json_response,
+    parse_multipart,
 )
 
 FILE_LIMIT = 4 * 1024 * 1024

@@ -17,11 +17,17 @@ from typing import Sequence
 
 import yaml
 
-from reconciler import specrules
 from reconciler.errors import ConfigError, SpecError
 from reconciler.model import DesiredState, Problem
-from reconciler.specrules import FINGERPRINT_VERSION, fingerprint
-from reconciler.specschema import explain, fast_check, inlined, load_schema, schema_text
+from reconciler.spec import rules as specrules
+from reconciler.spec.rules import FINGERPRINT_VERSION, fingerprint
+from reconciler.spec.schema import (
+    explain,
+    fast_check,
+    inlined,
+    load_schema,
+    schema_text,
+)
 
 __all__ = ["FINGERPRINT_VERSION", "RepoCheck", "check_repo", "fingerprint", "load_desired", "load_yaml_file",
            "schema_text", "validate_repo"]

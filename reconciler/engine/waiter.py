@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence, TextIO
 
-from reconciler.applier import Result
+from reconciler.engine.applier import Result
+from reconciler.engine.plan import Change, Plan
 from reconciler.errors import RemoteError
 from reconciler.model import PHASE_ACTIVE, PHASE_CREATED, JobRecord
-from reconciler.plan import Change, Plan
 
 POLL_SANDBOX_SECONDS = 0.25  # the sandbox moves in milliseconds
 POLL_ZUORA_SECONDS = 1.0

@@ -13,9 +13,16 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from reconciler.chain import canonical_json, event_hash
 from reconciler.errors import LedgerError
-from reconciler.ledgerrows import Actor, clean_detail, job_from_row, loads, now, redact_path
+from reconciler.ledger.chain import canonical_json, event_hash
+from reconciler.ledger.rows import (
+    Actor,
+    clean_detail,
+    job_from_row,
+    loads,
+    now,
+    redact_path,
+)
 from reconciler.model import (
     PHASE_ACTIVE,
     PHASE_CREATED,

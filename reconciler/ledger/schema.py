@@ -7,7 +7,7 @@ never changes, since ledgers made by it exist: a new schema is a new function at
 
 from __future__ import annotations
 
-from reconciler.ledgerreads import LIVE_JOB
+from reconciler.ledger.reads import LIVE_JOB
 
 
 def _v1_tables(db) -> None:

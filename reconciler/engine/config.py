@@ -116,7 +116,7 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
     config_file = config_file.resolve()
     root = config_file.parent
 
-    from reconciler.spec import load_yaml_file  # the one YAML reader (DESIGN §9)
+    from reconciler.spec.load import load_yaml_file  # the one YAML reader (DESIGN §9)
 
     data = _check_config(load_yaml_file(config_file), config_file)
     source = f"{config_file}: environment"

@@ -20,14 +20,21 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
-from reconciler.applier import ChangeFailed
-from reconciler.commands._common import latest_by_name
+from reconciler.engine.applier import ChangeFailed
+from reconciler.engine.plan import Change
 from reconciler.errors import LockHeldError, ReconcilerError, UsageError
 from reconciler.model import (
-    CO_TERMINAL, CUSTOM_OBJECT_JOB, IN_DOUBT_SECONDS, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, PHASE_INTENT, JobRecord,
+    CO_TERMINAL,
+    CUSTOM_OBJECT_JOB,
+    IN_DOUBT_SECONDS,
+    PHASE_ACTIVE,
+    PHASE_CREATED,
+    PHASE_DONE,
+    PHASE_INTENT,
+    JobRecord,
+    latest_by_name,
 )
-from reconciler.plan import Change
-from reconciler.specrules import FINGERPRINT_VERSION
+from reconciler.spec.rules import FINGERPRINT_VERSION
 
 CRASH_ENV = "RECONCILER_TEST_CRASH_AT"
 CRASH_POINTS = ("after-intent", "after-post", "after-record", "after-create", "after-upload-post", "after-stop-post")

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 
 from reconciler.errors import LedgerError, LockHeldError
-from reconciler.ledgerrows import Actor
+from reconciler.ledger.rows import Actor
 
 POLL_SECONDS = 0.25  # how often a waiting run looks at the lock again
 

@@ -1,6 +1,6 @@
 """The Zuora HTTP client, and the only httpx user: auth, headers, retries, errors -> RemoteError.
 
-The operations themselves (Mass Updater, custom object jobs, observe) are in `reconciler.zuora_api`;
+The operations themselves (Mass Updater, custom object jobs, observe) are in `reconciler.zuora.operations`;
 `ZuoraClient` inherits them and supplies the `_request` and `_stream` they call.
 
 Retry safety: a GET or PUT may be sent again after any transient failure. A POST or PATCH is sent
@@ -26,11 +26,27 @@ import httpx
 
 from reconciler import __version__
 from reconciler.errors import ConfigError, RemoteError
-from reconciler.redact import (Redactor, TokenCache, describe_body, new_track_id, validate_header_value,
-                               validate_idempotency_key, validate_track_id)
-from reconciler.retry import (RETRYABLE_CATEGORIES, RETRYABLE_STATUSES, Call, Failure, RetryPolicy, code_category,
-                              error_details, next_delay, retry_after_seconds)
-from reconciler.zuora_api import CHUNK, ZuoraOperations, file_error, parse_count
+from reconciler.zuora.operations import CHUNK, ZuoraOperations, file_error, parse_count
+from reconciler.zuora.retry import (
+    RETRYABLE_CATEGORIES,
+    RETRYABLE_STATUSES,
+    Call,
+    Failure,
+    RetryPolicy,
+    code_category,
+    error_details,
+    next_delay,
+    retry_after_seconds,
+)
+from reconciler.zuora.wire import (
+    Redactor,
+    TokenCache,
+    describe_body,
+    new_track_id,
+    validate_header_value,
+    validate_idempotency_key,
+    validate_track_id,
+)
 
 __all__ = ["Call", "Credentials", "RetryPolicy", "ZuoraClient", "parse_count"]
 
@@ -94,7 +110,10 @@ class ZuoraClient(ZuoraOperations):
         loopback = re.match(r"(?i)http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", settings.base_url or "")
         if settings.is_local or loopback:
             # Only the defaults: a served sandbox needs no simulator code in this process.
-            from reconciler.sandbox.defaults import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+            from reconciler.sandbox.defaults import (
+                DEFAULT_CLIENT_ID,
+                DEFAULT_CLIENT_SECRET,
+            )
 
             if not _has_credentials(credentials):  # a sandbox accepts its documented defaults
                 credentials = Credentials(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)

@@ -10,12 +10,24 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
+from reconciler.engine.plan import Change, PlanOptions
 from reconciler.errors import UsageError
 from reconciler.model import (
-    COMPLETED, CUSTOM_OBJECT_JOB, PHASE_ACTIVE, PHASE_CREATED, PHASE_INTENT, REJECTED, UNSUCCESSFUL, DesiredSpec,
-    DesiredState, JobRecord, ObservedState, RecordedState, SpecRecord, is_terminal,
+    COMPLETED,
+    CUSTOM_OBJECT_JOB,
+    PHASE_ACTIVE,
+    PHASE_CREATED,
+    PHASE_INTENT,
+    REJECTED,
+    UNSUCCESSFUL,
+    DesiredSpec,
+    DesiredState,
+    JobRecord,
+    ObservedState,
+    RecordedState,
+    SpecRecord,
+    is_terminal,
 )
-from reconciler.plan import Change, PlanOptions
 
 
 @dataclass(frozen=True)

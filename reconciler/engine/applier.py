@@ -32,11 +32,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
+from reconciler.engine.plan import NOT_ACTIONABLE, Change
 from reconciler.errors import ReconcilerError, RemoteError
 from reconciler.model import (
-    CUSTOM_OBJECT_JOB, MASS_ACTION, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, Condition, Observation, is_terminal,
+    CUSTOM_OBJECT_JOB,
+    MASS_ACTION,
+    PHASE_ACTIVE,
+    PHASE_CREATED,
+    PHASE_DONE,
+    Condition,
+    Observation,
+    is_terminal,
 )
-from reconciler.plan import NOT_ACTIONABLE, Change
 
 OUTCOMES = ("submitted", "uploaded", "replaced", "stopped", "cancelled", "retired")
 FAILED = "failed"
@@ -48,7 +55,7 @@ _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
 
 
 class Remote(Protocol):
-    """The remote operations the applier needs (reconciler.zuora.ZuoraClient has them)."""
+    """The remote operations the applier needs (reconciler.zuora.client.ZuoraClient has them)."""
 
     def submit_mass_action(self, action_type: str, file_path: Path, *, idempotency_key: str | None) -> str: ...
 

@@ -27,13 +27,33 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reconciler.model import (
-    COMPLETED, IN_DOUBT_SECONDS, MASS_ACTION, PHASE_CREATED, PHASE_INTENT, PHASE_RETIRED, REJECTED, DesiredSpec,
-    DesiredState, JobRecord, ObservedState, RecordedState, SpecRecord, is_stoppable, is_terminal,
+from reconciler.engine.plan import Change, Drift, Plan, PlanOptions
+from reconciler.engine.rules import (
+    Observer,
+    Seen,
+    check_names,
+    depths,
+    hold_for_dependencies,
+    hold_for_slots,
+    selected,
+    without_rejected,
 )
-from reconciler.plan import Change, Drift, Plan, PlanOptions
-from reconciler.planrules import (
-    Observer, Seen, check_names, depths, hold_for_dependencies, hold_for_slots, selected, without_rejected,
+from reconciler.model import (
+    COMPLETED,
+    IN_DOUBT_SECONDS,
+    MASS_ACTION,
+    PHASE_CREATED,
+    PHASE_INTENT,
+    PHASE_RETIRED,
+    REJECTED,
+    DesiredSpec,
+    DesiredState,
+    JobRecord,
+    ObservedState,
+    RecordedState,
+    SpecRecord,
+    is_stoppable,
+    is_terminal,
 )
 
 UNCHANGED = "unchanged"  # classification of a name in sync; None means "not even counted"

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from reconciler.chain import AuditReport, verify_chain
 from reconciler.errors import LedgerError
-from reconciler.ledgerrows import event_from_row, job_from_row
-from reconciler.model import CO_ACTIVE, CUSTOM_OBJECT_JOB, JobRecord, RecordedState, SpecRecord
+from reconciler.ledger.chain import AuditReport, verify_chain
+from reconciler.ledger.rows import event_from_row, job_from_row
+from reconciler.model import (
+    CO_ACTIVE,
+    CUSTOM_OBJECT_JOB,
+    JobRecord,
+    RecordedState,
+    SpecRecord,
+)
 
 _CHUNK = 1000  # events read per short read transaction while streaming
 _NAMES_PER_QUERY = 500  # bound parameters per `name IN (...)`, well under SQLite's oldest limit of 999

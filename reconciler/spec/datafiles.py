@@ -16,8 +16,8 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from reconciler.csvrules import ACTIONS, ObjectTable, mass_table
 from reconciler.model import Problem
+from reconciler.spec.columns import ACTIONS, ObjectTable, mass_table
 
 MB = 1024 * 1024
 MASS_ACTION_MAX_BYTES = 4 * MB

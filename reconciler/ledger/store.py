@@ -47,19 +47,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reconciler.chain import GENESIS_HASH
 from reconciler.errors import LedgerError
-from reconciler.ledgerreads import ReadMethods, events_query
-from reconciler.ledgerrows import REDACTED, Actor, now, redact
-from reconciler.ledgerschema import CURRENT_SCHEMA, MIGRATIONS, SCHEMA_VERSION
-from reconciler.ledgerwrites import COUNT_FIELDS, WriteMethods
-from reconciler.locks import LockMethods
+from reconciler.ledger.chain import GENESIS_HASH
+from reconciler.ledger.lock import LockMethods
+from reconciler.ledger.reads import ReadMethods, events_query
+from reconciler.ledger.rows import REDACTED, Actor, now, redact
+from reconciler.ledger.schema import CURRENT_SCHEMA, MIGRATIONS, SCHEMA_VERSION
+from reconciler.ledger.writes import COUNT_FIELDS, WriteMethods
 
 if TYPE_CHECKING:  # imported when a schema is built (see _database): it pulls in numpy when installed
     from sqlite_utils import Database
 
 # Actor, redact, REDACTED, COUNT_FIELDS and events_query live in the stdlib-only parts and are
-# re-exported so `reconciler.ledger` stays the one import for the ledger's whole public API.
+# re-exported so `reconciler.ledger.store` stays the one import for the ledger's whole public API.
 __all__ = [
     "BUSY_TIMEOUT_SECONDS", "COUNT_FIELDS", "MIGRATIONS", "REDACTED", "SCHEMA_VERSION", "Actor", "Binding",
     "Ledger", "events_query", "redact",

@@ -16,8 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from reconciler import csvcheck
-from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION, Condition, DesiredSpec, DesiredState, Problem
+from reconciler.model import (
+    CUSTOM_OBJECT_JOB,
+    MASS_ACTION,
+    Condition,
+    DesiredSpec,
+    DesiredState,
+    Problem,
+)
+from reconciler.spec import datafiles as csvcheck
 
 FINGERPRINT_VERSION = 1
 

@@ -24,9 +24,15 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from reconciler.errors import LedgerError, LockHeldError, RemoteError
-from reconciler.ledger import Actor, Binding, Ledger
+from reconciler.ledger.store import Actor, Binding, Ledger
 from reconciler.model import (
-    CUSTOM_OBJECT_JOB, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, JobRecord, Observation, ObservedState,
+    CUSTOM_OBJECT_JOB,
+    PHASE_ACTIVE,
+    PHASE_CREATED,
+    PHASE_DONE,
+    JobRecord,
+    Observation,
+    ObservedState,
 )
 
 log = logging.getLogger("reconciler.session")
@@ -159,7 +165,7 @@ class Session:
         """The run's one Zuora client (created on first use, so ledger-only runs need no credentials)."""
         with self._client_lock:
             if self._client is None:
-                from reconciler.zuora import ZuoraClient
+                from reconciler.zuora.client import ZuoraClient
 
                 self._client = ZuoraClient.from_settings(self.settings, on_call=self._record_call, retry=self._retry)
             return self._client

@@ -1,7 +1,7 @@
 """The Zuora operations (Mass Updater, custom object bulk jobs, observe), free of any HTTP library.
 
 `ZuoraOperations` turns each operation into calls of `self._request` and checks the answers; the HTTP
-session, OAuth, the retry loop and error mapping live in `reconciler.zuora.ZuoraClient`, which
+session, OAuth, the retry loop and error mapping live in `reconciler.zuora.client.ZuoraClient`, which
 inherits these methods. Bodies are given as `body(stack) -> dict` callables returning the keyword
 arguments of one request (`json`, `data` + `files`, or `content` + `headers`); files they open go on
 the `ExitStack` so every attempt reads them afresh.
@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from reconciler.errors import ReconcilerError, RemoteError
 from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION, Condition, Observation
-from reconciler.redact import file_id_of, path_segment
-from reconciler.retry import code_category, error_details
+from reconciler.zuora.retry import code_category, error_details
+from reconciler.zuora.wire import file_id_of, path_segment
 
 __all__ = ["CHUNK", "CO_PAGE_SIZE_MAX", "ZuoraOperations", "file_error", "parse_count"]
 

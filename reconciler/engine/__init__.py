@@ -1,0 +1,1 @@
+"""The engine: plan (pure), apply, and everything a run does between a spec and the ledger."""
