@@ -135,7 +135,7 @@ def apply(c, plan_file, auto_approve, wait, timeout, parallelism, lock_timeout, 
     return run(
         c.settings(), c.out, plan_file=plan_file, auto_approve=auto_approve, wait=wait, timeout=timeout,
         parallelism=parallelism, lock_timeout=lock_timeout, color=_color(c),
-        interactive=sys.stdin.isatty() and sys.stdout.isatty(),
+        answers=sys.stdin if sys.stdin.isatty() and sys.stdout.isatty() else None,
         targets=targets, excludes=excludes, selectors=selectors, reruns=reruns,
     )
 
@@ -301,9 +301,12 @@ def _report(err: ReconcilerError) -> None:
 
 def main(argv=None) -> None:
     """Entry point: run the group and turn every outcome into a documented exit code."""
-    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    args = sys.argv[1:] if argv is None else list(argv)
+    ctx: click.Context | None = None
     try:
-        code = cli.main(args=argv, prog_name="reconciler", standalone_mode=False)
+        ctx = cli.make_context("reconciler", args)  # parses the global options (-v in any spelling: -vC .)
+        with ctx:
+            code = cli.invoke(ctx)
     except click.exceptions.Abort:
         click.echo("Interrupted.", err=True)
         code = ExitCode.INTERRUPTED
@@ -313,7 +316,7 @@ def main(argv=None) -> None:
     except click.exceptions.Exit as err:
         code = err.exit_code
     except ReconcilerError as err:
-        if verbose:
+        if _verbose(ctx):
             import traceback
 
             traceback.print_exc()
@@ -325,10 +328,15 @@ def main(argv=None) -> None:
     except BrokenPipeError:
         code = ExitCode.OK
     except Exception as err:  # the one place an unexpected error becomes exit 3
-        if verbose:
+        if _verbose(ctx):
             import traceback
 
             traceback.print_exc()
         click.echo(f"Internal error: {type(err).__name__}: {err} (run with -v for the traceback)", err=True)
         code = ExitCode.INTERNAL
     sys.exit(int(code or 0))
+
+
+def _verbose(ctx: click.Context | None) -> bool:
+    """-v/--verbose as click parsed it (False when the arguments did not parse)."""
+    return bool(ctx is not None and ctx.params.get("verbose"))

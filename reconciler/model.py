@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 
 MASS_ACTION = "MassAction"
 CUSTOM_OBJECT_JOB = "CustomObjectJob"
@@ -33,26 +34,72 @@ REJECTED = "rejected"  # ours, not Zuora's: a submission refused with a 4xx (pha
 UNSUCCESSFUL = frozenset({"Failed", "Stopped", "failed", "cancelled", REJECTED})
 JOB_FAILED = frozenset({"Failed", "failed"})  # the job itself failed in Zuora (not a row, not a stop)
 
-# Ledger phases of one remote job (one row per remote job ever attempted).
-PHASE_INTENT = "intent"  # intent committed, the POST's outcome is not known yet
-PHASE_CREATED = "created"  # custom object job exists remotely, its file is not uploaded yet
-PHASE_ACTIVE = "active"  # running remotely (non-terminal remote status)
-PHASE_DONE = "done"  # terminal remote status recorded
-PHASE_RETIRED = "retired"  # spec removed / forgotten / superseded: ledger history only
-PHASES = (PHASE_INTENT, PHASE_CREATED, PHASE_ACTIVE, PHASE_DONE, PHASE_RETIRED)
+class _Name(str, Enum):
+    """A str-valued enum that prints, formats and serializes as its value (JSON, f-strings, the ledger)."""
 
-# Plan actions, their symbols and the order the summary line uses.
-ACTIONS = ("submit", "upload", "replace", "stop", "cancel", "retire", "wait", "conflict")
-SYMBOLS = {
-    "submit": "+",
-    "upload": "↑",
-    "replace": "~",
-    "stop": "-",
-    "cancel": "-",
-    "retire": "x",
-    "wait": "…",
-    "conflict": "!",
-}
+    __str__ = str.__str__
+    __format__ = str.__format__
+    __hash__ = str.__hash__  # a member and its value are one dict key
+
+
+class Phase(_Name):
+    """The ledger phase of one remote job (one row per remote job ever attempted)."""
+
+    INTENT = "intent"  # intent committed, the POST's outcome is not known yet
+    CREATED = "created"  # custom object job exists remotely, its file is not uploaded yet
+    ACTIVE = "active"  # running remotely (non-terminal remote status)
+    DONE = "done"  # terminal remote status recorded
+    RETIRED = "retired"  # spec removed / forgotten / superseded: ledger history only
+
+
+class Action(_Name):
+    """A plan action; the declaration order is the order of the plan's summary line (DESIGN §4)."""
+
+    SUBMIT = "submit"
+    UPLOAD = "upload"
+    REPLACE = "replace"
+    STOP = "stop"
+    CANCEL = "cancel"
+    RETIRE = "retire"
+    WAIT = "wait"
+    CONFLICT = "conflict"
+
+    @property
+    def symbol(self) -> str:
+        """The one-character mark of the human plan."""
+        return _ACTION_SYMBOLS[self]
+
+    @property
+    def actionable(self) -> bool:
+        """False for wait and conflict: apply carries out every other action."""
+        return self not in (Action.WAIT, Action.CONFLICT)
+
+
+class Outcome(_Name):
+    """What became of one applied change."""
+
+    SUBMITTED = "submitted"
+    UPLOADED = "uploaded"
+    REPLACED = "replaced"
+    STOPPED = "stopped"
+    CANCELLED = "cancelled"
+    RETIRED = "retired"
+    FAILED = "failed"
+
+    @property
+    def symbol(self) -> str:
+        """The mark apply prints beside the change."""
+        return _OUTCOME_SYMBOLS[self]
+
+
+_ACTION_SYMBOLS = {Action.SUBMIT: "+", Action.UPLOAD: "↑", Action.REPLACE: "~", Action.STOP: "-",
+                   Action.CANCEL: "-", Action.RETIRE: "x", Action.WAIT: "…", Action.CONFLICT: "!"}
+_OUTCOME_SYMBOLS = {Outcome.SUBMITTED: "+", Outcome.UPLOADED: "↑", Outcome.REPLACED: "~", Outcome.STOPPED: "-",
+                    Outcome.CANCELLED: "-", Outcome.RETIRED: "x", Outcome.FAILED: "!"}
+
+# The bare names, for code that has not moved to the enums yet.
+PHASE_INTENT, PHASE_CREATED, PHASE_ACTIVE, PHASE_DONE, PHASE_RETIRED = Phase
+PHASES = tuple(Phase)
 
 IN_DOUBT_SECONDS = 24 * 3600  # Zuora keeps idempotency keys for 24 h
 
@@ -65,6 +112,14 @@ def is_terminal(kind: str, status: str | None) -> bool:
 def is_stoppable(kind: str, status: str | None) -> bool:
     """True when the job can still be stopped (Mass Updater) or cancelled (custom object)."""
     return status in (MASS_STOPPABLE if kind == MASS_ACTION else CO_CANCELLABLE)
+
+
+def phase_after(kind: str, status: str | None, *, awaiting_upload: bool) -> Phase:
+    """The ledger phase of a job Zuora reports in `status`: done once terminal, else created while its
+    file is still to be uploaded, else active."""
+    if is_terminal(kind, status):
+        return Phase.DONE
+    return Phase.CREATED if awaiting_upload else Phase.ACTIVE
 
 
 @dataclass(frozen=True)

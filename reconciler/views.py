@@ -7,14 +7,13 @@ ever reach a Plan, so none can reach a view.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from datetime import timezone
-from json.encoder import encode_basestring as _json_text  # the C one when available
 from typing import TextIO
 
-from reconciler.engine.plan import Change, Plan, to_document
-from reconciler.model import ACTIONS, SYMBOLS
+from reconciler.engine.plan import ROLLBACK_NOTE, Change, Plan
+from reconciler.engine.planfile import to_document
+from reconciler.model import Action
 
 _RESET = "\x1b[0m"
 _COLORS = {
@@ -42,7 +41,7 @@ def render_table(rows: Sequence[Sequence[object]], headers: Sequence[str] | None
 def summary_line(plan: Plan) -> str:
     """`Plan: 2 to submit, 1 to upload, ...; 1 waiting; 0 conflicts; 12 unchanged.`"""
     s = plan.summary
-    moves = ", ".join(f"{s[a]} to {a}" for a in ACTIONS if a not in ("wait", "conflict"))
+    moves = ", ".join(f"{s[a]} to {a}" for a in Action if a.actionable)
     conflicts = f"{s['conflict']} conflict{'' if s['conflict'] == 1 else 's'}"
     return f"Plan: {moves}; {s['wait']} waiting; {conflicts}; {s['unchanged']} unchanged."
 
@@ -50,16 +49,16 @@ def summary_line(plan: Plan) -> str:
 def highlights(change: Change) -> list[str]:
     """What a reader must not miss beside the reason: the way out of a conflict, rows not rolled back."""
     found = []
-    if change.action == "conflict" and change.detail.get("resolve"):
-        found.append(change.detail["resolve"])
-    if change.detail.get("note"):
-        processed, total = change.detail.get("processed"), change.detail.get("total")
+    if change.action is Action.CONFLICT and change.resolve:
+        found.append(change.resolve)
+    if change.progress is not None:
+        processed, total = change.progress.processed, change.progress.total
         if processed is not None and total is not None:
-            found.append(f"{processed} of {total} {change.detail['note']}")
+            found.append(f"{processed} of {total} {ROLLBACK_NOTE}")
         elif processed is not None:
-            found.append(f"{processed} {change.detail['note']}")
+            found.append(f"{processed} {ROLLBACK_NOTE}")
         else:
-            found.append(change.detail["note"])
+            found.append(ROLLBACK_NOTE)
     return found
 
 
@@ -68,11 +67,18 @@ def describe(change: Change) -> str:
     return " — ".join([change.reason, *highlights(change)])
 
 
+def conflicts_named(plan: Plan, limit: int = 5) -> str:
+    """`a: way out; b: way out; and 3 more (see the plan)`: the first conflicts, for an error message."""
+    found = [c for c in plan.changes if c.action is Action.CONFLICT]
+    ways = "; ".join(f"{c.name}: {c.resolve or c.reason}" for c in found[:limit])
+    return ways + (f"; and {len(found) - limit} more (see the plan)" if len(found) > limit else "")
+
+
 def render_text(plan: Plan, stream: TextIO, *, color: bool) -> None:
     """Human text: one line per change, then drift, then the summary line (ANSI colors when asked)."""
     rows = [[c.name, c.kind, c.remote_id or "-", describe(c)] for c in plan.changes]
     for change, line in zip(plan.changes, _align(rows)):
-        symbol = SYMBOLS[change.action]
+        symbol = change.action.symbol
         if color:
             symbol = f"{_COLORS[change.action]}{symbol}{_RESET}"
         stream.write(f"  {symbol} {line}\n")
@@ -93,61 +99,14 @@ def render_text(plan: Plan, stream: TextIO, *, color: bool) -> None:
 
 def render_json(plan: Plan, stream: TextIO) -> None:
     """The plan document (what `plan --out` saves), indented, in document order."""
-    stream.write(indented_json(to_document(plan)) + "\n")
-
-
-def indented_json(document: object) -> str:
-    """json.dumps(document, indent=2, ensure_ascii=False), about twice as fast on a large plan.
-
-    With an indent, json.dumps cannot use its C encoder; this writes the same text directly, and
-    leaves anything but plain str-keyed JSON values to json.dumps.
-    """
-    try:
-        return _indented(document, "")
-    except (_NotPlain, RecursionError):
-        return json.dumps(document, indent=2, ensure_ascii=False)
-
-
-class _NotPlain(Exception):
-    pass
-
-
-_NON_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
-
-
-def _indented(value: object, pad: str) -> str:
-    kind = type(value)
-    if kind is str:
-        return _json_text(value)
-    if value is None or value is True or value is False:
-        return _LITERALS[value]
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float:
-        return "NaN" if value != value else _NON_FINITE.get(value) or float.__repr__(value)
-    inner = pad + "  "
-    if kind is dict:
-        if not value:
-            return "{}"
-        if not all(type(key) is str for key in value):
-            raise _NotPlain  # json.dumps turns other keys into text its own way
-        items = [f"{inner}{_json_text(key)}: {_indented(item, inner)}" for key, item in value.items()]
-        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
-    if kind is list or kind is tuple:
-        if not value:
-            return "[]"
-        return "[\n" + ",\n".join([inner + _indented(item, inner) for item in value]) + "\n" + pad + "]"
-    raise _NotPlain
-
-
-_LITERALS = {None: "null", True: "true", False: "false"}
+    stream.write(json.dumps(to_document(plan), indent=2, ensure_ascii=False) + "\n")
 
 
 def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000) -> None:
     """A pull-request comment: summary table, conflicts on top, changes folded, cut to limit_bytes."""
     head = _markdown_head(plan)
     change_rows = [
-        f"| `{SYMBOLS[c.action]}` | {_md(c.name)} | {c.kind} | {_md(c.remote_id or '')} | {_md(describe(c))} |"
+        f"| `{c.action.symbol}` | {_md(c.name)} | {c.kind} | {_md(c.remote_id or '')} | {_md(describe(c))} |"
         for c in plan.changes
     ]
     drift_rows = [
@@ -192,13 +151,13 @@ def _markdown_head(plan: Plan) -> list[str]:
     if not plan.changes:
         return lines + [f"**No changes.** Zuora matches the specs ({plan.unchanged} unchanged)."]
     lines += [f"**{summary_line(plan)}**", "", "| action | count |", "|---|--:|"]
-    lines += [f"| `{SYMBOLS[a]}` {a} | {summary[a]} |" for a in ACTIONS]
+    lines += [f"| `{a.symbol}` {a} | {summary[a]} |" for a in Action]
     lines.append(f"| unchanged | {summary['unchanged']} |")
-    conflicts = [c for c in plan.changes if c.action == "conflict"]
+    conflicts = [c for c in plan.changes if c.action is Action.CONFLICT]
     if conflicts:
         lines += ["", f"#### `!` {len(conflicts)} conflict{'s' * (len(conflicts) != 1)}: apply refuses "
                       "to run until they are resolved or left out with --exclude", ""]
-        lines += [f"- **{_md(c.name)}**: {_md(c.reason)}. Way out: {_md(c.detail.get('resolve', ''))}"
+        lines += [f"- **{_md(c.name)}**: {_md(c.reason)}. Way out: {_md(c.resolve or '')}"
                   for c in conflicts[:_CONFLICTS_ON_TOP]]
         if len(conflicts) > _CONFLICTS_ON_TOP:
             lines.append(f"- … and {len(conflicts) - _CONFLICTS_ON_TOP} more in the changes below")

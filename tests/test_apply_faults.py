@@ -11,7 +11,7 @@ from apply_support import (
 from apply_support import sandbox_url, url  # noqa: F401 (fixtures: one sandbox process per module)
 from reconciler.engine.applier import UNKNOWN_HINT, Applier, idempotency_key, is_definitive
 from reconciler.engine.journal import LedgerJournal
-from reconciler.commands.plan import compute_plan
+from reconciler.engine.planning import compute_plan
 from reconciler.errors import RemoteError
 from reconciler.zuora.retry import RetryPolicy
 from reconciler.engine.run import Session

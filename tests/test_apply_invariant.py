@@ -13,7 +13,7 @@ from apply_support import (
 )
 from reconciler.engine.applier import UNKNOWN_HINT, Applier
 from reconciler.engine.journal import LedgerJournal
-from reconciler.commands.plan import compute_plan
+from reconciler.engine.planning import compute_plan
 from reconciler.ledger.store import Actor, Ledger
 from reconciler.zuora.retry import RetryPolicy
 from reconciler.engine.run import Session, binding
@@ -154,7 +154,8 @@ def test_a_saved_plan_edited_to_run_a_completed_spec_again_is_refused(tmp_path):
         doc = json.loads((repo / "p.json").read_text())
         doc["changes"] = [{"name": "fx-a", "kind": "MassAction", "action": "submit", "reason": "new",
                            "fingerprint": done.fingerprint, "revision": 1, "remote_id": None, "generation": 2,
-                           "idempotency_key": None, "depends_on": [], "detail": done.detail}]
+                           "idempotency_key": None, "depends_on": [],
+                               "detail": {k: done.detail[k] for k in ("actionType", "file", "file_sha256")}}]
         doc["summary"].update(submit=1, unchanged=0)
         (repo / "p.json").write_text(json.dumps(doc))
         proc = cli(repo, "apply", "p.json", "--auto-approve")

@@ -17,7 +17,7 @@ from apply_support import (
 from reconciler.engine import run as session_module
 from reconciler.engine.applier import Applier
 from reconciler.engine.journal import LedgerJournal
-from reconciler.commands.plan import compute_plan
+from reconciler.engine.planning import compute_plan
 from reconciler.errors import ApplyFailed, LockHeldError
 from reconciler.ledger.store import Actor, Ledger
 from reconciler.engine.run import Session, binding

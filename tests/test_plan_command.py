@@ -14,11 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconciler.commands.plan import compute_plan, plan
+from reconciler.commands.plan import plan
+from reconciler.engine.planning import compute_plan
 from reconciler.engine.config import load_settings
 from reconciler.errors import ConflictError, UsageError
 from reconciler.ledger.store import Binding, Ledger
-from reconciler.engine.plan import PlanOptions, check_fresh, read_plan_file
+from reconciler.engine.plan import PlanOptions
+from reconciler.engine.planfile import check_fresh, read_plan_file
 from reconciler.engine.planner import make_plan
 from reconciler.sandbox import make_app
 from reconciler.engine.run import Session, binding, read_ledger

@@ -9,22 +9,25 @@ from datetime import datetime, timezone
 import pytest
 
 from reconciler.errors import PlanFileError
-from reconciler.engine.plan import (
-    Change, Drift, Plan, check_fresh, from_document, read_plan_file, to_document, write_plan_file,
-)
+from reconciler.engine.plan import Change, Drift, FileRef, MassTarget, ObjectTarget, Plan
+from reconciler.engine.planfile import check_fresh, from_document, read_plan_file, to_document, write_plan_file
+from reconciler.model import Action
 
 NOW = datetime(2026, 11, 3, 12, 0, 7, 123456, tzinfo=timezone.utc)
 
 
 def sample_plan(**overrides) -> Plan:
     changes = (
-        Change("fx-rates", "MassAction", "submit", "new", "f" * 64, 1, None, 1, None, (),
-               {"actionType": "ImportFXRate", "file": "data/fx.csv", "file_sha256": "a" * 64}),
-        Change("load-vehicles", "CustomObjectJob", "upload", "job created, file not uploaded yet", "e" * 64, 2,
-               "0f1e2d3c-0000-4000-8000-000000000001", 3, "lineage:load-vehicles:3", ("fx-rates",),
-               {"namespace": "default", "object": "vehicle", "operation": "create", "conditions": []}),
-        Change("old", "MassAction", "conflict", "spec changed after its job completed", "d" * 64, 1, "b" * 32, 1,
-               None, (), {"resolve": "revert the change, bump revision to 2, or run with --rerun old"}),
+        Change(name="fx-rates", kind="MassAction", action=Action.SUBMIT, reason="new", fingerprint="f" * 64,
+               revision=1, generation=1, target=MassTarget("ImportFXRate"), file=FileRef("data/fx.csv", "a" * 64)),
+        Change(name="load-vehicles", kind="CustomObjectJob", action=Action.UPLOAD,
+               reason="job created, file not uploaded yet", fingerprint="e" * 64, revision=2,
+               remote_id="0f1e2d3c-0000-4000-8000-000000000001", generation=3,
+               idempotency_key="lineage:load-vehicles:3", depends_on=("fx-rates",),
+               target=ObjectTarget("default", "vehicle", "create"), file=FileRef("data/vehicles.csv", "b" * 64)),
+        Change(name="old", kind="MassAction", action=Action.CONFLICT, reason="spec changed after its job completed",
+               fingerprint="d" * 64, revision=1, remote_id="b" * 32, generation=1,
+               resolve="revert the change, bump revision to 2, or run with --rerun old"),
     )
     fields = dict(reconciler_version="0.1.0", created_at=NOW, environment="local", lineage="9d1c-lineage",
                   serial=42, spec_digest="c" * 64, changes=changes,

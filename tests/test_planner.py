@@ -18,7 +18,8 @@ import pytest
 
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.model import (
-    CUSTOM_OBJECT_JOB, MASS_ACTION, PHASE_ACTIVE, PHASE_CREATED, PHASE_DONE, PHASE_INTENT, PHASE_RETIRED,
+    Phase,
+    CUSTOM_OBJECT_JOB, MASS_ACTION,
     REJECTED, Condition, DesiredSpec, DesiredState, JobRecord, Observation, ObservedState, RecordedState,
     SpecRecord, is_terminal,
 )
@@ -64,7 +65,7 @@ def job(name, status, *, kind=MA, phase=None, generation=1, revision=1, edit=0, 
         uploaded=True, processed=None, total=None, fingerprint_version=1, has_remote=True):
     """A ledger row; the phase follows from the status unless given."""
     if phase is None:
-        phase = PHASE_DONE if is_terminal(kind, status) else PHASE_ACTIVE
+        phase = Phase.DONE if is_terminal(kind, status) else Phase.ACTIVE
     created = NOW - timedelta(hours=hours_ago)
     return JobRecord(
         id=generation, name=name, kind=kind, generation=generation,
@@ -76,7 +77,7 @@ def job(name, status, *, kind=MA, phase=None, generation=1, revision=1, edit=0, 
     )
 
 
-def rejected(name, *, kind=MA, error="HTTP 400: the file is not a valid CSV", phase=PHASE_DONE, **kw):
+def rejected(name, *, kind=MA, error="HTTP 400: the file is not a valid CSV", phase=Phase.DONE, **kw):
     """A submission Zuora refused with a 4xx: recorded done with status rejected, no remote job."""
     return replace(job(name, REJECTED, kind=kind, phase=phase, has_remote=False, **kw),
                    detail={"error": error} if error else {})
@@ -132,7 +133,7 @@ def rerun_completed():
 
 @case
 def upload_pending_file():
-    created = job("load-vehicles", "pending", kind=CO, phase=PHASE_CREATED, uploaded=False)
+    created = job("load-vehicles", "pending", kind=CO, phase=Phase.CREATED, uploaded=False)
     return plan_of([spec("load-vehicles", CO)], [created])
 
 
@@ -177,13 +178,13 @@ def spec_removed():
     processing = job("d-processing", "Processing", processed=3, total=10)
     return plan_of([], [
         job("a-pending", "Pending"),
-        job("b-co-pending", "pending", kind=CO, phase=PHASE_CREATED, uploaded=False),
+        job("b-co-pending", "pending", kind=CO, phase=Phase.CREATED, uploaded=False),
         job("c-completed", "Completed"),
         processing,
         job("e-in-progress", "in_progress", kind=CO),
         job("f-stopping", "Stopping"),
-        job("g-intent", None, phase=PHASE_INTENT, has_remote=False),
-        job("h-retired", "Completed", phase=PHASE_RETIRED),
+        job("g-intent", None, phase=Phase.INTENT, has_remote=False),
+        job("h-retired", "Completed", phase=Phase.RETIRED),
     ])
 
 
@@ -212,7 +213,7 @@ def slots_count_active_jobs():
     return plan_of(
         running + [spec(f"new-{i}", CO) for i in range(1, 4)],
         [accepted, job("active-2", "in_progress", kind=CO), ended,
-         job("uploading", "pending", kind=CO, phase=PHASE_CREATED, uploaded=False)],
+         job("uploading", "pending", kind=CO, phase=Phase.CREATED, uploaded=False)],
         # refresh says "ended" completed: it no longer holds a slot
         [observe(accepted, "accepted"), observe(ended, "completed")],
     )
@@ -221,7 +222,7 @@ def slots_count_active_jobs():
 @case
 def slots_all_taken():
     busy = [job(f"busy-{i}", "in_progress", kind=CO) for i in range(1, 5)]
-    starting = job("starting", None, kind=CO, phase=PHASE_INTENT, has_remote=False)
+    starting = job("starting", None, kind=CO, phase=Phase.INTENT, has_remote=False)
     specs = [spec(j.name, CO) for j in busy] + [spec("starting", CO), spec("new-co", CO), spec("new-ma")]
     return plan_of(specs, busy + [starting])
 
@@ -239,21 +240,21 @@ def conflict_missing_remotely():
 
 @case
 def resume_young_intent():
-    return plan_of([spec("fx-rates")], [job("fx-rates", None, phase=PHASE_INTENT, hours_ago=2, has_remote=False)])
+    return plan_of([spec("fx-rates")], [job("fx-rates", None, phase=Phase.INTENT, hours_ago=2, has_remote=False)])
 
 
 @case
 def conflict_intent_in_doubt():
     return plan_of([spec("fx-rates"), spec("changed")],
-                   [job("fx-rates", None, phase=PHASE_INTENT, hours_ago=25, has_remote=False),
-                    job("changed", None, phase=PHASE_INTENT, edit=1, hours_ago=1, has_remote=False)])
+                   [job("fx-rates", None, phase=Phase.INTENT, hours_ago=25, has_remote=False),
+                    job("changed", None, phase=Phase.INTENT, edit=1, hours_ago=1, has_remote=False)])
 
 
 @case
 def retired_re_added():
     return plan_of([spec("same-revision"), spec("bumped", revision=2)],
-                   [job("same-revision", "Completed", phase=PHASE_RETIRED),
-                    job("bumped", "Completed", phase=PHASE_RETIRED)])
+                   [job("same-revision", "Completed", phase=Phase.RETIRED),
+                    job("bumped", "Completed", phase=Phase.RETIRED)])
 
 
 @case
@@ -304,7 +305,7 @@ def spec_removed_after_rejected_submission():
         job("b-completed-then-rejected", "Completed"), rejected("b-completed-then-rejected", generation=2),
         job("c-running-then-rejected", "Processing", processed=3, total=10),
         rejected("c-running-then-rejected", generation=2, edit=1),
-        rejected("d-rejected-and-retired", phase=PHASE_RETIRED),
+        rejected("d-rejected-and-retired", phase=Phase.RETIRED),
     ])
 
 
@@ -332,13 +333,13 @@ def test_every_golden_has_a_case():
 # --- fields the applier relies on, beyond the rendered text ---------------------------------------
 
 def test_resumed_intent_keeps_generation_and_idempotency_key():
-    intent = job("fx-rates", None, phase=PHASE_INTENT, generation=3, hours_ago=23.9, has_remote=False)
+    intent = job("fx-rates", None, phase=Phase.INTENT, generation=3, hours_ago=23.9, has_remote=False)
     [change] = plan_of([spec("fx-rates")], [intent]).changes
     assert (change.action, change.generation, change.idempotency_key) == ("submit", 3, intent.idempotency_key)
 
 
 def test_intent_exactly_24_hours_old_is_in_doubt():
-    intent = job("fx-rates", None, phase=PHASE_INTENT, hours_ago=24, has_remote=False)
+    intent = job("fx-rates", None, phase=Phase.INTENT, hours_ago=24, has_remote=False)
     [change] = plan_of([spec("fx-rates")], [intent]).changes
     assert change.action == "conflict"
 
@@ -350,7 +351,7 @@ def test_new_submit_takes_the_next_generation_and_a_fresh_key():
 
 
 def test_upload_reuses_the_job_and_its_key():
-    created = job("load-vehicles", "pending", kind=CO, phase=PHASE_CREATED, uploaded=False, generation=2)
+    created = job("load-vehicles", "pending", kind=CO, phase=Phase.CREATED, uploaded=False, generation=2)
     [change] = plan_of([spec("load-vehicles", CO)], [created]).changes
     assert (change.remote_id, change.generation, change.idempotency_key) == (
         created.remote_id, 2, created.idempotency_key)
@@ -423,12 +424,12 @@ def test_a_spec_reverted_after_a_rejected_bump_is_in_sync():
 
 
 def test_a_retired_rejected_only_record_is_new_when_re_added():
-    [change] = plan_of([spec("fx-rates")], [rejected("fx-rates", phase=PHASE_RETIRED)]).changes
+    [change] = plan_of([spec("fx-rates")], [rejected("fx-rates", phase=Phase.RETIRED)]).changes
     assert (change.action, change.reason, change.generation) == ("submit", "new", 2)
 
 
 def test_a_name_retired_through_its_rejected_submission_is_a_re_added_retired_spec():
-    jobs = [job("fx-rates", "Completed"), rejected("fx-rates", generation=2, phase=PHASE_RETIRED)]
+    jobs = [job("fx-rates", "Completed"), rejected("fx-rates", generation=2, phase=Phase.RETIRED)]
     [change] = plan_of([spec("fx-rates")], jobs).changes
     assert (change.action, change.reason) == ("conflict", "re-added retired spec (retired at revision 1)")
 

@@ -8,8 +8,9 @@ import json
 from datetime import datetime, timezone
 
 from reconciler.engine.config import load_settings
-from reconciler.model import ObservedState, RecordedState
-from reconciler.engine.plan import Change, Drift, Plan, PlanOptions, to_document
+from reconciler.model import Action, ObservedState, RecordedState
+from reconciler.engine.plan import Change, Drift, Plan, PlanOptions
+from reconciler.engine.planfile import to_document
 from reconciler.engine.planner import make_plan
 from reconciler.spec.load import load_desired
 from reconciler.views import MARKER, render_json, render_markdown, render_table, render_text, summary_line
@@ -17,8 +18,9 @@ from reconciler.views import MARKER, render_json, render_markdown, render_table,
 NOW = datetime(2026, 11, 3, 12, 0, tzinfo=timezone.utc)
 
 
-def change(name, action, reason="new", kind="MassAction", remote_id=None, **detail):
-    return Change(name, kind, action, reason, "f" * 64, 1, remote_id, 1, None, (), detail)
+def change(name, action, reason="new", kind="MassAction", remote_id=None, **fields):
+    return Change(name=name, kind=kind, action=Action(action), reason=reason, fingerprint="f" * 64, revision=1,
+                  remote_id=remote_id, generation=1, **fields)
 
 
 def plan_with(changes=(), drift=(), unchanged=0) -> Plan:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.errors import ReconcilerError, UsageError
-from reconciler.model import PHASE_RETIRED, DesiredSpec, JobRecord
+from reconciler.model import DesiredSpec, JobRecord, Phase
 
 
 def no_ledger(settings) -> str:
@@ -72,7 +72,7 @@ class Specs:
 
 def is_retired(job: JobRecord) -> bool:
     """True when the job is ledger history only."""
-    return job.phase == PHASE_RETIRED
+    return job.phase == Phase.RETIRED
 
 
 def when(value: datetime | str | None) -> str | None:

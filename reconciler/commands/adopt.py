@@ -17,16 +17,14 @@ from typing import TextIO
 
 from reconciler.errors import ExitCode, ReconcilerError, UsageError
 from reconciler.model import (
+    Phase,
     CUSTOM_OBJECT_JOB,
     MASS_ACTION,
-    PHASE_ACTIVE,
-    PHASE_CREATED,
-    PHASE_DONE,
-    PHASE_INTENT,
     DesiredSpec,
     JobRecord,
     Observation,
     is_terminal,
+    phase_after,
 )
 
 BULK_KEY = re.compile(r"[0-9a-fA-F]{32}")
@@ -105,10 +103,10 @@ def _earlier_jobs(session, jobs: list[JobRecord], remote_id: str) -> list[tuple[
     """Earlier jobs the import supersedes; refuses while one of them may still be running."""
     superseded = []
     for job in jobs:
-        if job.phase == PHASE_INTENT:
+        if job.phase == Phase.INTENT:
             if job.idempotency_key != _key(remote_id):  # an interrupted import of this same job is resumed
                 superseded.append((job, f"its unconfirmed submission was superseded by the import of {remote_id}"))
-        elif job.phase in (PHASE_CREATED, PHASE_ACTIVE):
+        elif job.phase in (Phase.CREATED, Phase.ACTIVE):
             obs = session.client.observe(job.kind, job.remote_id)
             if obs.missing:
                 superseded.append((job, f"job {job.remote_id} is missing in Zuora (404); superseded by the import "
@@ -131,7 +129,7 @@ def _record(session, spec: DesiredSpec, remote_id: str, obs: Observation) -> Job
     """Intent, then the observed job with an `import` event naming who imported it, then its result."""
     ledger = session.ledger
     key = _key(remote_id)
-    resumed = next((j for j in ledger.jobs(spec.name) if j.idempotency_key == key and j.phase == PHASE_INTENT), None)
+    resumed = next((j for j in ledger.jobs(spec.name) if j.idempotency_key == key and j.phase == Phase.INTENT), None)
     if resumed is not None:
         job = resumed
     else:
@@ -145,12 +143,8 @@ def _record(session, spec: DesiredSpec, remote_id: str, obs: Observation) -> Job
             fingerprint=spec.fingerprint, fingerprint_version=spec.fingerprint_version, revision=spec.revision,
             idempotency_key=key, detail=detail,
         )
-    if is_terminal(spec.kind, obs.status):
-        phase = PHASE_DONE
-    elif spec.kind == CUSTOM_OBJECT_JOB and obs.status == "pending":
-        phase = PHASE_CREATED  # waiting for its file: plan will upload the spec's file
-    else:
-        phase = PHASE_ACTIVE
+    # a custom object job still pending waits for its file: plan will upload the spec's file
+    phase = phase_after(spec.kind, obs.status, awaiting_upload=spec.kind == CUSTOM_OBJECT_JOB and obs.status == "pending")
     job = ledger.record_submitted(
         job.id, remote_id=remote_id, status=obs.status, phase=phase, counts=vars(obs),
         event={"run_id": session.run_id, "event_type": "import", "actor": session.actor, "outcome": obs.status,
@@ -158,7 +152,7 @@ def _record(session, spec: DesiredSpec, remote_id: str, obs: Observation) -> Job
     )
     ledger.record_observation(job.id, obs, run_id=session.run_id, source="import")  # keeps outputURL / error
     job = ledger.job(job.id)
-    if phase == PHASE_DONE:
+    if phase == Phase.DONE:
         with session.acting_on(spec.name):
             session.archive(job, obs)
         job = ledger.job(job.id)

@@ -10,26 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import replace
 from datetime import datetime, timezone
+from typing import TextIO
 
-from reconciler import __version__
 from reconciler.commands._common import count, user_path
-from reconciler.commands.plan import compute_plan
-from reconciler.engine.applier import FAILED, OUTCOMES, Applier, Result
+from reconciler.engine.applier import Applier, Result
 from reconciler.engine.journal import LedgerJournal, crash_point, recover_in_doubt
-from reconciler.engine.plan import (
-    Plan,
-    PlanOptions,
-    check_fresh,
-    check_same_changes,
-    read_plan_file,
-    to_document,
-)
-from reconciler.engine.planner import make_plan
+from reconciler.engine.plan import Plan, PlanOptions
+from reconciler.engine.planfile import check_fresh, check_same_changes, read_plan_file, to_document
+from reconciler.engine.planning import compute_plan, replan_saved
 from reconciler.engine.rules import selected
 from reconciler.engine.run import Session
 from reconciler.engine.waiter import (
@@ -44,7 +36,6 @@ from reconciler.errors import (
     ApplyFailed,
     ConflictError,
     ExitCode,
-    PlanFileError,
     RemoteError,
     UsageError,
 )
@@ -52,19 +43,23 @@ from reconciler.model import (
     COMPLETED,
     JOB_FAILED,
     MASS_ACTION,
-    ObservedState,
+    Action,
+    Outcome,
     latest_by_name,
 )
-from reconciler.views import describe, render_text
+from reconciler.views import conflicts_named, describe, render_text
 
 PROMPT = "Apply these changes? Only 'yes' is accepted: "
-SYMBOLS = {"submitted": "+", "uploaded": "↑", "replaced": "~", "stopped": "-", "cancelled": "-", "retired": "x",
-           FAILED: "!"}
 
 
 def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, timeout=None, parallelism=None,
-          lock_timeout=0.0, color=False, interactive=False, targets=(), excludes=(), selectors=(), reruns=()) -> int:
-    """Converge Zuora on the specs: exit 0 when every change succeeded, 1 on refusal, conflict or failure."""
+          lock_timeout=0.0, color=False, answers: TextIO | None = None, targets=(), excludes=(),
+          selectors=(), reruns=()) -> int:
+    """Converge Zuora on the specs: exit 0 when every change succeeded, 1 on refusal, conflict or failure.
+
+    The confirmation is read from `answers` (the terminal's stdin in the CLI); without it and without
+    `auto_approve`, apply refuses.
+    """
     if timeout is not None and (not wait or timeout <= 0):
         raise UsageError("--timeout SECONDS limits --wait: pass --wait too, with a timeout above 0")
     if parallelism is not None:
@@ -82,7 +77,7 @@ def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, time
     desired = load_desired(settings)  # invalid specs stop here, before the ledger is touched
     session = Session(settings, command="apply", lock_timeout=lock_timeout, plan_digest=digest)
     run = _Run(settings, out, session, desired, saved=saved, crash=crash, auto_approve=auto_approve, wait=wait,
-               timeout=timeout, color=color, interactive=interactive,
+               timeout=timeout, color=color, answers=answers,
                filters=dict(targets=tuple(targets), excludes=tuple(excludes), selectors=tuple(selectors)),
                reruns=set(reruns))
     try:
@@ -98,10 +93,10 @@ class _Run:
     """One apply: the plan, the confirmation, the passes and the summary."""
 
     def __init__(self, settings, out, session, desired, *, saved, crash, auto_approve, wait, timeout, color,
-                 interactive, filters, reruns):
+                 answers, filters, reruns):
         self.settings, self.out, self.session, self.desired = settings, out, session, desired
         self.saved, self.auto_approve, self.wait, self.timeout = saved, auto_approve, wait, timeout
-        self.color, self.interactive, self.filters, self.reruns = color, interactive, filters, reruns
+        self.color, self.answers, self.filters, self.reruns = color, answers, filters, reruns
         self.outcome = "error"
         self.failed: set[str] = set()
         self.progress = Progress(out, tty=bool(getattr(out, "isatty", lambda: False)()))
@@ -121,7 +116,7 @@ class _Run:
             self.outcome = "conflict"
             raise ConflictError(_conflicts(plan))
         todo = plan.actionable
-        waits = [c for c in plan.changes if c.action == "wait"]
+        waits = [c for c in plan.changes if c.action is Action.WAIT]
         running = self.wait and any(moving(j) and self.in_scope(j.name) for j in self.session.ledger.live_jobs())
         if not todo and not (self.wait and (waits or running)):
             if waits:
@@ -145,7 +140,7 @@ class _Run:
             check_fresh(self.saved, lineage=ledger.lineage, serial=ledger.serial, spec_digest=self.desired.digest,
                         environment=self.settings.environment)
             if self.saved.changes:
-                check_same_changes(self.saved, self._replan_saved())
+                check_same_changes(self.saved, replan_saved(self.settings, ledger, self.desired, self.saved))
             self.outcome = "error"
             return self.saved
         try:
@@ -154,19 +149,6 @@ class _Run:
         except RemoteError as err:
             self.out.write(f"could not look for in-doubt submissions ({err}); the plan shows them as conflicts\n")
         return self._plan()
-
-    def _replan_saved(self) -> Plan:
-        """The plan of the saved plan's names from the ledger as it is (what the refresh had recorded)."""
-        names = {c.name for c in self.saved.changes}
-        reruns = {c.name for c in self.saved.changes if c.detail.get("rerun")}
-        options = PlanOptions.from_cli(targets=names, reruns=reruns, now=datetime.now(timezone.utc),
-                                       custom_object_slots=self.settings.custom_object_slots)
-        try:
-            recorded = self.session.ledger.recorded_state({s.name for s in self.desired.specs} | names)
-            return make_plan(self.desired, recorded, ObservedState(), options,
-                             environment=self.settings.environment, reconciler_version=__version__)
-        except UsageError as err:  # it names a spec that is not there
-            raise PlanFileError(f"plan is stale: {err}. Make a new plan with `reconciler plan --out FILE`") from err
 
     def _plan(self) -> Plan:
         targets = self.filters["targets"]
@@ -180,13 +162,13 @@ class _Run:
     def _confirmed(self) -> bool:
         if self.auto_approve:
             return True
-        if not self.interactive:
+        if self.answers is None:
             self.outcome = "refused"
             raise UsageError("apply needs a confirmation and there is no terminal to ask on; nothing was changed. "
                              "Review the plan above, then run again with --auto-approve (as CI does)")
         self.out.write("\n" + PROMPT)
         self.out.flush()
-        return sys.stdin.readline().strip() == "yes"
+        return self.answers.readline().strip() == "yes"
 
     def _execute(self, changes) -> list[Result]:
         self._check_lock()
@@ -236,7 +218,7 @@ class _Run:
         results = results + (waited.results if waited else [])
         outcomes = Counter(r.outcome for r in results)
         failed = [r for r in results if r.failed]
-        moves = ", ".join(f"{outcomes[o]} {o}" for o in OUTCOMES)
+        moves = ", ".join(f"{outcomes[o]} {o}" for o in Outcome if o is not Outcome.FAILED)
         self.out.write(f"\nApply complete: {moves}; {len(failed)} failed.\n")
         for result in failed:
             self.out.write(f"  ! {result.name}: {result.error}\n      {result.hint}\n")
@@ -289,12 +271,10 @@ def _line(result: Result) -> str:
         return f"  ! {result.name}: {result.action} failed: {result.error}"
     where = f" {result.remote_id}" if result.remote_id else ""
     status = f" ({result.status})" if result.status else ""
-    return f"  {SYMBOLS[result.outcome]} {result.name}: {result.outcome}{where}{status}"
+    return f"  {result.outcome.symbol} {result.name}: {result.outcome}{where}{status}"
 
 
 def _conflicts(plan: Plan) -> str:
-    found = [c for c in plan.changes if c.action == "conflict"]
-    ways = "; ".join(f"{c.name}: {c.detail.get('resolve', c.reason)}" for c in found[:5])
-    more = f"; and {len(found) - 5} more (see the plan)" if len(found) > 5 else ""
-    return (f"apply refuses to run: the plan has {count(len(found), 'conflict')} a person must resolve — {ways}{more}. "
-            "Resolve them, or leave them out with --exclude NAME")
+    found = [c for c in plan.changes if c.action is Action.CONFLICT]
+    return (f"apply refuses to run: the plan has {count(len(found), 'conflict')} a person must resolve — "
+            f"{conflicts_named(plan)}. Resolve them, or leave them out with --exclude NAME")

@@ -30,9 +30,8 @@ from reconciler.engine.results import (
 )
 from reconciler.errors import ExitCode, ReconcilerError
 from reconciler.model import (
+    Phase,
     MASS_ACTION,
-    PHASE_ACTIVE,
-    PHASE_CREATED,
     JobRecord,
     is_terminal,
     latest_by_name,
@@ -101,7 +100,7 @@ def _result_ready(settings, job: JobRecord) -> JobRecord:
     session = Session(settings, command="errors")
     outcome = "error"
     try:
-        if job.phase in (PHASE_ACTIVE, PHASE_CREATED):
+        if job.phase in (Phase.ACTIVE, Phase.CREATED):
             session.refresh([job.name])
             job = session.ledger.job(job.id)
         if not is_terminal(job.kind, job.remote_status):

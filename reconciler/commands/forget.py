@@ -12,10 +12,7 @@ from typing import TextIO
 from reconciler.commands._common import Specs
 from reconciler.errors import ExitCode, UsageError
 from reconciler.model import (
-    PHASE_ACTIVE,
-    PHASE_CREATED,
-    PHASE_INTENT,
-    PHASE_RETIRED,
+    Phase,
     latest_by_name,
 )
 
@@ -40,7 +37,7 @@ def forget(settings, out: TextIO, *, name: str) -> int:
     outcome = "error"
     try:
         latest = latest_by_name(session.ledger.jobs(name))[name]
-        if latest.phase == PHASE_RETIRED:
+        if latest.phase == Phase.RETIRED:
             out.write(f"{name}: its latest job (generation {latest.generation}, {latest.remote_id or 'no remote id'})"
                       " is already retired; nothing to do.\n")
             outcome = "ok"
@@ -51,10 +48,10 @@ def forget(settings, out: TextIO, *, name: str) -> int:
         session.close(outcome)
     out.write(f"Forgot {name}: generation {latest.generation} ({latest.remote_id or 'no remote id'}, "
               f"{latest.remote_status or latest.phase}) is retired; recorded as {REASON} by {session.actor.label}.\n")
-    if latest.phase in (PHASE_CREATED, PHASE_ACTIVE):
+    if latest.phase in (Phase.CREATED, Phase.ACTIVE):
         out.write(f"It was last seen {latest.remote_status or 'running'}: it may still run in Zuora, which was not "
                   "contacted.\n")
-    elif latest.phase == PHASE_INTENT:
+    elif latest.phase == Phase.INTENT:
         out.write("Its submission was never confirmed: if Zuora did create the job, "
                   f"`reconciler import {name} ID` records it.\n")
     out.write(f"A spec named {name} now needs a higher revision (or --rerun) to run again.\n")

@@ -31,10 +31,8 @@ from reconciler.commands._common import (
 )
 from reconciler.errors import ExitCode, ReconcilerError, UsageError
 from reconciler.model import (
+    Phase,
     JOB_FAILED,
-    PHASE_ACTIVE,
-    PHASE_CREATED,
-    PHASE_INTENT,
     DesiredSpec,
     JobRecord,
     latest_by_name,
@@ -148,16 +146,16 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
 
 
 def _running(job: JobRecord) -> bool:
-    return job.phase in (PHASE_ACTIVE, PHASE_CREATED)
+    return job.phase in (Phase.ACTIVE, Phase.CREATED)
 
 
 def _unwaitable(job: JobRecord, missing: set[str]) -> str | None:
     """Why polling can never move this job to a terminal status, or None."""
-    if job.phase == PHASE_INTENT:
+    if job.phase == Phase.INTENT:
         return "its submission is unconfirmed (no remote id yet); `reconciler plan` shows how it resumes"
     if job.remote_id in missing:
         return f"job {job.remote_id} is missing in Zuora (404); `reconciler plan` says how to resolve it"
-    if job.phase == PHASE_CREATED and not job.uploaded:
+    if job.phase == Phase.CREATED and not job.uploaded:
         return "its file is not uploaded yet; `reconciler apply` uploads it"
     return None
 
@@ -208,7 +206,7 @@ def _render(out: TextIO, rows, *, hidden: int, color: bool) -> None:
 
 
 def _status_text(job: JobRecord) -> str:
-    if job.phase == PHASE_INTENT:
+    if job.phase == Phase.INTENT:
         return "(unconfirmed submission)"
     text = job.remote_status or f"({job.phase})"
     return f"{text} (retired)" if is_retired(job) else text

@@ -32,21 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
-from reconciler.engine.plan import NOT_ACTIONABLE, Change
+from reconciler.engine.plan import Change, MassTarget
 from reconciler.errors import ReconcilerError, RemoteError
 from reconciler.model import (
     CUSTOM_OBJECT_JOB,
     MASS_ACTION,
-    PHASE_ACTIVE,
-    PHASE_CREATED,
-    PHASE_DONE,
+    Action,
     Condition,
     Observation,
+    Outcome,
+    Phase,
     is_terminal,
+    phase_after,
 )
 
-OUTCOMES = ("submitted", "uploaded", "replaced", "stopped", "cancelled", "retired")
-FAILED = "failed"
 KEY_MAX = 255
 KEY_SUFFIX_ROOM = 32  # "-upload", "-cancel-g<generation>" must still fit
 STOPPED_OR_STOPPING = frozenset({"Stopping", "Stopped", "cancelled"})
@@ -78,7 +77,7 @@ class Journal(Protocol):
 
     def intent(self, change: Change, key: str) -> int: """Commit an intent row before the POST; its job handle."""
 
-    def submitted(self, job: int, change: Change, *, remote_id: str, status: str | None, phase: str) -> None:
+    def submitted(self, job: int, change: Change, *, remote_id: str, status: str | None, phase: Phase) -> None:
         """Record the remote job a submission created."""
 
     def rejected(self, job: int, change: Change, *, error: str) -> None:
@@ -105,11 +104,11 @@ class Journal(Protocol):
 
 @dataclass(frozen=True)
 class Result:
-    """What became of one change: an outcome from OUTCOMES, or "failed" with the error and what to do."""
+    """What became of one change: its outcome, and when it failed the error and what to do."""
 
     name: str
-    action: str
-    outcome: str
+    action: Action
+    outcome: Outcome
     remote_id: str | None = None
     status: str | None = None
     error: str | None = None
@@ -118,7 +117,7 @@ class Result:
     @property
     def failed(self) -> bool:
         """True when the change did not go through."""
-        return self.outcome == FAILED
+        return self.outcome is Outcome.FAILED
 
 
 class ChangeFailed(ReconcilerError):
@@ -158,10 +157,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _needs_upload(change: Change) -> bool:
-    return change.kind == CUSTOM_OBJECT_JOB and change.detail.get("operation") in ("create", "update")
-
-
 class Applier:
     """Carries out changes against `remote`, reporting to `journal`; `root` resolves spec files."""
 
@@ -177,7 +172,7 @@ class Applier:
 
     def run(self, changes: Sequence[Change]) -> list[Result]:
         """Carry out every actionable change concurrently; one Result per change, in plan order."""
-        todo = [c for c in changes if c.action not in NOT_ACTIONABLE]
+        todo = [c for c in changes if c.action.actionable]
         if not todo:
             return []
         pool = ThreadPoolExecutor(max_workers=min(self.parallelism, len(todo)), thread_name_prefix="apply")
@@ -193,16 +188,16 @@ class Applier:
 
     def one(self, change: Change) -> Result:
         """Carry out one change; failures come back as a failed Result."""
-        handlers = {"submit": self._submit, "upload": self._upload, "replace": self._replace,
-                    "stop": self._stop, "cancel": self._cancel, "retire": self._retire}
+        handlers = {Action.SUBMIT: self._submit, Action.UPLOAD: self._upload, Action.REPLACE: self._replace,
+                    Action.STOP: self._stop, Action.CANCEL: self._cancel, Action.RETIRE: self._retire}
         with self.journal.working_on(change.name):
             try:
                 return handlers[change.action](change)
             except ChangeFailed as err:
-                return Result(change.name, change.action, FAILED, err.remote_id or change.remote_id,
+                return Result(change.name, change.action, Outcome.FAILED, err.remote_id or change.remote_id,
                               error=str(err), hint=err.hint)
             except (ReconcilerError, OSError) as err:
-                return Result(change.name, change.action, FAILED, change.remote_id, error=str(err),
+                return Result(change.name, change.action, Outcome.FAILED, change.remote_id, error=str(err),
                               hint="run apply again once the cause is fixed; an interrupted step resumes safely")
 
     # --- submit and upload --------------------------------------------------------------------------
@@ -214,7 +209,7 @@ class Applier:
 
     def _file(self, change: Change) -> Path | None:
         """The change's data file, checked against the hash the plan was made with."""
-        relative = change.detail.get("file")
+        relative = change.file.path if change.file else None
         if not relative:
             return None
         path = self.root / relative
@@ -223,7 +218,7 @@ class Applier:
         except OSError as err:
             raise ChangeFailed(f"cannot read {relative}: {err.strerror or err}",
                                "restore the file, then run plan and apply again") from err
-        if actual != change.detail.get("file_sha256"):
+        if change.file is None or actual != change.file.sha256:
             raise ChangeFailed(f"{relative}: file changed since the plan; run plan again",
                                "review the new plan, then apply it")
         return path
@@ -232,20 +227,21 @@ class Applier:
         """Submit the change; `replacing` is the (remote id, kind) of the job it replaces, retired after."""
         path = self._file(change)
         key = self._key(change)
+        target = change.target
+        if target is None or (isinstance(target, MassTarget) and path is None):
+            raise ChangeFailed("the change names no target or no data file", "make the plan again")
         job = self.journal.intent(change, key)
-        detail = change.detail
         try:
-            if change.kind == MASS_ACTION:
-                remote_id = self.remote.submit_mass_action(detail["actionType"], path, idempotency_key=key)
-                status, phase = "Pending", PHASE_ACTIVE
+            if isinstance(target, MassTarget):
+                assert path is not None
+                remote_id = self.remote.submit_mass_action(target.action_type, path, idempotency_key=key)
+                status: str | None = "Pending"
             else:
-                conditions = [Condition(c["field"], c["operator"], c["value"]) for c in detail.get("conditions") or ()]
-                body = self.remote.create_co_job(namespace=detail["namespace"], object=detail["object"],
-                                                 operation=detail["operation"], conditions=conditions,
+                body = self.remote.create_co_job(namespace=target.namespace, object=target.object,
+                                                 operation=target.operation, conditions=target.conditions,
                                                  idempotency_key=key)
                 remote_id, status = body["Id"], body.get("status")
-                phase = (PHASE_DONE if is_terminal(change.kind, status)
-                         else PHASE_CREATED if _needs_upload(change) else PHASE_ACTIVE)
+            phase = phase_after(change.kind, status, awaiting_upload=change.awaiting_upload)
         except RemoteError as err:
             if is_definitive(err):
                 self.journal.rejected(job, change, error=str(err))
@@ -253,17 +249,17 @@ class Applier:
                                    "fix the spec or its file; the next apply submits a new generation") from err
             raise ChangeFailed(f"submission failed: {err}", UNKNOWN_HINT) from err
         self.journal.submitted(job, change, remote_id=remote_id, status=status, phase=phase)
-        if phase == PHASE_CREATED:
+        if phase is Phase.CREATED:
             status = self._send_file(change, remote_id, key, path)
         if replacing is not None:
             self._retire_replaced(change, *replacing)
-        outcome = "replaced" if replacing is not None else "submitted"
+        outcome = Outcome.REPLACED if replacing is not None else Outcome.SUBMITTED
         return Result(change.name, change.action, outcome, remote_id, status)
 
     def _upload(self, change: Change) -> Result:
         path = self._file(change)
         status = self._send_file(change, change.remote_id, self._key(change), path)
-        return Result(change.name, change.action, "uploaded", change.remote_id, status)
+        return Result(change.name, change.action, Outcome.UPLOADED, change.remote_id, status)
 
     def _send_file(self, change: Change, remote_id: str, key: str, path: Path) -> str | None:
         """Upload a custom object job's one file; a refused file cancels the job so it holds no slot."""
@@ -330,18 +326,19 @@ class Applier:
 
     def _stop(self, change: Change) -> Result:
         obs = self._halt(change, change.remote_id, MASS_ACTION, "")
-        return Result(change.name, change.action, "stopped", change.remote_id, obs.status)
+        return Result(change.name, change.action, Outcome.STOPPED, change.remote_id, obs.status)
 
     def _cancel(self, change: Change) -> Result:
         key = f"{self._key(change)}-cancel-g{change.generation}"
         obs = self._halt(change, change.remote_id, CUSTOM_OBJECT_JOB, key)
-        return Result(change.name, change.action, "cancelled", change.remote_id, obs.status)
+        return Result(change.name, change.action, Outcome.CANCELLED, change.remote_id, obs.status)
 
     def _replace(self, change: Change) -> Result:
         self._file(change)  # a changed file must fail before the old job is stopped
-        old = change.detail.get("replaces") or {}
-        old_id, kind = change.remote_id or old.get("remote_id"), old.get("kind", change.kind)
-        cancel_key = f"{self._key(change)}-cancel-g{old.get('generation', change.generation)}"
+        old = change.replaces
+        old_id = change.remote_id or (old.remote_id if old else None)
+        kind = old.kind if old else change.kind
+        cancel_key = f"{self._key(change)}-cancel-g{old.generation if old else change.generation}"
         obs = self._halt(change, old_id, kind, cancel_key)
         for attempt in range(self.confirm_polls):
             # Stopping confirms the stop; a few polls more usually reach Stopped, whose result is archived.
@@ -371,4 +368,4 @@ class Applier:
 
     def _retire(self, change: Change) -> Result:
         self.journal.retired(change, remote_id=change.remote_id, reason=change.reason)
-        return Result(change.name, change.action, "retired", change.remote_id)
+        return Result(change.name, change.action, Outcome.RETIRED, change.remote_id)

@@ -24,15 +24,12 @@ from reconciler.engine.applier import ChangeFailed
 from reconciler.engine.plan import Change
 from reconciler.errors import LockHeldError, ReconcilerError, UsageError
 from reconciler.model import (
-    CO_TERMINAL,
+    Phase,
     CUSTOM_OBJECT_JOB,
     IN_DOUBT_SECONDS,
-    PHASE_ACTIVE,
-    PHASE_CREATED,
-    PHASE_DONE,
-    PHASE_INTENT,
     JobRecord,
     latest_by_name,
+    phase_after,
 )
 from reconciler.spec.rules import FINGERPRINT_VERSION
 
@@ -77,7 +74,7 @@ class LedgerJournal:
 
     def _event(self, change: Change, **detail) -> dict:
         return {"run_id": self.session.run_id,
-                "detail": {"action": change.action, "reason": change.reason, **detail}}
+                "detail": {"action": str(change.action), "reason": change.reason, **detail}}
 
     def working_on(self, name: str):
         """Attribute this thread's remote calls to spec `name`."""
@@ -89,9 +86,9 @@ class LedgerJournal:
             run_id=self.session.run_id, name=change.name, kind=change.kind, generation=change.generation or 1,
             fingerprint=change.fingerprint, fingerprint_version=FINGERPRINT_VERSION, revision=change.revision or 1,
             idempotency_key=key, detail={k: change.detail[k] for k in INTENT_DETAIL if k in change.detail},
-            rerun=bool(change.detail.get("rerun")), lock_id=lock_id,
+            rerun=change.rerun, lock_id=lock_id,
         ))
-        if job.phase != PHASE_INTENT:
+        if job.phase != Phase.INTENT:
             raise ReconcilerError(f"{change.name}: the ledger already records job {job.remote_id} (generation "
                                   f"{job.generation}, phase {job.phase}) for this submission; run plan again")
         age = datetime.now(timezone.utc) - job.created_at
@@ -108,7 +105,7 @@ class LedgerJournal:
         """Record the remote job the POST created."""
         self._crash("after-post", change.name)
         self.ledger.record_submitted(job, remote_id=remote_id, status=status, phase=phase, event=self._event(change))
-        self._crash("after-create" if phase == PHASE_CREATED else "after-record", change.name)
+        self._crash("after-create" if phase == Phase.CREATED else "after-record", change.name)
 
     def rejected(self, job: int, change: Change, *, error: str) -> None:
         """Record Zuora's definitive refusal: the intent is closed, nothing exists remotely."""
@@ -143,7 +140,7 @@ class LedgerJournal:
     def _note(self, change: Change, event_type: str, remote_id: str, key: str | None = None,
               lock_id: str | None = None) -> None:
         self.ledger.record_event(run_id=self.session.run_id, event_type=event_type, name=change.name,
-                                 idempotency_key=key, detail={"remote_id": remote_id, "action": change.action},
+                                 idempotency_key=key, detail={"remote_id": remote_id, "action": str(change.action)},
                                  lock_id=lock_id)
 
     def _holding(self, write):
@@ -187,7 +184,7 @@ def recover_in_doubt(session, *, now: datetime | None = None) -> list[str]:
     reports the intent as a conflict. Mass Updater offers no list, so its intents always wait for a person.
     """
     now = now or datetime.now(timezone.utc)
-    doubtful = [j for j in session.ledger.live_jobs() if j.phase == PHASE_INTENT and j.kind == CUSTOM_OBJECT_JOB
+    doubtful = [j for j in session.ledger.live_jobs() if j.phase == Phase.INTENT and j.kind == CUSTOM_OBJECT_JOB
                 and (now - j.created_at).total_seconds() >= IN_DOUBT_SECONDS]
     if not doubtful:
         return []
@@ -214,8 +211,8 @@ def recover_in_doubt(session, *, now: datetime | None = None) -> list[str]:
             continue
         body = found[0]
         status = body.get("status")
-        phase = (PHASE_DONE if status in CO_TERMINAL
-                 else PHASE_CREATED if status == "pending" and job.detail.get("operation") != "delete" else PHASE_ACTIVE)
+        phase = phase_after(CUSTOM_OBJECT_JOB, status,
+                            awaiting_upload=status == "pending" and job.detail.get("operation") != "delete")
         session.ledger.record_submitted(
             job.id, remote_id=body["Id"], status=status, phase=phase,
             event={"run_id": session.run_id, "event_type": "recovered_in_doubt",

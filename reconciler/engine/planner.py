@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from reconciler.engine.plan import Change, Drift, Plan, PlanOptions
+from reconciler.engine.plan import (Change, Drift, FileRef, Plan, PlanOptions, Progress, Replaced, halt_action,
+                                    target_of)
 from reconciler.engine.rules import (
     Observer,
     Seen,
@@ -39,13 +40,11 @@ from reconciler.engine.rules import (
     without_rejected,
 )
 from reconciler.model import (
+    Phase,
     COMPLETED,
     IN_DOUBT_SECONDS,
-    MASS_ACTION,
-    PHASE_CREATED,
-    PHASE_INTENT,
-    PHASE_RETIRED,
     REJECTED,
+    Action,
     DesiredSpec,
     DesiredState,
     JobRecord,
@@ -57,7 +56,6 @@ from reconciler.model import (
 )
 
 UNCHANGED = "unchanged"  # classification of a name in sync; None means "not even counted"
-ROLLBACK_NOTE = "rows already processed will not be rolled back"
 
 
 def make_plan(
@@ -108,9 +106,9 @@ def _classify(spec: DesiredSpec | None, rec: SpecRecord | None, seen: Observer, 
     if rec is None:
         return _submit(spec, "new", generation=1)
     latest, ran = rec.latest, without_rejected(rec)
-    if latest.phase != PHASE_RETIRED and latest.remote_status == REJECTED:
+    if latest.phase != Phase.RETIRED and latest.remote_status == REJECTED:
         return _resubmit(_judge(spec, ran, _next(rec), False, seen, options), latest)
-    return _judge(spec, ran, _next(rec), latest.phase == PHASE_RETIRED, seen, options)
+    return _judge(spec, ran, _next(rec), latest.phase == Phase.RETIRED, seen, options)
 
 
 def _judge(spec: DesiredSpec, rec: SpecRecord | None, gen: int, retired: bool, seen: Observer,
@@ -121,9 +119,9 @@ def _judge(spec: DesiredSpec, rec: SpecRecord | None, gen: int, retired: bool, s
     latest = rec.latest
     top = max(j.revision for j in rec.jobs)
     rerun = spec.name in options.reruns
-    if latest.phase == PHASE_INTENT:
+    if latest.phase == Phase.INTENT:
         return _classify_intent(spec, latest, options)
-    if retired or latest.phase == PHASE_RETIRED:
+    if retired or latest.phase == Phase.RETIRED:
         if spec.revision > top:
             return _submit(spec, f"revision {top} -> {spec.revision}", generation=gen)
         if rerun:
@@ -165,28 +163,22 @@ def _judge(spec: DesiredSpec, rec: SpecRecord | None, gen: int, retired: bool, s
 def _classify_running(spec: DesiredSpec, rec: SpecRecord, gen: int, now: Seen, changed: bool, rerun: bool):
     latest = rec.latest
     if not changed:
-        if latest.phase == PHASE_CREATED and not latest.uploaded and now.status in (None, "pending"):
-            return Change(spec.name, spec.kind, "upload", "job created, file not uploaded yet", spec.fingerprint,
-                          spec.revision, latest.remote_id, latest.generation, latest.idempotency_key,
-                          spec.depends_on, _spec_detail(spec))
+        if latest.phase == Phase.CREATED and not latest.uploaded and now.status in (None, "pending"):
+            return _for_spec(spec, Action.UPLOAD, "job created, file not uploaded yet", remote_id=latest.remote_id,
+                             generation=latest.generation, idempotency_key=latest.idempotency_key)
         if rerun:
-            return _wait(spec.name, spec.kind, f"rerun requested; job is still {now.status}: plan again when it ends",
-                         {"waiting_for": "job", "status": now.status}, spec=spec, job=latest)
+            return _wait_for_job(spec.name, spec.kind, f"rerun requested; job is still {now.status}: plan again when "
+                                 "it ends", now.status, spec=spec, job=latest)
         return UNCHANGED
     what = f"revision {latest.revision} -> {spec.revision}" if spec.revision != latest.revision else "spec changed"
-    verb = _halt_verb(latest.kind)
+    verb = halt_action(latest.kind)
     if not is_stoppable(latest.kind, now.status):
-        done = {"stop": "stopped", "cancel": "cancelled"}[verb]
-        return _wait(spec.name, spec.kind, f"{what}; job is {now.status} and can no longer be {done}: plan again when it ends",
-                     {"waiting_for": "job", "status": now.status}, spec=spec, job=latest)
-    detail = {**_spec_detail(spec), "remote_action": verb,
-              "replaces": {"remote_id": latest.remote_id, "kind": latest.kind, "generation": latest.generation,
-                           "status": now.status}}
-    detail.update(_rows_kept(now))
-    if rerun:
-        detail["rerun"] = True
-    return Change(spec.name, spec.kind, "replace", f"{what}: {verb} job ({now.status}), then submit again",
-                  spec.fingerprint, spec.revision, latest.remote_id, gen, None, spec.depends_on, detail)
+        done = {Action.STOP: "stopped", Action.CANCEL: "cancelled"}[verb]
+        return _wait_for_job(spec.name, spec.kind, f"{what}; job is {now.status} and can no longer be {done}: plan "
+                             "again when it ends", now.status, spec=spec, job=latest)
+    return _for_spec(spec, Action.REPLACE, f"{what}: {verb} job ({now.status}), then submit again",
+                     remote_id=latest.remote_id, generation=gen, rerun=rerun, progress=_rows_kept(now),
+                     replaces=Replaced(latest.remote_id or "", latest.kind, latest.generation, now.status))
 
 
 def _classify_intent(spec: DesiredSpec, intent: JobRecord, options: PlanOptions):
@@ -197,62 +189,55 @@ def _classify_intent(spec: DesiredSpec, intent: JobRecord, options: PlanOptions)
         return _conflict(name, spec.kind, "spec changed while a submission is in doubt",
                          f"revert the change so the interrupted submission can finish, or check Zuora, then "
                          f"`reconciler import {name} ID` or `reconciler forget {name}`", spec=spec)
-    return Change(name, spec.kind, "submit", "resume interrupted submission", spec.fingerprint, spec.revision,
-                  intent.remote_id, intent.generation, intent.idempotency_key, spec.depends_on,
-                  {**_spec_detail(spec), "resume": True})
+    return _for_spec(spec, Action.SUBMIT, "resume interrupted submission", remote_id=intent.remote_id,
+                     generation=intent.generation, idempotency_key=intent.idempotency_key, resume=True)
 
 
 def _resubmit(result, rejected: JobRecord):
     """A new submission after a rejected one says so: nothing was created remotely, so it may go again."""
-    if not isinstance(result, Change) or result.action != "submit" or result.detail.get("resume"):
+    if not isinstance(result, Change) or result.action is not Action.SUBMIT or result.resume:
         return result
     error = rejected.detail.get("error")
     reason = f"previous submission was rejected: {error}" if error else "previous submission was rejected"
-    if result.detail.get("rerun"):
+    if result.rerun:
         reason += " (rerun requested)"
-    return replace(result, reason=reason, detail={**result.detail, "previous_status": REJECTED})
+    return replace(result, reason=reason, previous_status=REJECTED)
 
 
 def _classify_removed(rec: SpecRecord, seen: Observer, options: PlanOptions):
     latest = rec.latest
     name, kind = rec.name, latest.kind
-    if latest.phase == PHASE_RETIRED:
+    if latest.phase == Phase.RETIRED:
         return None
     if latest.remote_status == REJECTED:
         ran = without_rejected(rec)
         earlier = _classify_removed(ran, seen, options) if ran else None
-        if isinstance(earlier, Change) and earlier.action != "retire":  # a job that ran still needs handling
+        if isinstance(earlier, Change) and earlier.action is not Action.RETIRE:  # a job that ran still needs handling
             return earlier
-        return _on_job(name, latest, "retire", "spec removed; its last submission was rejected", {"status": REJECTED})
-    if latest.phase == PHASE_INTENT:
+        return _on_job(latest, Action.RETIRE, "spec removed; its last submission was rejected", status=REJECTED)
+    if latest.phase == Phase.INTENT:
         if _in_doubt(latest, options):
             return _conflict(name, kind, "spec removed; submission in doubt for more than 24 h",
                              _doubt_way_out(name), job=latest)
-        return _wait(name, kind, "spec removed while its submission is unconfirmed: restore the spec to finish it, "
-                     f"or check Zuora, then `reconciler import {name} ID` or `reconciler forget {name}`",
-                     {"waiting_for": "job", "status": None}, job=latest)
+        return _wait_for_job(name, kind, "spec removed while its submission is unconfirmed: restore the spec to "
+                             f"finish it, or check Zuora, then `reconciler import {name} ID` or "
+                             f"`reconciler forget {name}`", None, job=latest)
     now = seen(latest)
     if now.missing:
         return _missing(name, latest, None)
     if is_stoppable(kind, now.status):
-        action = _halt_verb(kind)
-        detail = {"status": now.status, **_rows_kept(now)}
-        return _on_job(name, latest, action, f"spec removed: {action} job ({now.status})", detail)
+        action = halt_action(kind)
+        return _on_job(latest, action, f"spec removed: {action} job ({now.status})", status=now.status,
+                       progress=_rows_kept(now))
     if is_terminal(kind, now.status):
-        return _on_job(name, latest, "retire", f"spec removed; job ended {now.status}", {"status": now.status})
-    return _wait(name, kind, f"spec removed; job is {now.status}: retire it once it ends",
-                 {"waiting_for": "job", "status": now.status}, job=latest)
+        return _on_job(latest, Action.RETIRE, f"spec removed; job ended {now.status}", status=now.status)
+    return _wait_for_job(name, kind, f"spec removed; job is {now.status}: retire it once it ends", now.status,
+                         job=latest)
 
 
-def _halt_verb(kind: str) -> str:
-    return "stop" if kind == MASS_ACTION else "cancel"
-
-
-def _rows_kept(now: Seen) -> dict:
+def _rows_kept(now: Seen) -> Progress | None:
     """A Processing job's progress, which its stop or cancel leaves in place (rows are not rolled back)."""
-    if now.status != "Processing":
-        return {}
-    return {"processed": now.processed, "total": now.total, "note": ROLLBACK_NOTE}
+    return Progress(now.processed, now.total) if now.status == "Processing" else None
 
 
 def _drift(recorded: RecordedState, seen: Observer) -> tuple[Drift, ...]:
@@ -292,39 +277,30 @@ def _next(rec: SpecRecord) -> int:
     return max(j.generation for j in rec.jobs) + 1
 
 
-def _spec_detail(spec: DesiredSpec) -> dict:
-    if spec.kind == MASS_ACTION:
-        return {"actionType": spec.action_type, "file": spec.file, "file_sha256": spec.file_sha256}
-    detail = {"namespace": spec.namespace, "object": spec.object, "operation": spec.operation,
-              "file": spec.file, "file_sha256": spec.file_sha256,
-              "conditions": [{"field": c.field, "operator": c.operator, "value": c.value} for c in spec.conditions]}
-    if spec.operation == "delete":
-        detail["allowDeleteAll"] = spec.allow_delete_all
-    return detail
+def _for_spec(spec: DesiredSpec, action: Action, reason: str, **fields) -> Change:
+    """A change that runs the spec: its target, file and pins, plus what `fields` add."""
+    return Change(name=spec.name, kind=spec.kind, action=action, reason=reason, fingerprint=spec.fingerprint,
+                  revision=spec.revision, depends_on=spec.depends_on, target=target_of(spec),
+                  file=FileRef(spec.file, spec.file_sha256), **fields)
 
 
 def _submit(spec: DesiredSpec, reason: str, *, generation: int, rerun: bool = False,
             previous_status: str | None = None) -> Change:
-    detail = _spec_detail(spec)
-    if rerun:
-        detail["rerun"] = True
-    if previous_status:
-        detail["previous_status"] = previous_status
-    return Change(spec.name, spec.kind, "submit", reason, spec.fingerprint, spec.revision, None, generation,
-                  None, spec.depends_on, detail)
+    return _for_spec(spec, Action.SUBMIT, reason, generation=generation, rerun=rerun, previous_status=previous_status)
 
 
-def _on_job(name: str, job: JobRecord, action: str, reason: str, detail: dict) -> Change:
-    return Change(name, job.kind, action, reason, job.fingerprint, job.revision, job.remote_id, job.generation,
-                  None, (), detail)
+def _on_job(job: JobRecord, action: Action, reason: str, **fields) -> Change:
+    return Change(name=job.name, kind=job.kind, action=action, reason=reason, fingerprint=job.fingerprint,
+                  revision=job.revision, remote_id=job.remote_id, generation=job.generation, **fields)
 
 
-def _wait(name, kind, reason, detail, *, spec: DesiredSpec | None = None, job: JobRecord | None = None) -> Change:
-    return _unactionable("wait", name, kind, reason, detail, spec, job)
+def _wait_for_job(name: str, kind: str, reason: str, status: str | None, *, spec: DesiredSpec | None = None,
+                  job: JobRecord | None = None) -> Change:
+    return _unactionable(Action.WAIT, name, kind, reason, spec, job, waiting_for="job", status=status)
 
 
 def _conflict(name, kind, reason, resolve, *, spec: DesiredSpec | None = None, job: JobRecord | None = None):
-    return _unactionable("conflict", name, kind, reason, {"resolve": resolve}, spec, job)
+    return _unactionable(Action.CONFLICT, name, kind, reason, spec, job, resolve=resolve)
 
 
 def _missing(name: str, job: JobRecord, spec: DesiredSpec | None) -> Change:
@@ -333,7 +309,10 @@ def _missing(name: str, job: JobRecord, spec: DesiredSpec | None) -> Change:
                      "to adopt the right job", spec=spec, job=job)
 
 
-def _unactionable(action, name, kind, reason, detail, spec, job) -> Change:
-    fingerprint, revision = (spec.fingerprint, spec.revision) if spec else (job.fingerprint, job.revision)
-    return Change(name, kind, action, reason, fingerprint, revision, job.remote_id if job else None,
-                  job.generation if job else None, None, spec.depends_on if spec else (), detail)
+def _unactionable(action: Action, name: str, kind: str, reason: str, spec: DesiredSpec | None,
+                  job: JobRecord | None, **fields) -> Change:
+    pins = spec or job
+    assert pins is not None
+    return Change(name=name, kind=kind, action=action, reason=reason, fingerprint=pins.fingerprint,
+                  revision=pins.revision, remote_id=job.remote_id if job else None,
+                  generation=job.generation if job else None, depends_on=spec.depends_on if spec else (), **fields)

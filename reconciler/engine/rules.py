@@ -13,12 +13,11 @@ from dataclasses import dataclass, replace
 from reconciler.engine.plan import Change, PlanOptions
 from reconciler.errors import UsageError
 from reconciler.model import (
+    Phase,
     COMPLETED,
     CUSTOM_OBJECT_JOB,
-    PHASE_ACTIVE,
-    PHASE_CREATED,
-    PHASE_INTENT,
     REJECTED,
+    Action,
     UNSUCCESSFUL,
     DesiredSpec,
     DesiredState,
@@ -105,7 +104,7 @@ def depths(specs: dict[str, DesiredSpec]) -> dict[str, int]:
 
 def hold_for_dependencies(result, specs, records, base, seen: Observer):
     """Turn a submit/replace into a wait while any dependency has not completed."""
-    if not isinstance(result, Change) or result.action not in ("submit", "replace") or result.detail.get("resume"):
+    if not isinstance(result, Change) or result.action not in (Action.SUBMIT, Action.REPLACE) or result.resume:
         return result
     blocked, why = [], []
     for dep in specs[result.name].depends_on:
@@ -115,8 +114,8 @@ def hold_for_dependencies(result, specs, records, base, seen: Observer):
             why.append(reason)
     if not blocked:
         return result
-    detail = {**result.detail, "waiting_for": "dependency", "dependencies": blocked, "then": result.action}
-    return replace(result, action="wait", reason=f"{result.reason}; {'; '.join(why)}", detail=detail)
+    return replace(result, action=Action.WAIT, reason=f"{result.reason}; {'; '.join(why)}",
+                   waiting_for="dependency", dependencies=tuple(blocked), then=result.action)
 
 
 def _dependency_pending(dep: str, specs, records, base, seen: Observer) -> str | None:
@@ -124,9 +123,9 @@ def _dependency_pending(dep: str, specs, records, base, seen: Observer) -> str |
         return f"dependency {dep} has no spec"
     mine = base[dep]
     if isinstance(mine, Change):
-        if mine.action == "conflict":
+        if mine.action is Action.CONFLICT:
             return f"dependency {dep} has a conflict"
-        return f"waiting for dependency {dep} ({'itself waiting' if mine.action == 'wait' else mine.action + ' planned'})"
+        return f"waiting for dependency {dep} ({'itself waiting' if mine.action is Action.WAIT else f'{mine.action} planned'})"
     status = seen(without_rejected(records[dep]).latest).status  # in sync, so a job of it ran
     if status in COMPLETED:
         return None
@@ -142,15 +141,15 @@ def hold_for_slots(results: dict, ordered: list[str], recorded: RecordedState, s
     for name in ordered:
         change = results[name]
         needs_slot = (isinstance(change, Change) and change.kind == CUSTOM_OBJECT_JOB
-                      and change.action == "submit" and not change.detail.get("resume"))
+                      and change.action is Action.SUBMIT and not change.resume)
         if not needs_slot:
             continue
         if active + planned < slots:
             planned += 1
             continue
         use = f"{active} of {slots} active" if not planned else f"{active} active + {planned} planned, of {slots}"
-        results[name] = replace(change, action="wait", reason=f"{change.reason}; no free custom object slot ({use})",
-                                detail={**change.detail, "waiting_for": "slot", "then": "submit"})
+        results[name] = replace(change, action=Action.WAIT, reason=f"{change.reason}; no free custom object slot ({use})",
+                                waiting_for="slot", then=Action.SUBMIT)
 
 
 def _holds_slot(job: JobRecord, seen: Observer) -> bool:
@@ -161,4 +160,4 @@ def _holds_slot(job: JobRecord, seen: Observer) -> bool:
         return False
     if now.status is not None:  # a rejected submission created nothing; an undocumented status may be running
         return now.status != REJECTED and not is_terminal(job.kind, now.status)
-    return job.phase in (PHASE_INTENT, PHASE_CREATED, PHASE_ACTIVE)  # it may exist remotely: count it
+    return job.phase in (Phase.INTENT, Phase.CREATED, Phase.ACTIVE)  # it may exist remotely: count it

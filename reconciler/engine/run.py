@@ -26,10 +26,8 @@ from typing import Iterable, Mapping
 from reconciler.errors import LedgerError, LockHeldError, RemoteError
 from reconciler.ledger.store import Actor, Binding, Ledger
 from reconciler.model import (
+    Phase,
     CUSTOM_OBJECT_JOB,
-    PHASE_ACTIVE,
-    PHASE_CREATED,
-    PHASE_DONE,
     JobRecord,
     Observation,
     ObservedState,
@@ -38,7 +36,7 @@ from reconciler.model import (
 log = logging.getLogger("reconciler.session")
 
 HEARTBEAT_SECONDS = 15.0
-REFRESHABLE = (PHASE_CREATED, PHASE_ACTIVE)
+REFRESHABLE = (Phase.CREATED, Phase.ACTIVE)
 
 
 def current_actor(root: Path, env: Mapping[str, str] = os.environ) -> Actor:
@@ -265,7 +263,7 @@ def _row_counts(obs: Observation, errors: list) -> Observation:
 
 def _result_pending(job: JobRecord) -> bool:
     """A finished job whose result exists remotely but is not archived yet."""
-    if job.phase != PHASE_DONE or job.result_path:
+    if job.phase != Phase.DONE or job.result_path:
         return False
     return job.kind == CUSTOM_OBJECT_JOB or bool(job.detail.get("output_url"))
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence, TextIO
 from reconciler.engine.applier import Result
 from reconciler.engine.plan import Change, Plan
 from reconciler.errors import RemoteError
-from reconciler.model import PHASE_ACTIVE, PHASE_CREATED, JobRecord
+from reconciler.model import Action, JobRecord, Phase
 
 POLL_SANDBOX_SECONDS = 0.25  # the sandbox moves in milliseconds
 POLL_ZUORA_SECONDS = 1.0
@@ -37,7 +37,7 @@ class WaitOutcome:
 
 def moving(job: JobRecord) -> bool:
     """True when a job can still change by itself (a created job waiting for its upload cannot)."""
-    return job.phase == PHASE_ACTIVE
+    return job.phase == Phase.ACTIVE
 
 
 class Progress:
@@ -54,13 +54,13 @@ class Progress:
         """Follow every job running during this apply or acted on by it; report what moved."""
         for job in jobs:
             before = self.jobs.get(job.id)
-            if before is None and job.phase not in (PHASE_CREATED, PHASE_ACTIVE) and job.remote_id not in self.follow:
+            if before is None and job.phase not in (Phase.CREATED, Phase.ACTIVE) and job.remote_id not in self.follow:
                 continue
             if before is not None and before.remote_status != job.remote_status and not self.tty:
                 self.out.write(f"{job.name}: {before.remote_status or 'unknown'} -> {job.remote_status}{_rows(job)}\n")
             self.jobs[job.id] = job
         if self.tty and self.jobs:
-            done = sum(1 for j in self.jobs.values() if j.phase not in (PHASE_CREATED, PHASE_ACTIVE))
+            done = sum(1 for j in self.jobs.values() if j.phase not in (Phase.CREATED, Phase.ACTIVE))
             counted = [j for j in self.jobs.values() if j.total is not None]  # custom object jobs report no total
             processed = sum(j.processed or 0 for j in counted)
             total = sum(j.total for j in counted)
@@ -123,7 +123,7 @@ class Waiter:
             refresh_failures = 0
             self.progress.update(self._scoped())
             for change in plan.changes:
-                if change.action == "conflict":
+                if change.action is Action.CONFLICT:
                     outcome.conflicts.append(change)
                     failed.add(change.name)
             todo = [c for c in plan.actionable if c.name not in failed]

@@ -1,0 +1,81 @@
+"""Making a plan from a repository: the specs, the ledger (refreshed or only read), the pure planner.
+
+`compute_plan` is the one way `plan` and `apply` make a plan; `replan_saved` is what `apply FILE`
+compares a saved plan with.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from reconciler import __version__
+from reconciler.engine.plan import Plan, PlanOptions
+from reconciler.engine.planner import make_plan
+from reconciler.engine.rules import check_names
+from reconciler.engine.run import Session, read_ledger
+from reconciler.errors import PlanFileError, UsageError
+from reconciler.model import DesiredState, ObservedState, RecordedState
+
+
+def compute_plan(settings, *, session: Session | None, refresh: bool, targets=(), excludes=(), selectors=(),
+                 reruns=(), desired: DesiredState | None = None) -> Plan:
+    """Load the specs (unless `desired` is given), read the ledger, optionally refresh, and plan.
+
+    With a `session` the plan reads its ledger and, when `refresh`, refreshes through it first; the
+    plan is classified on, and pinned to, the ledger as the refresh left it, while its drift lists
+    what the refresh found against the state read before. Without a session the ledger is only
+    read (no ledger: an empty state, lineage None, serial 0) and `refresh` must be False.
+    Bad filters raise UsageError before anything is written; invalid specs raise SpecError.
+    """
+    if refresh and session is None:
+        raise ValueError("compute_plan: refresh writes drift to the ledger, so it needs a session")
+    if desired is None:
+        from reconciler.spec.load import load_desired
+
+        desired = load_desired(settings)
+    options = PlanOptions.from_cli(targets=targets, excludes=excludes, selectors=selectors, reruns=reruns,
+                                   now=datetime.now(timezone.utc), custom_object_slots=settings.custom_object_slots)
+    # The ledger's live names come too; every other name is retired for good and changes no plan.
+    names = {s.name for s in desired.specs} | options.targets | options.excludes | options.reruns
+    if session is not None:
+        before = session.ledger.recorded_state(names)
+        check_names(desired, before, options)
+        observed = session.refresh() if refresh else ObservedState()
+        recorded = session.ledger.recorded_state(names) if refresh else before
+    else:
+        recorded, observed = read_only(settings, names), ObservedState()
+        before = recorded
+    return make_plan(desired, recorded, observed, options, environment=settings.environment,
+                     reconciler_version=__version__, drift_since=before)
+
+
+def replan_saved(settings, ledger, desired: DesiredState, saved: Plan) -> Plan:
+    """The plan of a saved plan's names from the ledger as it is now (what its refresh had recorded)."""
+    names = {c.name for c in saved.changes}
+    reruns = {c.name for c in saved.changes if c.rerun}
+    options = PlanOptions.from_cli(targets=names, reruns=reruns, now=datetime.now(timezone.utc),
+                                   custom_object_slots=settings.custom_object_slots)
+    try:
+        recorded = ledger.recorded_state({s.name for s in desired.specs} | names)
+        return make_plan(desired, recorded, ObservedState(), options,
+                         environment=settings.environment, reconciler_version=__version__)
+    except UsageError as err:  # it names a spec that is not there
+        raise PlanFileError(f"plan is stale: {err}. Make a new plan with `reconciler plan --out FILE`") from err
+
+
+def has_ledger(settings) -> bool:
+    """True when the environment's ledger exists; a corrupt or foreign one raises LedgerError here."""
+    ledger = read_ledger(settings)
+    if ledger is None:
+        return False
+    ledger.close()
+    return True
+
+
+def read_only(settings, names: set[str]) -> RecordedState:
+    """The recorded state of `names`, read without writing anything (empty when there is no ledger)."""
+    ledger = read_ledger(settings)
+    if ledger is None:
+        return RecordedState()
+    with ledger:
+        return ledger.recorded_state(names)
