@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reconciler.engine.refresh import refresh as refresh_jobs
 from reconciler.engine.config import load_settings
 from reconciler.model import MASS_ACTION
 from reconciler.sandbox import make_app
@@ -178,7 +179,7 @@ def refresh(settings) -> None:
     """Fetch live status of every running job, recording it and archiving results, as apply --wait does."""
     session = Session(settings, command="apply")
     try:
-        session.refresh()
+        refresh_jobs(session)
     finally:
         session.close("ok")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reconciler.engine.refresh import refresh
 from reconciler.commands.plan import plan
 from reconciler.engine.planning import compute_plan
 from reconciler.engine.config import load_settings
@@ -280,7 +281,7 @@ def test_classifying_before_or_after_the_refresh_gives_the_same_changes(repo):
     session = Session(settings, command="plan")
     try:
         before = session.ledger.recorded_state()
-        observed = session.refresh()
+        observed = refresh(session)
         after = session.ledger.recorded_state()
     finally:
         session.close("planned")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from typing import TextIO
 
+from reconciler.engine.refresh import archive
 from reconciler.errors import ExitCode, ReconcilerError, UsageError
 from reconciler.model import (
     Phase,
@@ -154,6 +155,6 @@ def _record(session, spec: DesiredSpec, remote_id: str, obs: Observation) -> Job
     job = ledger.job(job.id)
     if phase == Phase.DONE:
         with session.acting_on(spec.name):
-            session.archive(job, obs)
+            archive(session, job, obs)
         job = ledger.job(job.id)
     return job

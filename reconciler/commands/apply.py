@@ -18,7 +18,8 @@ from typing import TextIO
 
 from reconciler.commands._common import count, user_path
 from reconciler.engine.applier import Applier, Result
-from reconciler.engine.journal import LedgerJournal, crash_point, recover_in_doubt
+from reconciler.engine.journal import LedgerJournal, crash_point
+from reconciler.engine.recovery import recover_in_doubt
 from reconciler.engine.plan import Plan, PlanOptions
 from reconciler.engine.planfile import check_fresh, check_same_changes, read_plan_file, to_document
 from reconciler.engine.planning import compute_plan, replan_saved

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
+from reconciler.engine.refresh import archive, refresh
 from reconciler.commands._common import (
     Specs,
     atomic_file,
@@ -101,7 +102,7 @@ def _result_ready(settings, job: JobRecord) -> JobRecord:
     outcome = "error"
     try:
         if job.phase in (Phase.ACTIVE, Phase.CREATED):
-            session.refresh([job.name])
+            refresh(session, [job.name])
             job = session.ledger.job(job.id)
         if not is_terminal(job.kind, job.remote_status):
             raise ReconcilerError(
@@ -116,7 +117,7 @@ def _result_ready(settings, job: JobRecord) -> JobRecord:
                 if obs.missing:
                     raise ReconcilerError(f"job {job.remote_id} of {job.name} is missing in Zuora (404); its "
                                           "result cannot be fetched")
-                session.archive(job, obs)
+                archive(session, job, obs)
             job = session.ledger.job(job.id)
         outcome = "ok"
     finally:

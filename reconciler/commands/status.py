@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
+from reconciler.engine.refresh import refresh
 from reconciler.commands._common import (
     Specs,
     age,
@@ -116,7 +117,7 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
     started = clock()
     try:
         while True:
-            observed = session.refresh(targets)
+            observed = refresh(session, targets)
             missing = {o.remote_id for o in observed.observations if o.missing}
             latest = latest_by_name(session.ledger.jobs())
             jobs = [latest[n] for n in targets]

@@ -1,4 +1,4 @@
-"""The apply command's side of the applier: its Journal on the ledger, and in-doubt recovery.
+"""The apply command's side of the applier: its Journal on the ledger (in-doubt recovery is in recovery.py).
 
 Every Journal call commits its own ledger transaction before it returns, so a process killed at any
 moment leaves at worst an intent whose outcome is unknown; the next run resumes it with the same
@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import os
 import signal
-from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
+from reconciler.engine.refresh import record_observation
 from reconciler.engine.applier import ChangeFailed
 from reconciler.engine.plan import Change
 from reconciler.errors import LockHeldError, ReconcilerError, UsageError
 from reconciler.model import (
     Phase,
-    CUSTOM_OBJECT_JOB,
     IN_DOUBT_SECONDS,
     JobRecord,
     latest_by_name,
-    phase_after,
 )
 from reconciler.spec.rules import FINGERPRINT_VERSION
 
@@ -37,10 +35,6 @@ CRASH_ENV = "RECONCILER_TEST_CRASH_AT"
 CRASH_POINTS = ("after-intent", "after-post", "after-record", "after-create", "after-upload-post", "after-stop-post")
 INTENT_DETAIL = ("actionType", "namespace", "object", "operation", "file", "file_sha256", "conditions",
                  "allowDeleteAll", "replaces", "rerun", "previous_status")
-# How far a remote job's CreatedDate may sit from its intent's created_at and still be that intent's
-# job: the POST follows the intent at once, but retries run for up to two minutes and clocks drift.
-ADOPT_BEFORE = timedelta(minutes=5)
-ADOPT_AFTER = timedelta(minutes=15)
 # An interrupted submission is sent again only while Zuora surely still holds its key: the key lives
 # 24 h from the first POST (which followed the intent), and a resend may retry for minutes and the
 # clocks of two runners drift. A saved plan or a slow confirmation can reach this point hours after
@@ -159,7 +153,7 @@ class LedgerJournal:
         """Record a job's live status; a job that ended gets its result archived."""
         job = self.ledger.job_by_remote_id(obs.remote_id)
         if job is not None:
-            self.session.record_observation(job, obs, source="apply")
+            record_observation(self.session, job, obs, source="apply")
 
     def retired(self, change: Change, *, remote_id: str | None, reason: str) -> None:
         """Retire the job (ledger only)."""
@@ -173,66 +167,3 @@ class LedgerJournal:
         if job is None:
             raise ReconcilerError(f"{change.name}: the ledger has no job {remote_id or ''}; run plan again")
         return job
-
-
-def recover_in_doubt(session, *, now: datetime | None = None) -> list[str]:
-    """Adopt the one remote job of each custom object intent in doubt for over 24 h; lines to print.
-
-    GET /objects/jobs lists jobs newest first. An intent is adopted when exactly one listed job has
-    its namespace, object and operation, was created close to the intent, and is claimed by no
-    other ledger row nor fits another doubtful intent. Anything else is left to the planner, which
-    reports the intent as a conflict. Mass Updater offers no list, so its intents always wait for a person.
-    """
-    now = now or datetime.now(timezone.utc)
-    doubtful = [j for j in session.ledger.live_jobs() if j.phase == Phase.INTENT and j.kind == CUSTOM_OBJECT_JOB
-                and (now - j.created_at).total_seconds() >= IN_DOUBT_SECONDS]
-    if not doubtful:
-        return []
-    oldest = min(j.created_at for j in doubtful) - ADOPT_BEFORE
-    recent = []
-    with session.acting_on(None):
-        for body in session.client.list_co_jobs():
-            created = _parse_time(body.get("CreatedDate"))
-            if created is not None and created < oldest:
-                break  # newest first: the rest are older than every doubtful intent
-            if created is not None:
-                recent.append((body, created))
-    claimed = {j.remote_id for j in session.ledger.jobs_matching(remote_ids=[b.get("Id") for b, _ in recent])}
-    listed = [(body, created) for body, created in recent if body.get("Id") not in claimed]
-    fits = {j.id: [b for b, created in listed if _fits(j, b, created)] for j in doubtful}
-    uses = Counter(b["Id"] for found in fits.values() for b in found)
-    lines = []
-    for job in doubtful:
-        found = fits[job.id]
-        if len(found) != 1 or uses[found[0]["Id"]] != 1:
-            ids = ", ".join(b["Id"] for b in found) or "none"
-            lines.append(f"{job.name}: submission in doubt for over 24 h; custom object jobs that fit it: {ids} "
-                         f"(not adopted: exactly one unclaimed job must fit)")
-            continue
-        body = found[0]
-        status = body.get("status")
-        phase = phase_after(CUSTOM_OBJECT_JOB, status,
-                            awaiting_upload=status == "pending" and job.detail.get("operation") != "delete")
-        session.ledger.record_submitted(
-            job.id, remote_id=body["Id"], status=status, phase=phase,
-            event={"run_id": session.run_id, "event_type": "recovered_in_doubt",
-                   "detail": {"note": "recovered in-doubt submission", "created": body.get("CreatedDate")}},
-        )
-        lines.append(f"{job.name}: recovered in-doubt submission as job {body['Id']} "
-                     f"(created {body.get('CreatedDate')}, {status})")
-    return lines
-
-
-def _fits(job: JobRecord, body: dict, created: datetime) -> bool:
-    same = all(body.get(k) == job.detail.get(k) for k in ("namespace", "object", "operation"))
-    return same and job.created_at - ADOPT_BEFORE <= created <= job.created_at + ADOPT_AFTER
-
-
-def _parse_time(text) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

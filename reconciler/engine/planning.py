@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from reconciler.engine.refresh import refresh as refresh_jobs
 from reconciler import __version__
 from reconciler.engine.plan import Plan, PlanOptions
 from reconciler.engine.planner import make_plan
@@ -40,7 +41,7 @@ def compute_plan(settings, *, session: Session | None, refresh: bool, targets=()
     if session is not None:
         before = session.ledger.recorded_state(names)
         check_names(desired, before, options)
-        observed = session.refresh() if refresh else ObservedState()
+        observed = refresh_jobs(session) if refresh else ObservedState()
         recorded = session.ledger.recorded_state(names) if refresh else before
     else:
         recorded, observed = read_only(settings, names), ObservedState()

@@ -1,8 +1,8 @@
 """One command run wired together: settings, the ledger, the Zuora client and who is acting.
 
 Commands that only read use `read_ledger`; commands that write open a `Session`, which records the
-run, optionally holds the ledger lock (with a heartbeat), records every remote call as an event
-(under the spec name the calling thread is working on), refreshes live status and archives results.
+run, optionally holds the ledger lock (with a heartbeat) and records every remote call as an event
+(under the spec name the calling thread is working on). Refreshing is in engine/refresh.py.
 A heartbeat that finds the lock taken over sets `lock_lost`; the apply journal then writes no more
 intents and `check_lock` ends the run naming the new holder.
 """
@@ -10,33 +10,21 @@ intents and `check_lock` ends the run naming the new holder.
 from __future__ import annotations
 
 import getpass
-import hashlib
-import json
 import logging
 import os
 import socket
 import subprocess
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
-from reconciler.errors import LedgerError, LockHeldError, RemoteError
+from reconciler.errors import LedgerError, LockHeldError
 from reconciler.ledger.store import Actor, Binding, Ledger
-from reconciler.model import (
-    Phase,
-    CUSTOM_OBJECT_JOB,
-    JobRecord,
-    Observation,
-    ObservedState,
-)
 
 log = logging.getLogger("reconciler.session")
 
 HEARTBEAT_SECONDS = 15.0
-REFRESHABLE = (Phase.CREATED, Phase.ACTIVE)
 
 
 def current_actor(root: Path, env: Mapping[str, str] = os.environ) -> Actor:
@@ -185,90 +173,3 @@ class Session:
             track_id=call.track_id, idempotency_key=call.idempotency_key, outcome=call.outcome,
             detail={"attempt": call.attempt, "duration_ms": call.duration_ms, "error": call.error},
         )
-
-    # --- refresh and results ----------------------------------------------------------------------
-
-    def refresh(self, names: Iterable[str] | None = None) -> ObservedState:
-        """Fetch live status of every non-terminal recorded job (concurrently), record drift, archive results."""
-        wanted = set(names) if names is not None else None
-        jobs = [
-            j for j in self.ledger.live_jobs()
-            if j.remote_id and (wanted is None or j.name in wanted)
-            and (j.phase in REFRESHABLE or _result_pending(j))
-        ]
-        if not jobs:
-            return ObservedState()
-        with ThreadPoolExecutor(max_workers=min(self.settings.parallelism, len(jobs))) as pool:
-            observations = list(pool.map(self._observe, jobs))
-        return ObservedState(tuple(o for o in observations if o is not None))
-
-    def _observe(self, job: JobRecord) -> Observation | None:
-        with self.acting_on(job.name):
-            obs = self.client.observe(job.kind, job.remote_id)
-            self.record_observation(job, obs, source="refresh")
-        return obs
-
-    def record_observation(self, job: JobRecord, obs: Observation, *, source: str) -> JobRecord:
-        """Store a job's live status (drift events included) and archive its result once it has ended."""
-        if job.phase in REFRESHABLE:
-            self.ledger.record_observation(job.id, obs, run_id=self.run_id, source=source)
-        fresh = self.ledger.job(job.id)
-        if _result_pending(fresh):
-            self.archive(fresh, obs)
-        return fresh
-
-    def _record_row_counts(self, job: JobRecord, obs: Observation, errors: list) -> None:
-        if obs.status is not None and not obs.missing:
-            self.ledger.record_observation(job.id, _row_counts(obs, errors), run_id=self.run_id, source="errors")
-
-    def archive(self, job: JobRecord, obs: Observation) -> str | None:
-        """Store a finished job's result under state/<env>/results/ and its sha256 in the ledger."""
-        results = self.settings.results_dir / job.name
-        stem = f"g{job.generation}-{job.remote_id}"
-        try:
-            if job.kind == CUSTOM_OBJECT_JOB:
-                errors = self.client.co_job_errors(job.remote_id)
-                dest = results / f"{stem}.errors.json"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                payload = json.dumps({"job": job.remote_id, "errors": errors}, indent=2, sort_keys=True).encode()
-                _write_atomic(dest, payload)
-                digest = hashlib.sha256(payload).hexdigest()
-                self._record_row_counts(job, obs, errors)
-            else:
-                url = obs.output_url or job.detail.get("output_url")
-                if not url:  # Failed, or stopped while Pending: Zuora makes no response file
-                    return None
-                dest = results / f"{stem}.csv.zip"
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                digest = self.client.download_file(url, dest)
-        except (RemoteError, OSError) as err:
-            log.warning("could not archive the result of %s (%s): %s", job.name, job.remote_id, err)
-            self.ledger.record_event(
-                run_id=self.run_id, event_type="result_archive_failed", name=job.name,
-                idempotency_key=job.idempotency_key, outcome="error", detail={"error": str(err)},
-            )
-            return None
-        relative = dest.relative_to(self.settings.root).as_posix()
-        self.ledger.record_result(job.id, path=relative, sha256=digest, run_id=self.run_id)
-        return relative
-
-
-def _row_counts(obs: Observation, errors: list) -> Observation:
-    """A custom object job's body has no success/error counts; its /errors list gives them."""
-    failed = len({e.get("row") for e in errors if isinstance(e, dict) and isinstance(e.get("row"), int)})
-    processed = obs.processed
-    succeeded = max(processed - failed, 0) if processed is not None else None
-    return replace(obs, total=processed if processed is not None else obs.total, failed=failed, succeeded=succeeded)
-
-
-def _result_pending(job: JobRecord) -> bool:
-    """A finished job whose result exists remotely but is not archived yet."""
-    if job.phase != Phase.DONE or job.result_path:
-        return False
-    return job.kind == CUSTOM_OBJECT_JOB or bool(job.detail.get("output_url"))
-
-
-def _write_atomic(dest: Path, payload: bytes) -> None:
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, dest)

@@ -1,0 +1,121 @@
+"""Refresh: fetch the live status of every job that may still move, record it, archive finished results.
+
+A refresh writes only what it observed (drift events included) through the session's ledger; a
+finished job's result (a Mass Updater response file, a custom object job's error list) is stored
+under state/<env>/results/ with its sha256 in the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+from reconciler.engine.run import Session
+from reconciler.errors import RemoteError
+from reconciler.model import CUSTOM_OBJECT_JOB, JobRecord, Observation, ObservedState, Phase
+
+log = logging.getLogger("reconciler.session")
+
+REFRESHABLE = (Phase.CREATED, Phase.ACTIVE)
+
+
+def refresh(session: Session, names: Iterable[str] | None = None) -> ObservedState:
+    """Fetch live status of every non-terminal recorded job (concurrently), record drift, archive results."""
+    wanted = set(names) if names is not None else None
+    jobs = [
+        j for j in session.ledger.live_jobs()
+        if j.remote_id and (wanted is None or j.name in wanted)
+        and (j.phase in REFRESHABLE or _result_pending(j))
+    ]
+    if not jobs:
+        return ObservedState()
+    with ThreadPoolExecutor(max_workers=min(session.settings.parallelism, len(jobs))) as pool:
+        observations = list(pool.map(lambda job: _observe(session, job), jobs))
+    return ObservedState(tuple(observations))
+
+
+def _observe(session: Session, job: JobRecord) -> Observation:
+    assert job.remote_id is not None
+    with session.acting_on(job.name):
+        obs = session.client.observe(job.kind, job.remote_id)
+        record_observation(session, job, obs, source="refresh")
+    return obs
+
+
+def record_observation(session: Session, job: JobRecord, obs: Observation, *, source: str) -> JobRecord:
+    """Store a job's live status (drift events included) and archive its result once it has ended."""
+    if job.phase in REFRESHABLE:
+        session.ledger.record_observation(job.id, obs, run_id=session.run_id, source=source)
+    fresh = session.ledger.job(job.id)
+    if _result_pending(fresh):
+        archive(session, fresh, obs)
+    return fresh
+
+
+def archive(session: Session, job: JobRecord, obs: Observation) -> str | None:
+    """Store a finished job's result under state/<env>/results/ and its sha256 in the ledger."""
+    results = session.settings.results_dir / job.name
+    stem = f"g{job.generation}-{job.remote_id}"
+    assert job.remote_id is not None
+    try:
+        if job.kind == CUSTOM_OBJECT_JOB:
+            errors = session.client.co_job_errors(job.remote_id)
+            dest = results / f"{stem}.errors.json"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            payload = json.dumps({"job": job.remote_id, "errors": errors}, indent=2, sort_keys=True).encode()
+            _write_atomic(dest, payload)
+            digest = hashlib.sha256(payload).hexdigest()
+            if obs.status is not None and not obs.missing:
+                session.ledger.record_observation(job.id, _row_counts(obs, errors), run_id=session.run_id,
+                                                  source="errors")
+        else:
+            url = obs.output_url or job.detail.get("output_url")
+            if not url:  # Failed, or stopped while Pending: Zuora makes no response file
+                return None
+            dest = results / f"{stem}.csv.zip"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            digest = session.client.download_file(url, dest)
+    except (RemoteError, OSError) as err:
+        log.warning("could not archive the result of %s (%s): %s", job.name, job.remote_id, err)
+        session.ledger.record_event(
+            run_id=session.run_id, event_type="result_archive_failed", name=job.name,
+            idempotency_key=job.idempotency_key, outcome="error", detail={"error": str(err)},
+        )
+        return None
+    relative = dest.relative_to(session.settings.root).as_posix()
+    session.ledger.record_result(job.id, path=relative, sha256=digest, run_id=session.run_id)
+    return relative
+
+
+def _row_counts(obs: Observation, errors: list) -> Observation:
+    """A custom object job's body has no success/error counts; its /errors list gives them."""
+    failed = len({e.get("row") for e in errors if isinstance(e, dict) and isinstance(e.get("row"), int)})
+    processed = obs.processed
+    succeeded = max(processed - failed, 0) if processed is not None else None
+    return replace(obs, total=processed if processed is not None else obs.total, failed=failed, succeeded=succeeded)
+
+
+def _result_pending(job: JobRecord) -> bool:
+    """A finished job whose result exists remotely but is not archived yet."""
+    if job.phase != Phase.DONE or job.result_path:
+        return False
+    return job.kind == CUSTOM_OBJECT_JOB or bool(job.detail.get("output_url"))
+
+
+def _write_atomic(dest: Path, payload: bytes) -> None:
+    """Write through a temporary file of its own (two refreshes never share one) and rename it in place."""
+    fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+        os.replace(temp, dest)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
