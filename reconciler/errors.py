@@ -78,6 +78,23 @@ class RemoteError(ReconcilerError):
         super().__init__(f"{prefix}{message}{suffix}")
 
 
+class StateError(ReconcilerError):
+    """What was asked does not fit the job's state: not submitted yet, still running, missing in Zuora,
+    or recorded differently in the ledger than the plan expects."""
+
+
+class ResultError(ReconcilerError):
+    """A finished job's result (response file, error list, input file) cannot be fetched or read."""
+
+
+class OutputError(ReconcilerError):
+    """A file the user asked for (e.g. --failed-rows) cannot be written."""
+
+
+class WaitTimedOut(ReconcilerError):
+    """--wait gave up before every followed job ended; the jobs keep running in Zuora."""
+
+
 class ConflictError(ReconcilerError):
     """The plan holds conflicts that must be resolved by a person first."""
 

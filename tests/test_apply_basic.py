@@ -120,7 +120,7 @@ def test_a_terminal_user_who_types_yes_applies_and_sees_one_progress_line(tmp_pa
     code, output = _apply_in_a_terminal(repo, b"yes", "--wait")
     assert code == 0, output
     assert "Apply these changes? Only 'yes' is accepted: " in output and "1 submitted" in output
-    assert "\r\x1b[K[####################] 1/1 jobs done, 3/3 rows" in output
+    assert "\r\x1b[K[####################] 1/1 jobs done · 3/3 rows · " in output
     assert "Pending -> " not in output  # the status-change lines are for logs, not terminals
     assert len(remote_jobs(fast)) == 1
 

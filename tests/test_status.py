@@ -163,7 +163,7 @@ def test_wait_on_a_terminal_draws_a_progress_bar(repo):
     out = Tty()
     code = status(repo, out, names=("fx-rates",), wait=True, poll_seconds=1, sleep=lambda s: advance(repo, 5))
     assert code == 0
-    assert "\r\x1b[K[" in out.getvalue() and "1/1 jobs finished" in out.getvalue()
+    assert "\r\x1b[K[" in out.getvalue() and "1/1 jobs done" in out.getvalue()
 
 
 def test_wait_does_not_wait_for_what_polling_cannot_move(repo):

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.errors import OutputError, UsageError
 from reconciler.model import DesiredSpec, JobRecord, Phase
 
 
@@ -121,7 +121,7 @@ def atomic_file(path: Path, *, newline: str | None = None) -> Iterator[TextIO]:
             yield handle
         os.replace(tmp, path)
     except OSError as exc:
-        raise ReconcilerError(f"{path}: cannot write the file ({exc.strerror or exc}); check the path and "
+        raise OutputError(f"{path}: cannot write the file ({exc.strerror or exc}); check the path and "
                               "its directory's permissions") from exc
     finally:
         tmp.unlink(missing_ok=True)

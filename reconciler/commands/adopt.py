@@ -16,7 +16,7 @@ import re
 from typing import TextIO
 
 from reconciler.engine.refresh import archive
-from reconciler.errors import ExitCode, ReconcilerError, UsageError
+from reconciler.errors import ExitCode, StateError, UsageError
 from reconciler.model import (
     Phase,
     CUSTOM_OBJECT_JOB,
@@ -54,7 +54,7 @@ def adopt(settings, out: TextIO, *, name: str, remote_id: str) -> int:
         with session.acting_on(name):
             obs = session.client.observe(spec.kind, remote_id)
             if obs.missing:
-                raise ReconcilerError(f"no job {remote_id} in Zuora ({settings.environment}): check the id, and that "
+                raise StateError(f"no job {remote_id} in Zuora ({settings.environment}): check the id, and that "
                                       "reconciler.yaml points at the environment that ran it")
             body = (session.client.get_mass_action(remote_id) if spec.kind == MASS_ACTION
                     else session.client.get_co_job(remote_id))
@@ -115,7 +115,7 @@ def _earlier_jobs(session, jobs: list[JobRecord], remote_id: str) -> list[tuple[
             elif is_terminal(job.kind, obs.status):
                 session.ledger.record_observation(job.id, obs, run_id=session.run_id, source="import")
             else:
-                raise ReconcilerError(
+                raise StateError(
                     f"{job.name} already has job {job.remote_id} ({obs.status}) that is still running; wait for it "
                     f"to end (`reconciler status --wait {job.name}`) or stop it, then import"
                 )

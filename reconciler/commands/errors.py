@@ -29,7 +29,7 @@ from reconciler.engine.results import (
     failed_rows_table,
     mass_updater_failures,
 )
-from reconciler.errors import ExitCode, ReconcilerError
+from reconciler.errors import ExitCode, ResultError, StateError
 from reconciler.model import (
     Phase,
     MASS_ACTION,
@@ -54,7 +54,7 @@ def errors(settings, out: TextIO, *, name: str, failed_rows: str | None = None, 
         specs = Specs(settings)
         if not jobs and specs.get(name) is None:
             raise specs.unknown(name)
-        raise ReconcilerError(f"{name} has no submitted job yet, so there are no failed rows; "
+        raise StateError(f"{name} has no submitted job yet, so there are no failed rows; "
                               "`reconciler status` shows its state")
     job = _result_ready(settings, latest_by_name(submitted)[name])
     path = settings.root / job.result_path
@@ -89,7 +89,7 @@ def _result_ready(settings, job: JobRecord) -> JobRecord:
     if state == "ok":
         return job
     if state in ("changed", "unreadable"):
-        raise ReconcilerError(
+        raise ResultError(
             f"{job.result_path}: the archived result of {job.name} was changed or cannot be read: its sha256 no "
             f"longer matches the ledger's {job.result_sha256}. Restore it (e.g. from git), or move it away so "
             "`reconciler errors` fetches it again"
@@ -105,7 +105,7 @@ def _result_ready(settings, job: JobRecord) -> JobRecord:
             refresh(session, [job.name])
             job = session.ledger.job(job.id)
         if not is_terminal(job.kind, job.remote_status):
-            raise ReconcilerError(
+            raise StateError(
                 f"job {job.remote_id} of {job.name} is still {job.remote_status or job.phase}; its failed rows are "
                 f"known when it ends: `reconciler status --wait {job.name}`"
             )
@@ -115,7 +115,7 @@ def _result_ready(settings, job: JobRecord) -> JobRecord:
             with session.acting_on(job.name):
                 obs = session.client.observe(job.kind, job.remote_id)
                 if obs.missing:
-                    raise ReconcilerError(f"job {job.remote_id} of {job.name} is missing in Zuora (404); its "
+                    raise StateError(f"job {job.remote_id} of {job.name} is missing in Zuora (404); its "
                                           "result cannot be fetched")
                 archive(session, job, obs)
             job = session.ledger.job(job.id)
@@ -123,7 +123,7 @@ def _result_ready(settings, job: JobRecord) -> JobRecord:
     finally:
         session.close(outcome)
     if result_state(settings, job) != "ok":
-        raise ReconcilerError(f"the result of job {job.remote_id} of {job.name} could not be fetched; "
+        raise ResultError(f"the result of job {job.remote_id} of {job.name} could not be fetched; "
                               f"`reconciler history {job.name}` shows the failed calls")
     return job
 
@@ -133,12 +133,12 @@ def _no_response_file(job: JobRecord) -> bool:
     return job.kind == MASS_ACTION and is_terminal(job.kind, job.remote_status) and not job.detail.get("output_url")
 
 
-def _whole_job_failed(job: JobRecord) -> ReconcilerError:
+def _whole_job_failed(job: JobRecord) -> StateError:
     if job.remote_status == "Failed":
         reason = job.detail.get("error") or "no reason given"
-        return ReconcilerError(f"job {job.remote_id} of {job.name} Failed as a whole ({reason}): no row was "
+        return StateError(f"job {job.remote_id} of {job.name} Failed as a whole ({reason}): no row was "
                                "processed and Zuora made no response file; fix the file, then apply again")
-    return ReconcilerError(f"job {job.remote_id} of {job.name} ended {job.remote_status} before processing any "
+    return StateError(f"job {job.remote_id} of {job.name} ended {job.remote_status} before processing any "
                            "row, so Zuora made no response file and no row failed")
 
 

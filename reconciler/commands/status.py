@@ -21,6 +21,7 @@ import time
 from typing import TextIO
 
 from reconciler.engine.refresh import refresh
+from reconciler.engine.waiter import CLEAR_LINE, progress_bar, waiting
 from reconciler.commands._common import (
     Specs,
     age,
@@ -30,7 +31,7 @@ from reconciler.commands._common import (
     no_ledger,
     write_json,
 )
-from reconciler.errors import ExitCode, ReconcilerError, UsageError
+from reconciler.errors import ExitCode, UsageError, WaitTimedOut
 from reconciler.model import (
     Phase,
     JOB_FAILED,
@@ -45,12 +46,10 @@ POLL_SANDBOX_SECONDS = 0.5  # the embedded sandbox finishes jobs in seconds
 JSON_FIELDS = ("name", "kind", "remote_id", "status", "phase", "revision", "fingerprint", "total", "processed",
                "succeeded", "failed", "updated_at")
 HEADERS = ("NAME", "KIND", "REMOTE ID", "STATUS", "PROGRESS", "SUCCEEDED", "FAILED", "AGE")
-_BAR = 24
 # Every status cell gets a 5-character color code and a reset, so the columns stay aligned.
 _COLORS = {"Completed": "\x1b[32m", "completed": "\x1b[32m", "Failed": "\x1b[31m", "failed": "\x1b[31m",
            "Stopped": "\x1b[33m", "cancelled": "\x1b[33m"}
 _PLAIN, _RESET = "\x1b[39m", "\x1b[0m"
-_CLEAR = "\r\x1b[K"  # back to the start of the progress bar's line and erase it
 
 
 def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool = False,
@@ -97,8 +96,8 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
     else:
         _render(out, rows, hidden=0 if names else sum(1 for j in latest.values() if is_retired(j)), color=color)
     if still_running:
-        waiting = ", ".join(f"{j.name} ({j.remote_status or j.phase})" for j in still_running)
-        raise ReconcilerError(f"timed out after {timeout:g}s; still running: {waiting}. "
+        running = ", ".join(f"{j.name} ({j.remote_status or j.phase})" for j in still_running)
+        raise WaitTimedOut(f"timed out after {timeout:g}s; still running: {running}. "
                               "Run `reconciler status --wait` again to keep following them")
     failed = any(job is not None and job.remote_status in JOB_FAILED for _, job, _ in rows)
     return ExitCode.ERROR if failed else ExitCode.OK
@@ -127,11 +126,11 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
             pending = []
             for job in jobs:
                 why = _unwaitable(job, missing)
-                if why is None and _running(job):
+                if why is None and waiting(job):
                     pending.append(job)
                 elif why is not None and job.name not in noted and progress:
                     noted.add(job.name)
-                    out.write(f"{_CLEAR if tty else ''}{job.name}: {why}; not waiting for it\n")
+                    out.write(f"{CLEAR_LINE if tty else ''}{job.name}: {why}; not waiting for it\n")
             elapsed = clock() - started
             if progress:
                 _report(out, jobs, seen, tty=tty, elapsed=elapsed)
@@ -144,10 +143,6 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
             sleep(delay)
     finally:
         session.close(outcome)
-
-
-def _running(job: JobRecord) -> bool:
-    return job.phase in (Phase.ACTIVE, Phase.CREATED)
 
 
 def _unwaitable(job: JobRecord, missing: set[str]) -> str | None:
@@ -164,13 +159,7 @@ def _unwaitable(job: JobRecord, missing: set[str]) -> str | None:
 def _report(out: TextIO, jobs: list[JobRecord], seen: dict[str, str | None], *, tty: bool, elapsed: float) -> None:
     """A progress bar rewritten in place on a terminal; otherwise a line per status change."""
     if tty:
-        done = sum(1 for j in jobs if not _running(j))
-        processed = sum(j.processed or 0 for j in jobs)
-        total = sum(j.total or 0 for j in jobs)
-        filled = int(_BAR * done / len(jobs))
-        rows = f" · {processed:,}/{total:,} rows" if total else ""
-        out.write(f"{_CLEAR}[{'#' * filled}{'.' * (_BAR - filled)}] {done}/{len(jobs)} jobs finished{rows} · "
-                  f"{elapsed:.0f}s ")
+        out.write(CLEAR_LINE + progress_bar(jobs, elapsed))
         out.flush()
         return
     for job in jobs:

@@ -22,7 +22,7 @@ from typing import Mapping
 from reconciler.engine.refresh import record_observation
 from reconciler.engine.applier import ChangeFailed
 from reconciler.engine.plan import Change
-from reconciler.errors import LockHeldError, ReconcilerError, UsageError
+from reconciler.errors import LockHeldError, StateError, UsageError
 from reconciler.model import (
     Phase,
     IN_DOUBT_SECONDS,
@@ -83,7 +83,7 @@ class LedgerJournal:
             rerun=change.rerun, lock_id=lock_id,
         ))
         if job.phase != Phase.INTENT:
-            raise ReconcilerError(f"{change.name}: the ledger already records job {job.remote_id} (generation "
+            raise StateError(f"{change.name}: the ledger already records job {job.remote_id} (generation "
                                   f"{job.generation}, phase {job.phase}) for this submission; run plan again")
         age = datetime.now(timezone.utc) - job.created_at
         if age >= RESEND_LIMIT:
@@ -165,5 +165,5 @@ class LedgerJournal:
         if job is None and remote_id is None:
             job = latest_by_name(self.ledger.jobs(change.name)).get(change.name)
         if job is None:
-            raise ReconcilerError(f"{change.name}: the ledger has no job {remote_id or ''}; run plan again")
+            raise StateError(f"{change.name}: the ledger has no job {remote_id or ''}; run plan again")
         return job

@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ResultError
 
 RESPONSE_COLUMNS = {
     "CreateRevenueSchedule": ("Success", "Revenue Schedule Number", "Error Message"),
@@ -66,7 +66,7 @@ def mass_updater_failures(path: Path, action_type: str) -> Failures:
     # The response columns are appended, so the last column of each name is the response's own.
     added = {name: max(i for i, column in enumerate(header) if column == name) for name in wanted if name in header}
     if "Success" not in added:
-        raise ReconcilerError(f"{path}: the response file has no Success column; it is not a Mass Updater result")
+        raise ResultError(f"{path}: the response file has no Success column; it is not a Mass Updater result")
     inputs = [i for i in range(len(header)) if i not in added.values()]
     columns = tuple(header[i] for i in inputs)
     keys = [c for c in ("Group ID", *KEY_COLUMNS.get(action_type, ())) if c in columns]
@@ -89,13 +89,13 @@ def custom_object_failures(path: Path) -> Failures:
     try:
         document = json.loads(path.read_bytes())
     except OSError as exc:
-        raise ReconcilerError(f"{path}: cannot read the archived result ({exc.strerror or exc})") from exc
+        raise ResultError(f"{path}: cannot read the archived result ({exc.strerror or exc})") from exc
     except ValueError as exc:
-        raise ReconcilerError(f"{path}: the archived result is not JSON ({exc}); move it away so it is fetched "
+        raise ResultError(f"{path}: the archived result is not JSON ({exc}); move it away so it is fetched "
                               "again") from exc
     errors = document.get("errors") if isinstance(document, dict) else None
     if not isinstance(errors, list):
-        raise ReconcilerError(f"{path}: the archived result has no `errors` list")
+        raise ResultError(f"{path}: the archived result has no `errors` list")
     rows = []
     for item in errors:
         if not isinstance(item, dict):
@@ -147,18 +147,18 @@ def _read_response(path: Path) -> tuple[list[str], list[list[str]]]:
         with zipfile.ZipFile(path) as archive:
             entries = [i for i in archive.infolist() if not i.is_dir() and i.filename.lower().endswith(".csv")]
             if len(entries) != 1 or entries[0].file_size > MAX_CSV_BYTES:
-                raise ReconcilerError(f"{path}: the response file should hold exactly one CSV of at most "
+                raise ResultError(f"{path}: the response file should hold exactly one CSV of at most "
                                       f"{MAX_CSV_BYTES // (1024 * 1024)} MB")
             text = archive.read(entries[0]).decode("utf-8-sig")
         rows = list(csv.reader(io.StringIO(text, newline="")))
-    except ReconcilerError:
+    except ResultError:
         raise
     except (OSError, zipfile.BadZipFile, UnicodeDecodeError, csv.Error, ValueError) as exc:
-        raise ReconcilerError(f"{path}: cannot read the archived response file ({exc}); move it away so it is "
+        raise ResultError(f"{path}: cannot read the archived response file ({exc}); move it away so it is "
                               "fetched again") from exc
     rows = [row for row in rows if any(cell.strip() for cell in row)]
     if not rows:
-        raise ReconcilerError(f"{path}: the response file is empty")
+        raise ResultError(f"{path}: the response file is empty")
     return [cell.strip() for cell in rows[0]], rows[1:]
 
 
@@ -167,7 +167,7 @@ def _read_input(path: Path) -> tuple[list[str], dict[int, list[str]]]:
     try:
         table = list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8-sig"), newline="")))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ReconcilerError(f"{path}: cannot read the input file ({exc})") from exc
+        raise ResultError(f"{path}: cannot read the input file ({exc})") from exc
     if not table:
         return [], {}
     return table[0], dict(enumerate(table[1:], start=2))

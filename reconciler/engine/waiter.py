@@ -22,6 +22,7 @@ POLL_SANDBOX_SECONDS = 0.25  # the sandbox moves in milliseconds
 POLL_ZUORA_SECONDS = 1.0
 MAX_REFRESH_FAILURES = 5  # passes in a row whose refresh failed before the wait gives up
 _BAR = 20
+CLEAR_LINE = "\r\x1b[K"  # back to the start of the progress line and erase it
 
 
 @dataclass
@@ -40,12 +41,30 @@ def moving(job: JobRecord) -> bool:
     return job.phase == Phase.ACTIVE
 
 
+def waiting(job: JobRecord) -> bool:
+    """True while a job has not ended: running remotely, or created and waiting for its file."""
+    return job.phase in (Phase.CREATED, Phase.ACTIVE)
+
+
+def progress_bar(jobs: Sequence[JobRecord], elapsed: float) -> str:
+    """`[##########..........] 1/2 jobs done · 10/20 rows · 3s`, the line a terminal shows while waiting."""
+    done = sum(1 for j in jobs if not waiting(j))
+    counted = [j for j in jobs if j.total is not None]  # custom object jobs report no total
+    processed = sum(j.processed or 0 for j in counted)
+    total = sum(j.total or 0 for j in counted)
+    filled = int(_BAR * done / len(jobs)) if jobs else _BAR
+    rows = f" · {processed:,}/{total:,} rows" if total else ""
+    return f"[{'#' * filled}{'.' * (_BAR - filled)}] {done}/{len(jobs)} jobs done{rows} · {elapsed:.0f}s"
+
+
 class Progress:
     """Job progress: one updating line on a terminal, otherwise one line per status change."""
 
-    def __init__(self, out: TextIO, *, tty: bool):
+    def __init__(self, out: TextIO, *, tty: bool, clock: Callable[[], float] = time.monotonic):
         self.out = out
         self.tty = tty
+        self.clock = clock
+        self.started = clock()
         self.jobs: dict[int, JobRecord] = {}
         self.follow: set[str] = set()  # remote ids this apply created or acted on
         self._drawn = False
@@ -54,19 +73,13 @@ class Progress:
         """Follow every job running during this apply or acted on by it; report what moved."""
         for job in jobs:
             before = self.jobs.get(job.id)
-            if before is None and job.phase not in (Phase.CREATED, Phase.ACTIVE) and job.remote_id not in self.follow:
+            if before is None and not waiting(job) and job.remote_id not in self.follow:
                 continue
             if before is not None and before.remote_status != job.remote_status and not self.tty:
                 self.out.write(f"{job.name}: {before.remote_status or 'unknown'} -> {job.remote_status}{_rows(job)}\n")
             self.jobs[job.id] = job
         if self.tty and self.jobs:
-            done = sum(1 for j in self.jobs.values() if j.phase not in (Phase.CREATED, Phase.ACTIVE))
-            counted = [j for j in self.jobs.values() if j.total is not None]  # custom object jobs report no total
-            processed = sum(j.processed or 0 for j in counted)
-            total = sum(j.total for j in counted)
-            filled = int(_BAR * done / len(self.jobs))
-            rows = f", {processed}/{total} rows" if total else ""
-            self.out.write(f"\r\x1b[K[{'#' * filled}{'.' * (_BAR - filled)}] {done}/{len(self.jobs)} jobs done{rows}")
+            self.out.write(CLEAR_LINE + progress_bar(list(self.jobs.values()), self.clock() - self.started))
             self._drawn = True
         self.out.flush()
 
@@ -79,7 +92,7 @@ class Progress:
     def clear(self) -> None:
         """Remove the progress line (it is drawn again on the next update)."""
         if self._drawn:
-            self.out.write("\r\x1b[K")
+            self.out.write(CLEAR_LINE)
             self._drawn = False
 
 
