@@ -56,6 +56,7 @@ from reconciler.model import (
     latest_by_name,
 )
 from reconciler.views import describe, render_text
+from reconciler.zuora.wire import is_sandbox
 
 PROMPT = "Apply these changes? Only 'yes' is accepted: "
 SYMBOLS = {"submitted": "+", "uploaded": "↑", "replaced": "~", "stopped": "-", "cancelled": "-", "retired": "x",
@@ -222,7 +223,7 @@ class _Run:
     def _wait(self, deadline: float | None) -> WaitOutcome:
         if self.saved is not None and not self.saved.changes:
             return WaitOutcome()
-        sandbox = self.settings.base_url.startswith("http://")  # only the local or a loopback sandbox
+        sandbox = is_sandbox(self.settings)  # only the local or a loopback sandbox
         waiter = Waiter(plan_next=self._next_plan, execute=self._execute, jobs=self._followed_jobs,
                         in_scope=self.in_scope, progress=self.progress, deadline=deadline,
                         poll=POLL_SANDBOX_SECONDS if sandbox else POLL_ZUORA_SECONDS)

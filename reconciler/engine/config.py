@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from reconciler.errors import ConfigError
+from reconciler.zuora.auth import Credentials  # the one credentials value, shown redacted
 
 CONFIG_NAME = "reconciler.yaml"
 LOCAL_BASE_URL = "http://sandbox.local"  # virtual: the embedded sandbox answers it in-process
@@ -41,22 +42,6 @@ _CREDENTIAL_KEY = re.compile(r"secret|token|passw|client.?id|api.?key|credential
 _CREDENTIALS_HINT = (
     "credentials come only from the environment (ZUORA_CLIENT_ID + ZUORA_CLIENT_SECRET, or ZUORA_ACCESS_TOKEN)"
 )
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """OAuth client credentials or a bearer token, from environment variables only."""
-
-    client_id: str | None = None
-    client_secret: str | None = None
-    access_token: str | None = None
-
-    def __repr__(self) -> str:
-        secret = "***" if self.client_secret else None
-        token = "***" if self.access_token else None
-        return f"Credentials(client_id={self.client_id!r}, client_secret={secret!r}, access_token={token!r})"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)
