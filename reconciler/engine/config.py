@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -13,6 +12,7 @@ from urllib.parse import urlsplit
 
 from reconciler.errors import ConfigError
 from reconciler.zuora.auth import Credentials  # the one credentials value, shown redacted
+from reconciler.zuora.wire import is_loopback_host  # the one loopback rule (wire.is_sandbox uses it too)
 
 CONFIG_NAME = "reconciler.yaml"
 LOCAL_BASE_URL = "http://sandbox.local"  # virtual: the embedded sandbox answers it in-process
@@ -160,7 +160,7 @@ def resolve_environment(environment: str, source: str = "environment") -> tuple[
         raise ConfigError(f"{source}: {environment!r} must be an https:// URL with a host")
     if url.query or url.fragment:
         raise ConfigError(f"{source}: {environment!r} must be a base URL without a query or fragment")
-    if url.scheme == "http" and not _is_loopback(host):
+    if url.scheme == "http" and not is_loopback_host(host):
         raise ConfigError(
             f"{source}: {environment!r} uses plain http:// on a non-loopback host; "
             f"use https://, or http:// only on 127.0.0.1, localhost or ::1 (a served sandbox)"
@@ -169,15 +169,6 @@ def resolve_environment(environment: str, source: str = "environment") -> tuple[
     env_key = re.sub(r"[^a-z0-9]", "-", hostport.lower())
     base_url = f"{url.scheme}://{url.netloc.lower()}{url.path.rstrip('/')}"
     return base_url, env_key, False
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _credentials(env: Mapping[str, str]) -> Credentials:

@@ -77,10 +77,11 @@ def is_sandbox(settings: Target) -> bool:
         host = url.hostname
     except ValueError:
         return False
-    return url.scheme.lower() == "http" and host is not None and _is_loopback(host)
+    return url.scheme.lower() == "http" and host is not None and is_loopback_host(host)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and any loopback address (127.0.0.0/8, ::1): where plain http:// is allowed."""
     if host.lower() == "localhost":
         return True
     try:
