@@ -49,6 +49,14 @@ class PlanFileError(ReconcilerError):
     """A saved plan file is unreadable, malformed or stale."""
 
 
+class LocalFileError(ReconcilerError):
+    """A local file the Zuora client sends or writes (an input CSV, a download) cannot be read or written."""
+
+
+class InvalidIdError(ReconcilerError):
+    """A remote id (a bulk key, a custom object job id) that cannot name a Zuora job in a URL path."""
+
+
 class RemoteError(ReconcilerError):
     """Zuora (or the sandbox) answered with an error or could not be reached."""
 

@@ -168,10 +168,10 @@ def test_credentials_come_from_the_environment_and_never_show(repo):
     assert settings.credentials == Credentials(client_id="client-1", client_secret=SECRET)
     for text in (repr(settings), str(settings), repr(settings.credentials), str(settings.credentials)):
         assert SECRET not in text
-        assert "client_secret='***'" in text
+        assert "client_secret='<redacted>'" in text
     token = load_settings(chdir=str(root), env={"ZUORA_ACCESS_TOKEN": TOKEN}).credentials
     assert token.access_token == TOKEN and token.client_id is None
-    assert TOKEN not in repr(token) and "access_token='***'" in repr(token)
+    assert TOKEN not in repr(token) and "access_token='<redacted>'" in repr(token)
     assert load_settings(chdir=str(root), env={}).credentials == Credentials()
 
 

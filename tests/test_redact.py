@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 
 from reconciler.errors import ConfigError, ReconcilerError, RemoteError
+from reconciler.zuora.auth import TokenCache
 from reconciler.zuora.wire import (
     Redactor,
-    TokenCache,
     describe_body,
     file_id_of,
+    is_sandbox,
     new_track_id,
     path_segment,
     validate_idempotency_key,
@@ -81,16 +86,23 @@ def test_token_cache_fetches_once_for_all_threads_and_refreshes_before_expiry():
 
     def fetch():
         fetched.append(1)
+        time.sleep(0.1)  # the first fetch is still out when the other threads ask
         return f"token-{len(fetched)}", 3600.0
 
     redact = Redactor()
     cache = TokenCache(fetch, clock=lambda: now[0], redactor=redact)
-    threads = [threading.Thread(target=cache.get) for _ in range(16)]
+    start = threading.Barrier(16)
+
+    def first_get():
+        start.wait()
+        cache.get()
+
+    threads = [threading.Thread(target=first_get) for _ in range(16)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(fetched) == 1 and redact("token-1") == "***"
+    assert len(fetched) == 1 and redact("token-1") == "<redacted>"
     now[0] += 3600 - 301  # still outside the 300 s margin
     assert cache.get() == "token-1"
     now[0] += 2  # inside it: refreshed before Zuora would refuse it
@@ -105,3 +117,24 @@ def test_token_cache_invalidate_only_drops_the_refused_token():
     assert cache.get() == "a"
     cache.invalidate("a")
     assert cache.get() == "b"
+
+
+@pytest.mark.parametrize("base_url, is_local, expected", [
+    ("http://sandbox.local", True, True),  # the embedded sandbox
+    ("http://127.0.0.1:8080", False, True),  # a served one
+    ("http://localhost:8080/", False, True),
+    ("http://[::1]:9000", False, True),
+    ("https://rest.zuora.com", False, False),
+    ("https://127.0.0.1:8443", False, False),  # https: a proxy to Zuora, not the sandbox
+    ("http://example.com", False, False),
+])
+def test_is_sandbox_is_the_one_rule(base_url, is_local, expected):
+    assert is_sandbox(SimpleNamespace(base_url=base_url, is_local=is_local)) is expected
+
+
+def test_the_modules_the_configuration_and_operations_import_need_no_http_library():
+    code = ("import sys\n"
+            "import reconciler.zuora.auth, reconciler.zuora.operations, reconciler.zuora.retry, reconciler.zuora.wire\n"
+            "print('httpx' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "False"

@@ -9,7 +9,19 @@ from datetime import datetime, timezone
 import pytest
 
 from reconciler.errors import RemoteError
-from reconciler.zuora.retry import Failure, RetryPolicy, code_category, error_details, next_delay, retry_after_seconds
+from reconciler.zuora.retry import (
+    Attempted,
+    Failure,
+    GiveUp,
+    Retry,
+    RetryPolicy,
+    code_category,
+    decide,
+    error_details,
+    next_delay,
+    outcome_of,
+    retry_after_seconds,
+)
 
 
 def policy(**kw) -> RetryPolicy:
@@ -114,3 +126,54 @@ def test_code_category(code, category):
 )
 def test_error_details_reads_every_zuora_error_shape(body, expected):
     assert error_details(body) == expected
+
+
+def attempted(**kw) -> Attempted:
+    values = dict(method="GET", attempt=1, elapsed=0.0, resendable=True)
+    values.update(kw)
+    return Attempted(**values)
+
+
+def test_decide_retries_a_transient_failure_after_the_backoff():
+    decision = decide(policy(), failure(retry_after=3.0), attempted())
+    assert isinstance(decision, Retry) and decision.after >= 3.0 and not decision.refresh
+
+
+def test_decide_says_why_it_gave_up():
+    exhausted = decide(policy(max_attempts=2), failure(), attempted(attempt=2))
+    assert isinstance(exhausted, GiveUp) and exhausted.error.remote_message == "boom (gave up after 2 attempt(s))"
+    unkeyed = decide(policy(), failure(), attempted(method="POST", resendable=False))
+    assert isinstance(unkeyed, GiveUp)
+    assert unkeyed.error.remote_message == "boom (not retried: a POST without an Idempotency-Key may already have " \
+                                           "taken effect)"
+    refused = decide(policy(), failure(retryable=False), attempted())
+    assert isinstance(refused, GiveUp) and refused.error.remote_message == "boom"
+
+
+def unauthorized() -> Failure:
+    return Failure(RemoteError("expired", status=401), reached_server=False, unauthorized=True)
+
+
+def test_decide_refreshes_a_refused_token_once_and_explains_a_static_one():
+    assert decide(policy(), unauthorized(), attempted(bearer=True)) == Retry(0.0, refresh=True)
+    again = decide(policy(), unauthorized(), attempted(bearer=True, attempt=2, refreshed=True))
+    assert isinstance(again, GiveUp) and again.error.status == 401
+    static = decide(policy(), unauthorized(), attempted(bearer=True, static_token=True))
+    assert isinstance(static, GiveUp) and "ZUORA_ACCESS_TOKEN was rejected" in static.error.remote_message
+    token_request = decide(policy(), unauthorized(), attempted(method="POST", bearer=False))
+    assert isinstance(token_request, GiveUp) and token_request.error.remote_message == "expired"
+
+
+def test_decide_keeps_the_outcome_unknown_after_an_earlier_attempt_may_have_acted():
+    decision = decide(policy(), unauthorized(), attempted(method="POST", bearer=True, static_token=True, keyed=True,
+                                                          acted=True, attempt=2))
+    assert isinstance(decision, GiveUp) and decision.error.retryable
+    assert decision.error.remote_message.endswith("(after an earlier attempt that may have taken effect: outcome "
+                                                  "unknown)")
+
+
+def test_outcome_of_names_the_failure_kind_or_the_decision():
+    dropped = Failure(RemoteError("cut"), "dropped")
+    assert outcome_of(dropped, Retry(1.0)) == "dropped"
+    assert outcome_of(failure(), Retry(1.0)) == "retry"
+    assert outcome_of(failure(), GiveUp(failure().error)) == "error"

@@ -12,6 +12,7 @@ import logging
 import random
 import socket
 import threading
+import time
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -117,16 +118,60 @@ def token_fetches(calls) -> int:
 # Auth
 
 
-def test_token_is_fetched_once_and_shared_by_threads(connect, fx_file):
-    client = connect()
-    key = client.submit_mass_action("ImportFXRate", fx_file, idempotency_key="k-shared")
-    threads = [threading.Thread(target=client.get_mass_action, args=(key,)) for _ in range(8)]
+class CountingTransport(httpx.BaseTransport):
+    """The real network transport, counting token requests and the bearer each other request carried.
+
+    Each token request is held back a little before it is sent, so that threads making their first call
+    at once all reach the token cache while the first fetch is still out: without the cache's lock each of
+    them would fetch its own token.
+    """
+
+    def __init__(self, token_delay: float = 0.3):
+        self._inner = httpx.HTTPTransport()
+        self._lock = threading.Lock()
+        self._token_delay = token_delay
+        self.token_requests = 0
+        self.bearers: list[str] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            if request.url.path == "/oauth/token":
+                self.token_requests += 1
+            else:
+                self.bearers.append(request.headers.get("authorization", ""))
+        if request.url.path == "/oauth/token":
+            time.sleep(self._token_delay)
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_threads_racing_their_first_call_share_one_token_fetch(connect):
+    transport = CountingTransport()
+    client = connect(transport=transport)
+    racers = 8
+    start = threading.Barrier(racers)
+    results, errors = [], []
+
+    def first_call():
+        start.wait()  # every thread makes its first call at the same moment: none has a token yet
+        try:
+            results.append(list(client.list_co_jobs()))
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_call) for _ in range(racers)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=30)
+    assert not errors and results == [[]] * racers
+    assert transport.token_requests == 1  # counted on the wire: one fetch served every thread
+    assert len(transport.bearers) == racers and len(set(transport.bearers)) == 1
     assert token_fetches(connect.calls) == 1
-    assert sum(1 for c in connect.calls if c.path == f"/v1/bulk/{key}" and c.outcome == "ok") == 8
+    list(client.list_co_jobs())
+    assert transport.token_requests == 1  # later calls reuse it
 
 
 def test_token_is_refreshed_before_it_expires(connect, served, clock, fx_file):
@@ -365,7 +410,7 @@ def test_secrets_never_reach_logs_calls_or_errors(connect, served, caplog, fx_fi
     credentials = sandbox_credentials()
     client = connect()
     key = client.submit_mass_action("ImportFXRate", fx_file, idempotency_key="k-redact")
-    token = client._bearer()  # the live token, to search for it
+    token = client._connection.auth.bearer()  # the live token, to search for it
     admin(served, "POST", "/_sandbox/faults", {"error_rate": 1.0})
     with pytest.raises(RemoteError) as caught:
         client.get_mass_action(key)

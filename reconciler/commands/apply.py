@@ -26,12 +26,11 @@ from reconciler.engine.planning import compute_plan, replan_saved
 from reconciler.engine.rules import selected
 from reconciler.engine.run import Session
 from reconciler.engine.waiter import (
-    POLL_SANDBOX_SECONDS,
-    POLL_ZUORA_SECONDS,
     Progress,
     Waiter,
     WaitOutcome,
     moving,
+    poll_seconds,
 )
 from reconciler.errors import (
     ApplyFailed,
@@ -205,10 +204,9 @@ class _Run:
     def _wait(self, deadline: float | None) -> WaitOutcome:
         if self.saved is not None and not self.saved.changes:
             return WaitOutcome()
-        sandbox = self.settings.base_url.startswith("http://")  # only the local or a loopback sandbox
         waiter = Waiter(plan_next=self._next_plan, execute=self._execute, jobs=self._followed_jobs,
                         in_scope=self.in_scope, progress=self.progress, deadline=deadline,
-                        poll=POLL_SANDBOX_SECONDS if sandbox else POLL_ZUORA_SECONDS)
+                        poll=poll_seconds(self.settings))
         try:
             return waiter.run(self.failed)
         finally:

@@ -7,8 +7,8 @@ Choices:
 - Without a ledger the text output is one line, "no ledger yet (...)", on standard output, and
   `--json` prints `{"jobs": []}`; the exit code is 0 and nothing is created.
 - `--refresh` and `--wait` fetch live status through a Session (recording drift and archiving
-  results, like `plan` does); `--wait` polls (every POLL_SECONDS, POLL_SANDBOX_SECONDS on the embedded
-  sandbox) until each listed job is terminal.
+  results, like `plan` does); `--wait` polls (as often as `apply --wait`: engine.waiter.poll_seconds)
+  until each listed job is terminal.
   Jobs that polling cannot move are not waited for, with a note: an unconfirmed submission (intent),
   a custom object job whose file is not uploaded yet, a job missing remotely (404).
 - Exit 1 when a listed job's status is Failed (Mass Updater) or failed (custom object), or when
@@ -22,6 +22,7 @@ from typing import TextIO
 
 from reconciler.engine.refresh import refresh
 from reconciler.engine.waiter import CLEAR_LINE, progress_bar, waiting
+from reconciler.engine.waiter import poll_seconds as default_poll_seconds  # `status` takes a poll_seconds too
 from reconciler.commands._common import (
     Specs,
     age,
@@ -41,8 +42,6 @@ from reconciler.model import (
 )
 from reconciler.views import render_table
 
-POLL_SECONDS = 2.0
-POLL_SANDBOX_SECONDS = 0.5  # the embedded sandbox finishes jobs in seconds
 JSON_FIELDS = ("name", "kind", "remote_id", "status", "phase", "revision", "fingerprint", "total", "processed",
                "succeeded", "failed", "updated_at")
 HEADERS = ("NAME", "KIND", "REMOTE ID", "STATUS", "PROGRESS", "SUCCEEDED", "FAILED", "AGE")
@@ -61,7 +60,7 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
     if timeout is not None and (not wait or timeout < 0):
         raise UsageError("--timeout SECONDS limits --wait: pass --wait too, with a timeout of 0 or more")
     if poll_seconds is None:
-        poll_seconds = POLL_SANDBOX_SECONDS if settings.is_local else POLL_SECONDS
+        poll_seconds = default_poll_seconds(settings)
 
     names = tuple(dict.fromkeys(names))
     specs = Specs(settings)

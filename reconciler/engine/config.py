@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -12,6 +11,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from reconciler.errors import ConfigError
+from reconciler.zuora.auth import Credentials  # the one credentials value, shown redacted
+from reconciler.zuora.wire import is_loopback_host  # the one loopback rule (wire.is_sandbox uses it too)
 
 CONFIG_NAME = "reconciler.yaml"
 LOCAL_BASE_URL = "http://sandbox.local"  # virtual: the embedded sandbox answers it in-process
@@ -41,22 +42,6 @@ _CREDENTIAL_KEY = re.compile(r"secret|token|passw|client.?id|api.?key|credential
 _CREDENTIALS_HINT = (
     "credentials come only from the environment (ZUORA_CLIENT_ID + ZUORA_CLIENT_SECRET, or ZUORA_ACCESS_TOKEN)"
 )
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """OAuth client credentials or a bearer token, from environment variables only."""
-
-    client_id: str | None = None
-    client_secret: str | None = None
-    access_token: str | None = None
-
-    def __repr__(self) -> str:
-        secret = "***" if self.client_secret else None
-        token = "***" if self.access_token else None
-        return f"Credentials(client_id={self.client_id!r}, client_secret={secret!r}, access_token={token!r})"
-
-    __str__ = __repr__
 
 
 @dataclass(frozen=True)
@@ -175,7 +160,7 @@ def resolve_environment(environment: str, source: str = "environment") -> tuple[
         raise ConfigError(f"{source}: {environment!r} must be an https:// URL with a host")
     if url.query or url.fragment:
         raise ConfigError(f"{source}: {environment!r} must be a base URL without a query or fragment")
-    if url.scheme == "http" and not _is_loopback(host):
+    if url.scheme == "http" and not is_loopback_host(host):
         raise ConfigError(
             f"{source}: {environment!r} uses plain http:// on a non-loopback host; "
             f"use https://, or http:// only on 127.0.0.1, localhost or ::1 (a served sandbox)"
@@ -184,15 +169,6 @@ def resolve_environment(environment: str, source: str = "environment") -> tuple[
     env_key = re.sub(r"[^a-z0-9]", "-", hostport.lower())
     base_url = f"{url.scheme}://{url.netloc.lower()}{url.path.rstrip('/')}"
     return base_url, env_key, False
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _credentials(env: Mapping[str, str]) -> Credentials:

@@ -17,9 +17,10 @@ from reconciler.engine.applier import Result
 from reconciler.engine.plan import Change, Plan
 from reconciler.errors import RemoteError
 from reconciler.model import Action, JobRecord, Phase
+from reconciler.zuora.wire import is_sandbox
 
 POLL_SANDBOX_SECONDS = 0.25  # the sandbox moves in milliseconds
-POLL_ZUORA_SECONDS = 1.0
+POLL_ZUORA_SECONDS = 2.0  # Zuora's jobs take seconds to minutes; polling faster only spends rate limit
 MAX_REFRESH_FAILURES = 5  # passes in a row whose refresh failed before the wait gives up
 _BAR = 20
 CLEAR_LINE = "\r\x1b[K"  # back to the start of the progress line and erase it
@@ -34,6 +35,11 @@ class WaitOutcome:
     running: list[JobRecord] = field(default_factory=list)
     stuck: list[Change] = field(default_factory=list)
     conflicts: list[Change] = field(default_factory=list)
+
+
+def poll_seconds(settings) -> float:
+    """How often `--wait` (apply's and status's) polls: fast on a sandbox, gently on Zuora."""
+    return POLL_SANDBOX_SECONDS if is_sandbox(settings) else POLL_ZUORA_SECONDS
 
 
 def moving(job: JobRecord) -> bool:

@@ -1,57 +1,59 @@
-"""The Zuora HTTP client, and the only httpx user: auth, headers, retries, errors -> RemoteError.
+"""The Zuora client, and the only httpx user: the session, headers, sending with retries, errors -> RemoteError.
 
-The operations themselves (Mass Updater, custom object jobs, observe) are in `reconciler.zuora.operations`;
-`ZuoraClient` inherits them and supplies the `_request` and `_stream` they call.
-
-Retry safety: a GET or PUT may be sent again after any transient failure. A POST or PATCH is sent
-again only when it carries an Idempotency-Key (Zuora then replays its stored answer instead of acting
-twice) or when the server cannot have acted on it: the connection was never established, the token
-was refused (401) or the call was rate limited (429 is decided before any processing). A POST without
-a key that fails after it may have reached Zuora (5xx, timeout, dropped connection) is reported, not
-repeated: repeating it could create a second job.
+`Connection` sends one logical call: it attaches the bearer token (`reconciler.zuora.auth`), asks
+`reconciler.zuora.retry.decide` after each failed attempt whether to send again, sleeps through the
+policy's injectable `sleep`, reports every attempt to `on_call` and maps answers and network failures to
+`RemoteError`. `ZuoraClient` is the facade the rest of the code uses: a `Connection` plus the
+operations of `reconciler.zuora.operations`, which are given that connection as their transport.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import httpx
 
 from reconciler import __version__
-from reconciler.errors import ConfigError, RemoteError
-from reconciler.zuora.operations import CHUNK, ZuoraOperations, file_error, parse_count
+from reconciler.errors import RemoteError
+from reconciler.model import Condition, Observation
+from reconciler.zuora.auth import TOKEN_PATH, Auth, Credentials
+from reconciler.zuora.operations import CHUNK, CO_PAGE_SIZE_MAX, Body, ZuoraOperations, file_error, parse_count
 from reconciler.zuora.retry import (
     RETRYABLE_CATEGORIES,
     RETRYABLE_STATUSES,
+    Attempted,
     Call,
     Failure,
+    GiveUp,
     RetryPolicy,
     code_category,
+    decide,
     error_details,
-    next_delay,
+    outcome_of,
     retry_after_seconds,
 )
 from reconciler.zuora.wire import (
     Redactor,
-    TokenCache,
     describe_body,
+    is_sandbox,
     new_track_id,
+    validate_base_url,
     validate_header_value,
     validate_idempotency_key,
     validate_track_id,
 )
 
-__all__ = ["Call", "Credentials", "RetryPolicy", "ZuoraClient", "parse_count"]
+__all__ = ["Call", "Connection", "Credentials", "RetryPolicy", "ZuoraClient", "parse_count"]
 
 log = logging.getLogger("reconciler.zuora")
 
+T = TypeVar("T")
+Handle = Callable[[httpx.Response, str], T]  # (2xx response, "METHOD /path") -> the call's value
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)  # Zuora's gateway gives up after 120 s
 _RESENDABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _KEYED_METHODS = frozenset({"POST", "PATCH"})
@@ -59,33 +61,23 @@ _NO_CONNECTION = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)  
 _HOPELESS = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)  # sending again cannot help
 
 
-@dataclass(frozen=True)
-class Credentials:
-    """OAuth client credentials or a static access token (settings may pass any look-alike)."""
+class Connection:
+    """One thread-safe HTTP session with Zuora: every call goes through `request` or `stream`."""
 
-    client_id: str | None = None
-    client_secret: str | None = None
-    access_token: str | None = None
-
-
-class ZuoraClient(ZuoraOperations):
-    """A thread-safe client for the Mass Updater and Custom Object bulk job APIs (one per run)."""
-
-    def __init__(self, *, base_url: str, credentials=None, transport: httpx.BaseTransport | None = None,
-                 entity_ids=None, org_ids=None, zuora_version=None, track_id: str | None = None,
-                 parallelism: int = 16, on_call: Callable[[Call], None] | None = None,
+    def __init__(self, *, base_url: str, credentials: Credentials | None = None,
+                 transport: httpx.BaseTransport | None = None, entity_ids: str | Sequence[str] | None = None,
+                 org_ids: str | Sequence[str] | None = None, zuora_version: str | None = None,
+                 track_id: str | None = None, parallelism: int = 16, on_call: Callable[[Call], None] | None = None,
                  retry: RetryPolicy | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
                  clock: Callable[[], float] = time.monotonic):
-        if not re.match(r"(?i)https?://[^/]", base_url or ""):
-            raise ConfigError(f"Zuora base URL {base_url!r} must start with https:// (or http:// for a local sandbox)")
-        self.base_url = base_url.rstrip("/")
+        self.base_url = validate_base_url(base_url)
         self.track_id = validate_track_id(track_id) if track_id is not None else new_track_id()
-        self._credentials = credentials or Credentials()
-        self._static_token = getattr(self._credentials, "access_token", None) or None
-        self._redact = Redactor(getattr(self._credentials, "client_secret", None), self._static_token)
+        credentials = credentials or Credentials()
+        self._redact = Redactor(credentials.client_secret, credentials.access_token)
+        self.auth = Auth(credentials, base_url=self.base_url, request_token=self._request_token, clock=clock,
+                         redactor=self._redact)
         self._on_call = on_call
         self._retry = retry or RetryPolicy()
-        self._tokens = TokenCache(self._fetch_token, clock=clock, redactor=self._redact)
         headers = {"User-Agent": f"reconciler/{__version__}", "Accept-Encoding": "gzip",
                    "Zuora-Track-Id": self.track_id}
         optional = {"Zuora-Entity-Ids": entity_ids, "Zuora-Org-Ids": org_ids, "Zuora-Version": zuora_version}
@@ -102,57 +94,35 @@ class ZuoraClient(ZuoraOperations):
             limits=httpx.Limits(max_connections=size + 2, max_keepalive_connections=size),  # +2: token refresh, polling
         )
 
-    @classmethod
-    def from_settings(cls, settings, *, on_call=None, track_id=None, retry=None, **kw) -> "ZuoraClient":
-        """A client for `settings`: the embedded sandbox as transport when local, the network otherwise."""
-        credentials = settings.credentials
-        transport = None
-        loopback = re.match(r"(?i)http://(127\.\d+\.\d+\.\d+|localhost|\[::1\])(:\d+)?(/|$)", settings.base_url or "")
-        if settings.is_local or loopback:
-            # Only the defaults: a served sandbox needs no simulator code in this process.
-            from reconciler.sandbox.defaults import (
-                DEFAULT_CLIENT_ID,
-                DEFAULT_CLIENT_SECRET,
-            )
-
-            if not _has_credentials(credentials):  # a sandbox accepts its documented defaults
-                credentials = Credentials(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
-            if settings.is_local:
-                from reconciler.sandbox import make_app
-
-                db = settings.sandbox_db
-                if db is not None:
-                    Path(db).parent.mkdir(parents=True, exist_ok=True)
-                transport = httpx.WSGITransport(app=make_app(db_path=str(db) if db is not None else None))
-        return cls(base_url=settings.base_url, credentials=credentials, transport=transport,
-                   entity_ids=settings.entity_ids, org_ids=settings.org_ids, zuora_version=settings.zuora_version,
-                   track_id=track_id, parallelism=settings.parallelism, on_call=on_call, retry=retry, **kw)
-
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
 
-    def __enter__(self) -> "ZuoraClient":
-        return self
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Body | None = None,
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        """One logical call, retried per the policy; the JSON object of its 2xx answer, or RemoteError."""
+        return self._call(method, path, self._json_of, params=params, body=body, idempotency_key=idempotency_key)
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def stream(self, path: str, consume: Callable[[Iterator[bytes]], T]) -> T:
+        """GET `path` and return `consume(chunks of the 2xx body)`; retried as a whole like `request`."""
 
-    # The one request path: auth, headers, retries, error mapping
-
-    def _stream(self, path: str, consume: Callable[[Iterator[bytes]], Any]) -> Any:
-        """GET `path` and return `consume(chunks of the 2xx body)`; retried as a whole like `_request`."""
-
-        def handle(response: httpx.Response, endpoint: str) -> Any:
+        def handle(response: httpx.Response, endpoint: str) -> T:
             if "json" in response.headers.get("content-type", "").lower():
                 self._json_of(response, endpoint)  # a JSON answer here is an error body in disguise
             return consume(response.iter_bytes(CHUNK))  # network failures here are httpx errors
 
-        return self._request("GET", path, handle=handle)
+        return self._call("GET", path, handle)
 
-    def _request(self, method: str, path: str, *, params=None, body: Callable[[ExitStack], dict] | None = None,
-                 idempotency_key: str | None = None, handle: Callable | None = None, auth: bool = True,
-                 resendable: bool | None = None) -> Any:
+    def _request_token(self, form: dict[str, str]) -> dict[str, Any]:
+        """POST /oauth/token with `form`, without a bearer; resent freely (a token request acts on nothing)."""
+        return self._call("POST", TOKEN_PATH, self._json_of, body=lambda stack: {"data": form}, bearer=False,
+                          resendable=True)
+
+    # The one request path: auth, headers, retries, error mapping
+
+    def _call(self, method: str, path: str, handle: Handle[T], *, params: Mapping[str, Any] | None = None,
+              body: Body | None = None, idempotency_key: str | None = None, bearer: bool = True,
+              resendable: bool | None = None) -> T:
         """One logical call, retried per the policy; returns `handle(response, endpoint)` for a 2xx answer."""
         if idempotency_key is not None:
             if method not in _KEYED_METHODS:
@@ -160,7 +130,6 @@ class ZuoraClient(ZuoraOperations):
             validate_idempotency_key(idempotency_key)
         if resendable is None:
             resendable = method in _RESENDABLE_METHODS or idempotency_key is not None
-        handle = handle or self._json_of
         endpoint = f"{method} {path}"
         policy = self._retry
         started = policy.clock()
@@ -170,46 +139,34 @@ class ZuoraClient(ZuoraOperations):
         while True:
             attempt += 1
             headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
-            token = self._bearer() if auth else None
+            token = self.auth.bearer() if bearer else None
             if token:
                 headers["Authorization"] = f"Bearer {token}"
             t0 = time.monotonic()
             try:
                 value, status, request_id = self._attempt(method, path, endpoint, params, body, headers, handle)
             except Failure as failure:
-                error, delay = failure.error, None
-                if failure.unauthorized and auth:
-                    if self._static_token:
-                        error = _restate(error, "ZUORA_ACCESS_TOKEN was rejected: set a valid token, or set "
-                                                "ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET so tokens are refreshed")
-                    elif not refreshed and attempt < policy.max_attempts:
-                        refreshed, delay = True, 0.0  # the token expired early or was revoked: once more
-                        self._tokens.invalidate(token)
-                else:
-                    delay = next_delay(policy, failure, attempt=attempt, elapsed=policy.clock() - started,
-                                       resendable=resendable)
-                    if delay is None and error.retryable:
-                        why = (f"gave up after {attempt} attempt(s)" if resendable or not failure.reached_server
-                               else f"not retried: a {method} without an Idempotency-Key may already have taken effect")
-                        error = _restate(error, f"{error.remote_message} ({why})")
-                if delay is None and acted and idempotency_key is not None and not error.retryable:
-                    # This refusal (an expired token, a proxy's page) answers only the last attempt; an
-                    # earlier one may have created the job, so the outcome stays unknown: resume with the key.
-                    error = _restate(error, f"{error.remote_message} (after an earlier attempt that may have taken "
-                                            "effect: outcome unknown)", retryable=True)
+                decision = decide(policy, failure, Attempted(
+                    method=method, attempt=attempt, elapsed=policy.clock() - started, resendable=resendable,
+                    keyed=idempotency_key is not None, acted=acted, bearer=bearer, static_token=self.auth.static,
+                    refreshed=refreshed))
                 acted = acted or failure.reached_server
-                outcome = failure.kind if failure.kind != "http" else "error" if delay is None else "retry"
-                self._report(method, path, error.status, error.request_id, idempotency_key, outcome, attempt, t0,
-                             str(error))
-                if delay is None:
-                    raise error from failure.__cause__
-                if delay:
-                    policy.sleep(delay)
+                error = decision.error if isinstance(decision, GiveUp) else failure.error
+                self._report(method, path, error.status, error.request_id, idempotency_key,
+                             outcome_of(failure, decision), attempt, t0, str(error))
+                if isinstance(decision, GiveUp):
+                    raise decision.error from failure.__cause__
+                if decision.refresh:
+                    refreshed = True
+                    self.auth.invalidate(token)
+                if decision.after:
+                    policy.sleep(decision.after)
                 continue
             self._report(method, path, status, request_id, idempotency_key, "ok", attempt, t0, None)
             return value
 
-    def _attempt(self, method, path, endpoint, params, body, headers, handle):
+    def _attempt(self, method: str, path: str, endpoint: str, params: Mapping[str, Any] | None,
+                 body: Body | None, headers: dict[str, str], handle: Handle[T]) -> tuple[T, int, str | None]:
         """Send once; return (value, status, request id) or raise `Failure`."""
         with ExitStack() as stack:
             try:
@@ -259,7 +216,7 @@ class ZuoraClient(ZuoraOperations):
         rejected_early = status in (401, 429)  # decided before any processing: nothing took effect
         return Failure(error, reached_server=not rejected_early, retry_after=retry_after, unauthorized=status == 401)
 
-    def _json_of(self, response: httpx.Response, endpoint: str) -> dict:
+    def _json_of(self, response: httpx.Response, endpoint: str) -> dict[str, Any]:
         """The JSON object of a 2xx answer; `success: false` inside it is an error too."""
         raw = response.read()
         data = _loads(raw, response)
@@ -272,12 +229,13 @@ class ZuoraClient(ZuoraOperations):
             raise Failure(self._error(message, response, endpoint, code=code, retryable=retryable))
         return data
 
-    def _error(self, message: str, response: httpx.Response, endpoint: str, *, code=None,
+    def _error(self, message: str, response: httpx.Response, endpoint: str, *, code: str | int | None = None,
                retryable: bool = False) -> RemoteError:
         return RemoteError(self._redact(message), status=response.status_code, code=code, endpoint=endpoint,
                            request_id=response.headers.get("zuora-request-id"), retryable=retryable)
 
-    def _report(self, method, path, status, request_id, key, outcome, attempt, t0, error) -> None:
+    def _report(self, method: str, path: str, status: int | None, request_id: str | None, key: str | None,
+                outcome: str, attempt: int, t0: float, error: str | None) -> None:
         ms = int((time.monotonic() - t0) * 1000)
         call = Call(method, path, status, request_id, self.track_id, key, outcome, attempt, ms,
                     self._redact(error) if error else None)
@@ -286,36 +244,110 @@ class ZuoraClient(ZuoraOperations):
         if self._on_call is not None:
             self._on_call(call)
 
-    # OAuth
 
-    def _bearer(self) -> str:
-        """The access token to send now, fetched or refreshed first when it is missing or near expiry."""
-        return self._static_token or self._tokens.get()
+class ZuoraClient:
+    """A thread-safe client for the Mass Updater and Custom Object bulk job APIs (one per run).
 
-    def _fetch_token(self) -> tuple[str, float]:
-        """POST /oauth/token with the client credentials: (access token, lifetime in seconds)."""
-        client_id = getattr(self._credentials, "client_id", None)
-        client_secret = getattr(self._credentials, "client_secret", None)
-        if not (client_id and client_secret):
-            raise ConfigError(f"no Zuora credentials for {self.base_url}: set ZUORA_CLIENT_ID and "
-                              "ZUORA_CLIENT_SECRET (OAuth client credentials), or ZUORA_ACCESS_TOKEN")
-        form = {"client_id": client_id, "client_secret": client_secret, "grant_type": "client_credentials"}
-        try:
-            data = self._request("POST", "/oauth/token", body=lambda stack: {"data": form}, auth=False, resendable=True)
-        except RemoteError as exc:
-            if exc.status not in (400, 401, 403):
-                raise
-            raise _restate(exc, f"Zuora refused the OAuth client credentials ({exc.remote_message}): "
-                                "check ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET") from exc
-        token = data.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise RemoteError("the token answer has no access_token", endpoint="POST /oauth/token")
-        expires_in = data.get("expires_in")
-        valid = isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in > 0
-        return token, float(expires_in) if valid else 3600.0  # Zuora documents one hour
+    Its arguments are `Connection`'s; each operation is `ZuoraOperations`' over that connection.
+    """
+
+    def __init__(self, *, base_url: str, credentials: Credentials | None = None,
+                 transport: httpx.BaseTransport | None = None, entity_ids: str | Sequence[str] | None = None,
+                 org_ids: str | Sequence[str] | None = None, zuora_version: str | None = None,
+                 track_id: str | None = None, parallelism: int = 16, on_call: Callable[[Call], None] | None = None,
+                 retry: RetryPolicy | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+                 clock: Callable[[], float] = time.monotonic):
+        self._connection = Connection(
+            base_url=base_url, credentials=credentials, transport=transport, entity_ids=entity_ids, org_ids=org_ids,
+            zuora_version=zuora_version, track_id=track_id, parallelism=parallelism, on_call=on_call, retry=retry,
+            timeout=timeout, clock=clock)
+        self._ops = ZuoraOperations(self._connection)
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, on_call: Callable[[Call], None] | None = None,
+                      track_id: str | None = None, retry: RetryPolicy | None = None, **kw: Any) -> "ZuoraClient":
+        """A client for `settings`: the embedded sandbox as transport when local, the network otherwise."""
+        credentials = settings.credentials
+        transport = None
+        if is_sandbox(settings):
+            # Only the defaults: a served sandbox needs no simulator code in this process.
+            from reconciler.sandbox.defaults import (
+                DEFAULT_CLIENT_ID,
+                DEFAULT_CLIENT_SECRET,
+            )
+
+            if not (credentials and credentials.usable):  # a sandbox accepts its documented defaults
+                credentials = Credentials(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
+            if settings.is_local:
+                from reconciler.sandbox import make_app
+
+                db = settings.sandbox_db
+                if db is not None:
+                    Path(db).parent.mkdir(parents=True, exist_ok=True)
+                transport = httpx.WSGITransport(app=make_app(db_path=str(db) if db is not None else None))
+        return cls(base_url=settings.base_url, credentials=credentials, transport=transport,
+                   entity_ids=settings.entity_ids, org_ids=settings.org_ids, zuora_version=settings.zuora_version,
+                   track_id=track_id, parallelism=settings.parallelism, on_call=on_call, retry=retry, **kw)
+
+    @property
+    def base_url(self) -> str:
+        """Zuora's (or a sandbox's) base URL, without a trailing slash."""
+        return self._connection.base_url
+
+    @property
+    def track_id(self) -> str:
+        """The `Zuora-Track-Id` sent with every call of this client."""
+        return self._connection.track_id
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._connection.close()
+
+    def __enter__(self) -> "ZuoraClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # The operations (reconciler.zuora.operations says what each sends and checks)
+
+    def submit_mass_action(self, action_type: str, file_path: Path, *, idempotency_key: str | None) -> str:
+        return self._ops.submit_mass_action(action_type, file_path, idempotency_key=idempotency_key)
+
+    def get_mass_action(self, bulk_key: str) -> dict:
+        return self._ops.get_mass_action(bulk_key)
+
+    def stop_mass_action(self, bulk_key: str) -> None:
+        self._ops.stop_mass_action(bulk_key)
+
+    def download_file(self, url_or_id: str, dest: Path) -> str:
+        return self._ops.download_file(url_or_id, dest)
+
+    def create_co_job(self, *, namespace: str, object: str, operation: str, conditions: Sequence[Condition] = (),
+                      idempotency_key: str | None) -> dict:
+        return self._ops.create_co_job(namespace=namespace, object=object, operation=operation,
+                                       conditions=conditions, idempotency_key=idempotency_key)
+
+    def upload_co_file(self, job_id: str, file_path: Path, *, idempotency_key: str | None) -> dict:
+        return self._ops.upload_co_file(job_id, file_path, idempotency_key=idempotency_key)
+
+    def get_co_job(self, job_id: str) -> dict:
+        return self._ops.get_co_job(job_id)
+
+    def list_co_jobs(self, *, status: str | None = None, page_size: int = CO_PAGE_SIZE_MAX) -> Iterator[dict]:
+        return self._ops.list_co_jobs(status=status, page_size=page_size)
+
+    def co_job_errors(self, job_id: str) -> list[dict]:
+        return self._ops.co_job_errors(job_id)
+
+    def cancel_co_job(self, job_id: str, *, idempotency_key: str | None) -> dict:
+        return self._ops.cancel_co_job(job_id, idempotency_key=idempotency_key)
+
+    def observe(self, kind: str, remote_id: str) -> Observation:
+        return self._ops.observe(kind, remote_id)
 
 
-def _loads(raw: bytes, response: httpx.Response):
+def _loads(raw: bytes, response: httpx.Response) -> Any:
     """The parsed JSON body, or None when it is not JSON (wrong content type, empty, truncated)."""
     if "json" not in response.headers.get("content-type", "").lower() or not raw.strip():
         return None
@@ -323,14 +355,3 @@ def _loads(raw: bytes, response: httpx.Response):
         return json.loads(raw)
     except (ValueError, RecursionError):
         return None
-
-
-def _restate(error: RemoteError, message: str, *, retryable: bool | None = None) -> RemoteError:
-    """The same error with a clearer message (and, when given, another `retryable`)."""
-    return RemoteError(message, status=error.status, code=error.code, request_id=error.request_id,
-                       endpoint=error.endpoint, retryable=error.retryable if retryable is None else retryable)
-
-
-def _has_credentials(credentials) -> bool:
-    return bool(getattr(credentials, "access_token", None)
-                or (getattr(credentials, "client_id", None) and getattr(credentials, "client_secret", None)))

@@ -1,10 +1,10 @@
 """The Zuora operations (Mass Updater, custom object bulk jobs, observe), free of any HTTP library.
 
-`ZuoraOperations` turns each operation into calls of `self._request` and checks the answers; the HTTP
-session, OAuth, the retry loop and error mapping live in `reconciler.zuora.client.ZuoraClient`, which
-inherits these methods. Bodies are given as `body(stack) -> dict` callables returning the keyword
-arguments of one request (`json`, `data` + `files`, or `content` + `headers`); files they open go on
-the `ExitStack` so every attempt reads them afresh.
+`ZuoraOperations` is given a `Transport` (in practice the client's `Connection`, the one httpx user)
+and turns each operation into its `request`/`stream` calls, checking the answers. Bodies are given as
+`body(stack) -> dict` callables returning the keyword arguments of one request (`json`, `data` +
+`files`, or `content` + `headers`); files they open go on the `ExitStack` so every attempt reads them
+afresh.
 """
 
 from __future__ import annotations
@@ -14,30 +14,40 @@ import json
 import os
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
 
-from reconciler.errors import ReconcilerError, RemoteError
+from reconciler.errors import LocalFileError, RemoteError
 from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION, Condition, Observation
 from reconciler.zuora.retry import code_category, error_details
 from reconciler.zuora.wire import file_id_of, path_segment
 
-__all__ = ["CHUNK", "CO_PAGE_SIZE_MAX", "ZuoraOperations", "file_error", "parse_count"]
+__all__ = ["CHUNK", "CO_PAGE_SIZE_MAX", "Body", "Transport", "ZuoraOperations", "file_error", "parse_count"]
 
 CHUNK = 1 << 16
 CO_PAGE_SIZE_MAX = 40  # the SDK's bound for GET /objects/jobs (the docs say 100)
 
+T = TypeVar("T")
+Body = Callable[[ExitStack], dict[str, Any]]  # the keyword arguments of one attempt's request
+
+
+class Transport(Protocol):
+    """What the operations need from the client: one logical call, retried, errors as RemoteError."""
+
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, body: Body | None = None,
+                idempotency_key: str | None = None) -> dict[str, Any]:
+        """The JSON object of a 2xx answer."""
+        ...
+
+    def stream(self, path: str, consume: Callable[[Iterator[bytes]], T]) -> T:
+        """GET `path` and return `consume(chunks of the 2xx body)`; retried as a whole like `request`."""
+        ...
+
 
 class ZuoraOperations:
-    """The Mass Updater and Custom Object bulk job operations, over an inheriting client's `_request`."""
+    """The Mass Updater and Custom Object bulk job operations, over the `Transport` it is given."""
 
-    def _request(self, method: str, path: str, *, params=None, body: Callable[[ExitStack], dict] | None = None,
-                 idempotency_key: str | None = None) -> Any:
-        """One logical call, retried; returns the JSON object of a 2xx answer or raises RemoteError."""
-        raise NotImplementedError
-
-    def _stream(self, path: str, consume: Callable[[Iterator[bytes]], Any]) -> Any:
-        """GET `path` and return `consume(chunks of the 2xx body)`; retried as a whole like `_request`."""
-        raise NotImplementedError
+    def __init__(self, transport: Transport):
+        self._transport = transport
 
     # Mass Updater
 
@@ -51,17 +61,17 @@ class ZuoraOperations:
             handle = stack.enter_context(path.open("rb"))
             return {"data": {"params": params}, "files": {"file": (path.name, handle, content_type)}}
 
-        data = self._request("POST", "/v1/bulk", body=body, idempotency_key=idempotency_key)
+        data = self._transport.request("POST", "/v1/bulk", body=body, idempotency_key=idempotency_key)
         return _required_str(data, "bulkKey", "POST /v1/bulk")
 
     def get_mass_action(self, bulk_key: str) -> dict:
         """GET /v1/bulk/{key}: the raw mass action body."""
-        return self._request("GET", f"/v1/bulk/{path_segment(bulk_key)}")
+        return self._transport.request("GET", f"/v1/bulk/{path_segment(bulk_key)}")
 
     def stop_mass_action(self, bulk_key: str) -> None:
         """PUT /v1/bulk/{key}/stop; a job already Stopping or Stopped counts as stopped."""
         try:
-            self._request("PUT", f"/v1/bulk/{path_segment(bulk_key)}/stop")
+            self._transport.request("PUT", f"/v1/bulk/{path_segment(bulk_key)}/stop")
         except RemoteError as exc:
             # A stop whose answer was lost is refused when sent again: the job is no longer stoppable.
             if exc.retryable or exc.status in (401, 404):
@@ -89,7 +99,7 @@ class ZuoraOperations:
             return digest.hexdigest()
 
         try:
-            return self._stream(path, save)
+            return self._transport.stream(path, save)
         finally:
             part.unlink(missing_ok=True)
 
@@ -103,7 +113,7 @@ class ZuoraOperations:
             payload["filter"] = {
                 "conditions": [{"field": c.field, "operator": c.operator, "value": c.value} for c in conditions]
             }
-        data = self._request("POST", "/objects/jobs", body=lambda stack: {"json": payload},
+        data = self._transport.request("POST", "/objects/jobs", body=lambda stack: {"json": payload},
                              idempotency_key=idempotency_key)
         return _job(data, "POST /objects/jobs")
 
@@ -118,12 +128,13 @@ class ZuoraOperations:
             headers = {"Content-Type": "text/csv", "Content-Length": str(size)}
             return {"content": _chunks(handle), "headers": headers}
 
-        return _job(self._request("POST", endpoint, body=body, idempotency_key=idempotency_key), f"POST {endpoint}")
+        data = self._transport.request("POST", endpoint, body=body, idempotency_key=idempotency_key)
+        return _job(data, f"POST {endpoint}")
 
     def get_co_job(self, job_id: str) -> dict:
         """GET /objects/jobs/{id}: the job."""
         path = f"/objects/jobs/{path_segment(job_id)}"
-        return _job(self._request("GET", path), f"GET {path}")
+        return _job(self._transport.request("GET", path), f"GET {path}")
 
     def list_co_jobs(self, *, status: str | None = None, page_size: int = CO_PAGE_SIZE_MAX) -> Iterator[dict]:
         """GET /objects/jobs, following the cursor: every job, newest first."""
@@ -132,7 +143,7 @@ class ZuoraOperations:
             params["status"] = status
         seen: set[str] = set()
         while True:
-            data = self._request("GET", "/objects/jobs", params=params)
+            data = self._transport.request("GET", "/objects/jobs", params=params)
             jobs = data.get("jobs")
             if not isinstance(jobs, list):
                 raise RemoteError("the answer has no `jobs` list", endpoint="GET /objects/jobs")
@@ -146,7 +157,7 @@ class ZuoraOperations:
     def co_job_errors(self, job_id: str) -> list[dict]:
         """GET /objects/jobs/{id}/errors: the rejected rows ({code, message, row, record})."""
         path = f"/objects/jobs/{path_segment(job_id)}/errors"
-        errors = self._request("GET", path).get("errors")
+        errors = self._transport.request("GET", path).get("errors")
         if not isinstance(errors, list):
             raise RemoteError("the answer has no `errors` list", endpoint=f"GET {path}")
         return [e for e in errors if isinstance(e, dict)]
@@ -154,7 +165,7 @@ class ZuoraOperations:
     def cancel_co_job(self, job_id: str, *, idempotency_key: str | None) -> dict:
         """PATCH /objects/jobs/{id}/cancel; returns the job."""
         path = f"/objects/jobs/{path_segment(job_id)}/cancel"
-        return _job(self._request("PATCH", path, idempotency_key=idempotency_key), f"PATCH {path}")
+        return _job(self._transport.request("PATCH", path, idempotency_key=idempotency_key), f"PATCH {path}")
 
     # Common
 
@@ -207,9 +218,9 @@ def parse_count(value) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
-def file_error(path: Path, exc: OSError) -> ReconcilerError:
+def file_error(path: Path, exc: OSError) -> LocalFileError:
     """A local file that could not be read or written, said so that the user can fix it."""
-    return ReconcilerError(f"{path}: {exc.strerror or exc}; check that the file exists and is readable")
+    return LocalFileError(f"{path}: {exc.strerror or exc}; check that the file exists and is readable")
 
 
 def _job(data: dict, endpoint: str) -> dict:
@@ -235,5 +246,5 @@ def _md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _chunks(handle) -> Iterator[bytes]:
+def _chunks(handle: IO[bytes]) -> Iterator[bytes]:
     yield from iter(lambda: handle.read(CHUNK), b"")

@@ -1,7 +1,16 @@
 """Attempts at a Zuora call: how a failure is classified, whether and when to send again, what is recorded.
 
-Standard library only, so the policy is tested without the network. Bounded exponential backoff with
-full jitter; sleep, clock and random source are injectable so tests never really wait.
+Standard library only, so the policy is tested without the network. `decide(policy, failure, attempted)`
+is the one decision after a failed attempt: `Retry(after=...)` or `GiveUp(error)`. It never sleeps, reads
+a clock or does I/O; the client measures the elapsed time, sleeps through the policy's injectable `sleep`
+and sends again. Bounded exponential backoff with full jitter drawn from the policy's random source.
+
+Retry safety: a GET or PUT may be sent again after any transient failure. A POST or PATCH is sent
+again only when it carries an Idempotency-Key (Zuora then replays its stored answer instead of acting
+twice) or when the server cannot have acted on it: the connection was never established, the token
+was refused (401) or the call was rate limited (429 is decided before any processing). A POST without
+a key that fails after it may have reached Zuora (5xx, timeout, dropped connection) is reported, not
+repeated: repeating it could create a second job.
 """
 
 from __future__ import annotations
@@ -88,6 +97,80 @@ def next_delay(policy: RetryPolicy, failure: Failure, *, attempt: int, elapsed: 
         return None
     wait = policy.delay(attempt, failure.retry_after)
     return wait if policy.permits(attempt, elapsed, wait) else None
+
+
+@dataclass(frozen=True)
+class Attempted:
+    """What the client knows about a call when one of its attempts failed."""
+
+    method: str
+    attempt: int  # the 1-based number of the attempt that failed
+    elapsed: float  # seconds since the first attempt started, by the policy's clock
+    resendable: bool  # sending it twice cannot act twice (a GET, a PUT, a keyed POST)
+    keyed: bool = False  # it carries an Idempotency-Key
+    acted: bool = False  # an earlier attempt may have taken effect (it reached Zuora, no answer said otherwise)
+    bearer: bool = False  # it was sent with a bearer token (the token request itself is not)
+    static_token: bool = False  # that token was given as is (ZUORA_ACCESS_TOKEN): it cannot be refreshed
+    refreshed: bool = False  # the token was already refreshed once during this call
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Send the call again after `after` seconds; with `refresh`, drop the refused token first."""
+
+    after: float
+    refresh: bool = False
+
+
+@dataclass(frozen=True)
+class GiveUp:
+    """Stop and raise `error` (restated to say why it was not sent again, when that is not obvious)."""
+
+    error: RemoteError
+
+
+def decide(policy: RetryPolicy, failure: Failure, attempted: Attempted) -> Retry | GiveUp:
+    """After a failed attempt: send again (when, and whether with a fresh token), or give up with which error."""
+    error = failure.error
+    if failure.unauthorized and attempted.bearer:
+        if attempted.static_token:
+            error = restate(error, "ZUORA_ACCESS_TOKEN was rejected: set a valid token, or set "
+                                   "ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET so tokens are refreshed")
+            return _give_up(error, attempted)
+        if not attempted.refreshed and attempted.attempt < policy.max_attempts:
+            return Retry(0.0, refresh=True)  # the token expired early or was revoked: once more
+        return _give_up(error, attempted)
+    delay = next_delay(policy, failure, attempt=attempted.attempt, elapsed=attempted.elapsed,
+                       resendable=attempted.resendable)
+    if delay is not None:
+        return Retry(delay)
+    if error.retryable:
+        why = (f"gave up after {attempted.attempt} attempt(s)" if attempted.resendable or not failure.reached_server
+               else f"not retried: a {attempted.method} without an Idempotency-Key may already have taken effect")
+        error = restate(error, f"{error.remote_message} ({why})")
+    return _give_up(error, attempted)
+
+
+def _give_up(error: RemoteError, attempted: Attempted) -> GiveUp:
+    if attempted.acted and attempted.keyed and not error.retryable:
+        # This refusal (an expired token, a proxy's page) answers only the last attempt; an earlier
+        # one may have created the job, so the outcome stays unknown: resume with the key.
+        error = restate(error, f"{error.remote_message} (after an earlier attempt that may have taken effect: "
+                               "outcome unknown)", retryable=True)
+    return GiveUp(error)
+
+
+def outcome_of(failure: Failure, decision: Retry | GiveUp) -> str:
+    """The `Call.outcome` of a failed attempt: "dropped" or "timeout", else "retry" or "error"."""
+    if failure.kind != "http":
+        return failure.kind
+    return "retry" if isinstance(decision, Retry) else "error"
+
+
+def restate(error: RemoteError, message: str, *, retryable: bool | None = None) -> RemoteError:
+    """The same error with a clearer message (and, when given, another `retryable`)."""
+    return RemoteError(message, status=error.status, code=error.code, request_id=error.request_id,
+                       endpoint=error.endpoint, retryable=error.retryable if retryable is None else retryable)
 
 
 def error_details(data: Any) -> tuple[str, Any] | None:

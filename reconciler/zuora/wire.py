@@ -1,21 +1,23 @@
-"""Secrets and wire hygiene: tokens live only in memory, never in text; header and path values are well-formed.
+"""Wire hygiene: secrets never in text; base URL, header and path values well-formed; which URLs are sandboxes.
 
 Standard library only. Every string the Zuora client builds from a server answer or an exception passes
-through a `Redactor` before it reaches a log line, a `Call` or a `RemoteError`.
+through a `Redactor` before it reaches a log line, a `Call` or a `RemoteError`; a hidden value reads
+`<redacted>`, the one marker the ledger uses too. `is_sandbox` is the one rule for "these settings point at a
+sandbox, not at Zuora" (the client's default credentials, apply's polling interval).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import threading
-import time
 import uuid
-from typing import Callable
+from typing import Protocol
 from urllib.parse import quote, urlsplit
 
-from reconciler.errors import ConfigError, ReconcilerError, RemoteError
+from reconciler.errors import ConfigError, InvalidIdError, RemoteError
 
-REDACTED = "***"
+REDACTED = "<redacted>"
 SECRET_MIN = 4
 # Shapes a credential takes in free text, whatever its value: a bearer header, or a token / secret
 # field in JSON or in a form body.
@@ -24,13 +26,12 @@ _PATTERNS = (
     re.compile(r"(?i)(\"?(?:access_token|client_secret|refresh_token)\"?\s*[:=]\s*\"?)[^\s\"&,}]+"),
 )
 _TRACK_ID_FORBIDDEN = set(':;"\'')
-TOKEN_MARGIN = 300.0  # refresh this long before expiry (or 10 % of the lifetime, if shorter)
 TRACK_ID_MAX = 64
 IDEMPOTENCY_KEY_MAX = 255
 
 
 class Redactor:
-    """Replaces every known secret value, and anything shaped like a credential, with `***`."""
+    """Replaces every known secret value, and anything shaped like a credential, with `<redacted>`."""
 
     def __init__(self, *secrets: str | None):
         self._lock = threading.Lock()
@@ -56,35 +57,44 @@ class Redactor:
         return text
 
 
-class TokenCache:
-    """One OAuth access token shared by every thread, fetched once and refreshed before it expires."""
+class Target(Protocol):
+    """Where settings point: what `is_sandbox` reads."""
 
-    def __init__(self, fetch: Callable[[], tuple[str, float]], *, clock: Callable[[], float] = time.monotonic,
-                 redactor: Redactor | None = None):
-        self._fetch = fetch  # returns (token, lifetime in seconds)
-        self._clock = clock
-        self._redactor = redactor
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._refresh_at = 0.0
+    @property
+    def base_url(self) -> str: ...
 
-    def get(self) -> str:
-        """The current token, fetching a new one first when there is none or it is near expiry."""
-        with self._lock:  # one fetch serves every waiting thread
-            if self._token is None or self._clock() >= self._refresh_at:
-                issued = self._clock()
-                token, lifetime = self._fetch()
-                if self._redactor is not None:
-                    self._redactor.add(token)
-                self._token = token
-                self._refresh_at = issued + lifetime - min(TOKEN_MARGIN, lifetime * 0.1)
-            return self._token
+    @property
+    def is_local(self) -> bool: ...
 
-    def invalidate(self, token: str | None) -> None:
-        """Forget `token` after Zuora refused it, unless another thread already replaced it."""
-        with self._lock:
-            if self._token == token:
-                self._token = None
+
+def is_sandbox(settings: Target) -> bool:
+    """True when `settings` point at a sandbox, never at Zuora: the embedded one (`is_local`), or a served one
+    over plain http:// on a loopback host (the only plain http:// URLs the configuration accepts)."""
+    if settings.is_local:
+        return True
+    try:
+        url = urlsplit(settings.base_url or "")
+        host = url.hostname
+    except ValueError:
+        return False
+    return url.scheme.lower() == "http" and host is not None and is_loopback_host(host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for `localhost` and any loopback address (127.0.0.0/8, ::1): where plain http:// is allowed."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_base_url(base_url: str | None) -> str:
+    """`base_url` without a trailing slash, if it is an http(s) URL with a host."""
+    if not re.match(r"(?i)https?://[^/]", base_url or ""):
+        raise ConfigError(f"Zuora base URL {base_url!r} must start with https:// (or http:// for a local sandbox)")
+    return (base_url or "").rstrip("/")
 
 
 def new_track_id() -> str:
@@ -127,7 +137,7 @@ def _printable_ascii(char: str) -> bool:
 def path_segment(value: str) -> str:
     """A remote id (bulkKey, job Id) made safe for a URL path."""
     if not isinstance(value, str) or not value.strip() or value in (".", ".."):
-        raise ReconcilerError(f"{value!r} is not a valid Zuora id")
+        raise InvalidIdError(f"{value!r} is not a valid Zuora id")
     return quote(value, safe="")
 
 
