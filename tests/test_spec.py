@@ -106,8 +106,8 @@ def test_the_desired_state_of_a_repo(tmp_path):
     assert fx.fingerprint_version == spec.FINGERPRINT_VERSION == 1
     assert (load.kind, load.namespace, load.object, load.operation, load.revision) == (
         CUSTOM_OBJECT_JOB, "default", "vehicle", "create", 1)
-    assert (load.source, load.line, load.file, load.needs_upload) == ("specs/vehicles.yml", 2, "data/cars.csv", True)
-    assert purge.file is None and purge.file_sha256 is None and purge.needs_upload is False
+    assert (load.source, load.line, load.file) == ("specs/vehicles.yml", 2, "data/cars.csv")
+    assert purge.file is None and purge.file_sha256 is None
     # Dates stay text: a filter value is sent exactly as written.
     assert purge.conditions == (Condition("year__c", "LT", 2000),
                                 Condition("CreatedDate", "LT", "2020-01-01T00:00:00.000Z"))

@@ -13,10 +13,37 @@ import math
 import re
 from importlib import resources
 
+from reconciler.actions import ACTION_TYPES, OPERATIONS
+
+
+# The schema's enums that the registry owns: (the property holding the enum, its values).
+_REGISTRY_ENUMS = (("actionType", ACTION_TYPES), ("operation", tuple(OPERATIONS)))
+
 
 def schema_text() -> str:
-    """The spec JSON Schema (draft 2020-12) shipped as package data."""
-    return resources.files("reconciler").joinpath("schema/spec.schema.json").read_text(encoding="utf-8")
+    """The spec JSON Schema (draft 2020-12) shipped as package data, its enums filled in from reconciler.actions."""
+    return render_enums(resources.files("reconciler").joinpath("schema/spec.schema.json").read_text(encoding="utf-8"),
+                        _REGISTRY_ENUMS)
+
+
+def render_enums(text: str, enums) -> str:
+    """Schema `text` with the enum of each (property name, values) of `enums` listing those values."""
+    for name, values in enums:
+        text = _ENUM.sub(lambda m, v=values, n=name: _render_enum(m, v) if m["name"] == n else m[0], text)
+    return text
+
+
+_ENUM = re.compile(r'(?P<head>"(?P<name>\w+)": \{\s*"enum": \[)(?P<items>[^\]]*)(?P<tail>\])')
+
+
+def _render_enum(match: re.Match, values) -> str:
+    """The enum of `match` listing `values`, laid out as the shipped file lays it out (inline or one per line)."""
+    items = match["items"]
+    if "\n" not in items:
+        return match["head"] + ", ".join(json.dumps(v) for v in values) + match["tail"]
+    indent = items[: len(items) - len(items.lstrip())]  # newline and the items' indentation
+    closing = items[len(items.rstrip(" ")) - 1:] if items.endswith(" ") else "\n"
+    return match["head"] + ",".join(indent + json.dumps(v) for v in values) + closing + match["tail"]
 
 
 @functools.lru_cache(maxsize=1)
