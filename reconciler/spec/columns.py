@@ -1,7 +1,8 @@
-"""What a spec data file's rows must hold (standard library only): the columns of each Mass Updater action type
-and of custom object files, with checks of a whole batch of rows, column by column.
+"""What a spec data file's rows must hold (standard library only): the header and value checks of each Mass
+Updater action type and custom object operation, run on a whole batch of rows, column by column.
 
-csvcheck.py reads the files (size limits, zip, UTF-8, CSV records) and hands each batch of records here.
+The columns and their rules are reconciler/actions.py's; datafiles.py reads the files (size limits, zip,
+UTF-8, CSV records) and hands each batch of records here.
 """
 
 from __future__ import annotations

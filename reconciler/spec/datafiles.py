@@ -2,7 +2,7 @@
 
 Files are streamed line by line (a custom object file can be 15 MB); when the caller passes a hashlib
 object as `digest`, it is fed the file's bytes on the same single read, and is complete whenever no
-problem is returned. What the rows must hold, per action type or operation, is in csvrules.py.
+problem is returned. What the rows must hold, per action type or operation, is in columns.py.
 """
 
 from __future__ import annotations

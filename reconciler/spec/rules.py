@@ -1,7 +1,7 @@
 """Spec rules that need no YAML: per-kind rules, data files, names and dependencies, fingerprints.
 
-Standard library only (plus csvcheck and model); spec.py parses and schema-checks the documents and
-hands them here as Document values.
+Standard library only (plus datafiles, actions and model); load.py parses and schema-checks the documents
+and hands them here as Document values.
 """
 
 from __future__ import annotations
