@@ -13,16 +13,6 @@ MASS_ACTION = "MassAction"
 CUSTOM_OBJECT_JOB = "CustomObjectJob"
 KINDS = (MASS_ACTION, CUSTOM_OBJECT_JOB)
 
-ACTION_TYPES = (
-    "UpdateAccountingCode",
-    "CreateRevenueSchedule",
-    "UpdateRevenueSchedule",
-    "DeleteRevenueSchedule",
-    "ImportFXRate",
-    "MPU",
-)
-OPERATIONS = ("create", "update", "delete")
-
 # Remote statuses, as Zuora spells them.
 MASS_STOPPABLE = frozenset({"Pending", "Processing"})
 MASS_TERMINAL = frozenset({"Stopped", "Completed", "Failed"})
@@ -175,11 +165,6 @@ class DesiredSpec:
     file: str | None = None  # relative to the repo root
     file_sha256: str | None = None
     file_size: int | None = None
-
-    @property
-    def needs_upload(self) -> bool:
-        """Custom object create/update jobs take their file in a second step."""
-        return self.kind == CUSTOM_OBJECT_JOB and self.operation in ("create", "update")
 
     def label_dict(self) -> dict[str, str]:
         return dict(self.labels)

@@ -23,6 +23,7 @@ import pytest
 
 from reconciler.engine.refresh import refresh as refresh_jobs
 from reconciler.engine.config import load_settings
+from reconciler.actions import OPERATIONS
 from reconciler.model import MASS_ACTION
 from reconciler.sandbox import make_app
 from reconciler.engine.run import Session
@@ -149,10 +150,11 @@ def submit(settings, name: str, *, key: str | None = None, file: Path | None = N
                 conditions = spec.conditions
                 body = client.create_co_job(namespace=spec.namespace, object=spec.object, operation=spec.operation,
                                             conditions=conditions, idempotency_key=key)
-                phase = "created" if spec.needs_upload else "active"
+                takes_file = OPERATIONS[spec.operation].takes_file  # uploaded in a second step
+                phase = "created" if takes_file else "active"
                 job = ledger.record_submitted(job.id, remote_id=body["Id"], status=body["status"], phase=phase,
                                               event={"run_id": session.run_id})
-                if spec.needs_upload:
+                if takes_file:
                     body = client.upload_co_file(body["Id"], file or settings.root / spec.file,
                                                  idempotency_key=f"{key}-upload")
                     job = ledger.record_uploaded(job.id, status=body["status"], event={"run_id": session.run_id})

@@ -14,6 +14,7 @@ from reconciler.spec import datafiles as csvcheck
 
 from reconciler.spec import columns as csvrules
 from reconciler.spec.datafiles import check_custom_object_file, check_mass_action_file
+from reconciler.actions import MASS_ACTIONS
 from reconciler.model import Problem
 
 UUID = "6f1c2a3b-4d5e-4f60-8a7b-9c0d1e2f3a4b"
@@ -194,7 +195,7 @@ def test_a_large_file_is_streamed_across_block_boundaries(tmp_path):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=st.binary(max_size=400) | st.text(max_size=200).map(str.encode),
-       action_type=st.sampled_from(list(csvcheck.ACTIONS)), operation=st.sampled_from(["create", "update"]),
+       action_type=st.sampled_from(list(MASS_ACTIONS)), operation=st.sampled_from(["create", "update"]),
        as_zip=st.booleans())
 def test_random_bytes_give_problems_never_exceptions(tmp_path, content, action_type, operation, as_zip):
     path = tmp_path / ("r.zip" if as_zip else "r.csv")
@@ -210,7 +211,7 @@ SAMPLES = ["", " ", "2026-11-01", "2026-02-30", "USD", "usd", "EU", "1.5", "+2",
 
 
 @settings(max_examples=300, deadline=None)
-@given(rule=st.sampled_from([rule for action in csvcheck.ACTIONS.values() for rule in action.columns.values()]),
+@given(rule=st.sampled_from([rule for action in MASS_ACTIONS.values() for rule in action.columns.values()]),
        required=st.booleans(),
        values=st.lists(st.sampled_from(SAMPLES) | st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=8),
                        min_size=1, max_size=6))

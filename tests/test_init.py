@@ -160,7 +160,7 @@ def test_repository_examples_cover_every_operation_and_validate():
     pytest.importorskip("reconciler.commands.validate", reason="`reconciler validate` is not built yet")
     import yaml
 
-    from reconciler.model import ACTION_TYPES, OPERATIONS
+    from reconciler.actions import ACTION_TYPES, OPERATIONS
 
     documents = [doc for path in sorted((REPO_ROOT / "specs").rglob("*.yaml"))
                  for doc in yaml.safe_load_all(path.read_text(encoding="utf-8"))]

@@ -16,23 +16,13 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.actions import DEFAULT_RESULT_COLUMNS, MASS_ACTIONS
 from reconciler.errors import ResultError
 
-RESPONSE_COLUMNS = {
-    "CreateRevenueSchedule": ("Success", "Revenue Schedule Number", "Error Message"),
-    "MPU": ("Success", "Error Message", "Payment ID", "Gateway Response Code", "Gateway Response Message",
-            "Payment Status"),
-}
-DEFAULT_RESPONSE_COLUMNS = ("Success", "Error Message")
+RESPONSE_COLUMNS = {name: action.result_columns for name, action in MASS_ACTIONS.items()}
+DEFAULT_RESPONSE_COLUMNS = DEFAULT_RESULT_COLUMNS
 # The columns that say which record a row is about, shown beside each failed row.
-KEY_COLUMNS = {
-    "ImportFXRate": ("Provider Exchange Rate Date", "Currency (From)", "Currency (To)"),
-    "UpdateAccountingCode": ("Object Type", "Object Key"),
-    "CreateRevenueSchedule": ("Subscription Charge Key", "Linked Transaction Key"),
-    "UpdateRevenueSchedule": ("Revenue Schedule Number",),
-    "DeleteRevenueSchedule": ("Revenue Schedule Number",),
-    "MPU": ("Billing Account ID", "Payment Amount", "Currency", "Reference ID"),
-}
+KEY_COLUMNS = {name: action.natural_key for name, action in MASS_ACTIONS.items()}
 SYSTEM_FIELDS = frozenset({"CreatedById", "CreatedDate", "UpdatedById", "UpdatedDate", "type"})
 MAX_CSV_BYTES = 64 * 1024 * 1024  # a 4 MB Mass Updater upload never legitimately inflates past this
 

@@ -1,25 +1,19 @@
-"""What a spec data file's rows must hold (standard library only): the columns of each Mass Updater action type
-and of custom object files, with checks of a whole batch of rows, column by column.
+"""What a spec data file's rows must hold (standard library only): the header and value checks of each Mass
+Updater action type and custom object operation, run on a whole batch of rows, column by column.
 
-csvcheck.py reads the files (size limits, zip, UTF-8, CSV records) and hands each batch of records here.
+The columns and their rules are reconciler/actions.py's; datafiles.py reads the files (size limits, zip,
+UTF-8, CSV records) and hands each batch of records here.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass, field
 from datetime import date
 from difflib import get_close_matches
 from operator import itemgetter
 
-SYSTEM_FIELDS = ("CreatedDate", "UpdatedDate", "CreatedById", "UpdatedById")
-OBJECT_TYPES = (
-    "Credit Balance Adjustment", "Invoice Adjustment", "Invoice Item", "Invoice Item Adjustment", "Taxation Item",
-    "Payment", "Product Rate Plan Charge", "Refund", "Revenue Schedule", "Credit Memo Item", "Debit Memo Item",
-)
-LINKED_TRANSACTION_TYPES = ("Invoice Item", "Invoice Item Adjustment", "Credit Memo Item", "Debit Memo Item")
-PAYMENT_TYPES = ("External", "Electronic")
+from reconciler.actions import MASS_ACTIONS, OPERATIONS, SYSTEM_FIELDS, ActionType, Column
 
 _DECIMAL = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 _INVOICE = rf"[^:|\0]*[^:|\s\0][^:|\0]*:{_DECIMAL}"
@@ -39,56 +33,6 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _UUIDS = re.compile(rf"{_UUID.pattern}(?:\0{_UUID.pattern})*")
 
 
-@dataclass(frozen=True)
-class _Column:
-    max_len: int | None = None
-    kind: str | None = None  # date | amount | currency | currency_or_id | invoices | enum
-    values: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Action:
-    required: tuple[str, ...] = ()
-    one_of: tuple[str, ...] = ()  # at least one of these columns, and a value in one of them per row
-    columns: dict = field(default_factory=dict)
-
-
-_GROUP = {"Group ID": _Column(255)}
-ACTIONS = {
-    "ImportFXRate": _Action(
-        required=("Provider Exchange Rate Date", "Currency (From)", "Currency (To)", "Exchange Rate"),
-        columns={**_GROUP, "Provider Exchange Rate Date": _Column(kind="date"),
-                 "Currency (From)": _Column(kind="currency"),
-                 "Currency (To)": _Column(kind="currency"), "Exchange Rate": _Column(kind="amount")},
-    ),
-    "UpdateAccountingCode": _Action(
-        required=("Object Key", "Object Type"),
-        columns={**_GROUP, "Object Key": _Column(32), "Object Type": _Column(kind="enum", values=OBJECT_TYPES),
-                 "Deferred Revenue Accounting Code": _Column(100)},
-    ),
-    "CreateRevenueSchedule": _Action(
-        one_of=("Subscription Charge Key", "Linked Transaction Key"),
-        columns={**_GROUP, "Subscription Charge Key": _Column(32),
-                 "Linked Transaction Type": _Column(kind="enum", values=LINKED_TRANSACTION_TYPES)},
-    ),
-    "UpdateRevenueSchedule": _Action(
-        required=("Revenue Schedule Number",),
-        columns={**_GROUP, "Revenue Schedule Number": _Column(100), "Revenue Schedule Reference ID": _Column(60),
-                 "Revenue Schedule Notes": _Column(2000)},
-    ),
-    "DeleteRevenueSchedule": _Action(required=("Revenue Schedule Number",),
-                                     columns={**_GROUP, "Revenue Schedule Number": _Column(50)}),
-    "MPU": _Action(
-        required=("Payment Amount", "Currency", "Payment Date", "Payment Method ID"),
-        columns={**_GROUP, "Payment Amount": _Column(kind="amount"), "Currency": _Column(kind="currency_or_id"),
-                 "Payment Date": _Column(kind="date"), "Payment Method ID": _Column(32),
-                 "Billing Account ID": _Column(32),
-                 "Payment Invoice": _Column(kind="invoices"), "Payment Comment": _Column(255),
-                 "Payment Type": _Column(kind="enum", values=PAYMENT_TYPES), "Gateway ID": _Column(32)},
-    ),
-}
-
-
 def _header_basics(header: list[str], skip_comments: bool) -> list[tuple[str, str]]:
     problems, seen = [], {}
     for index, raw in enumerate(header, start=1):
@@ -105,7 +49,7 @@ def _header_basics(header: list[str], skip_comments: bool) -> list[tuple[str, st
 
 
 class _MassTable:
-    def __init__(self, action: _Action, header: list[str]):
+    def __init__(self, action: ActionType, header: list[str]):
         names = [n.strip() for n in header]
         index = {n: i for i, n in reversed(list(enumerate(names))) if n and not n.startswith("#")}
         self.header_problems = _header_basics(header, skip_comments=True)
@@ -115,7 +59,8 @@ class _MassTable:
         if action.one_of and not any(c in index for c in action.one_of):
             a, b = action.one_of
             self.header_problems.append((a, f"needs a {a!r} or a {b!r} column"))
-        self.columns = [(index[c], c, rule, c in action.required) for c, rule in action.columns.items() if c in index]
+        self.columns = [(index[c], c, rule, c in action.required) for c, rule in action.columns.items()
+                        if c in index and (rule.checks or c in action.required)]
         self.one_of = [index[c] for c in action.one_of if c in index]
         self.need = " or a ".join(action.one_of)
         pair = ("Currency (From)", "Currency (To)")
@@ -155,10 +100,10 @@ class _MassTable:
 @functools.lru_cache(maxsize=64)
 def mass_table(action_type: str, header: tuple[str, ...]) -> _MassTable:
     """The checks of an `action_type` file with this header, cached: many files share one, and tables never change."""
-    return _MassTable(ACTIONS[action_type], list(header))
+    return _MassTable(MASS_ACTIONS[action_type], list(header))
 
 
-def _column_valid(values: list[str], rule: _Column, required: bool) -> bool:
+def _column_valid(values: list[str], rule: Column, required: bool) -> bool:
     """True when every value of a column is fine, in C-level loops only; _valid and _explain then find which."""
     if required and not all(map(str.strip, values)):
         return False
@@ -184,7 +129,7 @@ def _column_valid(values: list[str], rule: _Column, required: bool) -> bool:
     return True
 
 
-def _valid(value: str, rule: _Column) -> bool:
+def _valid(value: str, rule: Column) -> bool:
     if rule.max_len is not None and len(value) > rule.max_len:
         return False
     if rule.kind == "enum":
@@ -195,7 +140,7 @@ def _valid(value: str, rule: _Column) -> bool:
     return rule.kind != "date" or _real_date(value)
 
 
-def _explain(value: str, rule: _Column) -> str:
+def _explain(value: str, rule: Column) -> str:
     if rule.max_len is not None and len(value) > rule.max_len:
         return f"is {len(value)} characters long; at most {rule.max_len} are allowed"
     return {
@@ -234,9 +179,10 @@ class ObjectTable:
         for name in names:
             if name.lower() in system:
                 self.header_problems.append((name, "is a system field; Zuora sets it, so it cannot be in the file"))
-        if operation == "update" and self.id_index is None:
+        record_id = OPERATIONS[operation].record_id
+        if record_id == "required" and self.id_index is None:
             self.header_problems.append(("Id", "an update file needs an Id column holding each record's id"))
-        if operation == "create" and self.id_index is not None:
+        if record_id == "forbidden" and self.id_index is not None:
             self.header_problems.append((names[self.id_index], "not allowed in a create file: "
                                                                 "Zuora assigns record ids"))
             self.id_index = None

@@ -2,7 +2,7 @@
 
 Files are streamed line by line (a custom object file can be 15 MB); when the caller passes a hashlib
 object as `digest`, it is fed the file's bytes on the same single read, and is complete whenever no
-problem is returned. What the rows must hold, per action type or operation, is in csvrules.py.
+problem is returned. What the rows must hold, per action type or operation, is in columns.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import zipfile
 import zlib
 from pathlib import Path
 
+from reconciler.actions import MASS_ACTIONS, OPERATIONS
 from reconciler.model import Problem
-from reconciler.spec.columns import ACTIONS, ObjectTable, mass_table
+from reconciler.spec.columns import ObjectTable, mass_table
 
 MB = 1024 * 1024
 MASS_ACTION_MAX_BYTES = 4 * MB
@@ -35,8 +36,7 @@ class _Unreadable(Exception):
 
 def check_mass_action_file(path: Path, action_type: str, display: str, *, digest=None) -> list[Problem]:
     """Every problem of a Mass Updater upload file (CSV, or a zip holding one CSV) for `action_type`."""
-    action = ACTIONS.get(action_type)
-    if action is None:
+    if action_type not in MASS_ACTIONS:
         return [Problem(display, f"unknown action type {action_type!r}")]
     return _check_file(os.fspath(path), display, "Mass Updater", MASS_ACTION_MAX_BYTES, True, digest,
                        lambda header: mass_table(action_type, tuple(header)))
@@ -44,7 +44,7 @@ def check_mass_action_file(path: Path, action_type: str, display: str, *, digest
 
 def check_custom_object_file(path: Path, operation: str, display: str, *, digest=None) -> list[Problem]:
     """Every problem of a custom object bulk job CSV for `operation` (create or update)."""
-    if operation not in ("create", "update"):
+    if operation not in OPERATIONS or not OPERATIONS[operation].takes_file:
         return [Problem(display, f"a custom object {operation} job takes no file")]
     return _check_file(os.fspath(path), display, "custom object", CUSTOM_OBJECT_MAX_BYTES, False, digest,
                        lambda header: ObjectTable(operation, header))

@@ -1,8 +1,8 @@
-"""The only yaml/jsonschema user: load spec files, validate them, and build the desired state.
+"""The only yaml user: read spec files, check every document, and build the desired state.
 
-Every problem (schema, cross-document, data file) is collected with file, line and field path;
-bad input never raises anything but a ReconcilerError. The schema's text, its yes/no twin (which spares
-valid documents jsonschema) and the wording of its errors are in specschema.py.
+Every problem (YAML, schema, cross-document, data file) is collected with file, line and field path;
+bad input never raises anything but a ReconcilerError (ConfigError, SpecError). The schema's verdict
+and the wording of its errors are in schema.py; the rules beyond the schema in rules.py.
 """
 
 from __future__ import annotations
@@ -21,13 +21,8 @@ from reconciler.errors import ConfigError, SpecError
 from reconciler.model import DesiredState, Problem
 from reconciler.spec import rules as specrules
 from reconciler.spec.rules import FINGERPRINT_VERSION, fingerprint
-from reconciler.spec.schema import (
-    explain,
-    fast_check,
-    inlined,
-    load_schema,
-    schema_text,
-)
+from reconciler.spec import schema as specschema
+from reconciler.spec.schema import schema_text
 
 __all__ = ["FINGERPRINT_VERSION", "RepoCheck", "check_repo", "fingerprint", "load_desired", "load_yaml_file",
            "schema_text", "validate_repo"]
@@ -246,23 +241,8 @@ def _scalar(node) -> object:
 # ---------------------------------------------------------------- schema
 
 
-@functools.lru_cache(maxsize=1)
-def _validator():
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(inlined(load_schema()), format_checker=None)
-
-
 def _schema_problems(doc: specrules.Document) -> list[Problem]:
-    fast = fast_check()
-    if fast is not None and fast(doc.value):
-        return []
-    problems = []
-    for error in _validator().iter_errors(doc.value):
-        at = tuple(error.absolute_path)
-        for sub, message in explain(error, at):
-            problems.append(doc.problem(sub, message))
-    return problems
+    return [doc.problem(at, message) for at, message in specschema.problems(doc.value)]
 
 
 # ---------------------------------------------------------------- the repo

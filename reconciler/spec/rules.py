@@ -1,7 +1,7 @@
 """Spec rules that need no YAML: per-kind rules, data files, names and dependencies, fingerprints.
 
-Standard library only (plus csvcheck and model); spec.py parses and schema-checks the documents and
-hands them here as Document values.
+Standard library only (plus datafiles, actions and model); load.py parses and schema-checks the documents
+and hands them here as Document values.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from reconciler.actions import FILE_OPERATIONS, FILTER_OPERATIONS, MASS_ACTIONS
 from reconciler.model import (
     CUSTOM_OBJECT_JOB,
     MASS_ACTION,
@@ -76,9 +77,9 @@ def kind_problems(doc: Document) -> list[Problem]:
     if kind != CUSTOM_OBJECT_JOB:
         return out
     operation = spec.get("operation")
-    if operation in ("create", "update") and "file" not in spec:
+    if operation in FILE_OPERATIONS and "file" not in spec:
         out.append(doc.problem(("spec", "file"), f"required for operation {operation}: the records to {operation}"))
-    if operation == "delete":
+    if operation in FILTER_OPERATIONS:
         if "file" in spec:
             out.append(doc.problem(("spec", "file"), "not allowed for operation delete; a delete job selects "
                                                      "its records with spec.filter"))
@@ -86,7 +87,7 @@ def kind_problems(doc: Document) -> list[Problem]:
             out.append(doc.problem(("spec", "operation"), f"a delete without a filter deletes every "
                                                           f"{spec.get('object')!r} record; add spec.filter, or set "
                                                           "allowDeleteAll: true if that is really what you want"))
-    elif operation in ("create", "update") and "filter" in spec:
+    elif operation in FILE_OPERATIONS and "filter" in spec:
         out.append(doc.problem(("spec", "filter"), f"only allowed for operation delete (this job is {operation})"))
     return out
 
@@ -105,7 +106,7 @@ class DataFiles:
         raw, kind, spec = doc.get("spec", "file"), doc.get("kind"), doc.get("spec")
         if not isinstance(raw, str) or not raw or kind not in (MASS_ACTION, CUSTOM_OBJECT_JOB):
             return None
-        if kind == CUSTOM_OBJECT_JOB and spec.get("operation") == "delete":
+        if kind == CUSTOM_OBJECT_JOB and spec.get("operation") in FILTER_OPERATIONS:
             return None  # kind_problems says the file is not allowed
         at = ("spec", "file")
         if os.path.isabs(raw) or raw.startswith("~"):
@@ -142,7 +143,7 @@ class DataFiles:
             mode, check = spec.get("actionType"), csvcheck.check_mass_action_file
         else:
             mode, check = spec.get("operation"), csvcheck.check_custom_object_file
-        if not isinstance(mode, str) or mode not in (csvcheck.ACTIONS if kind == MASS_ACTION else ("create", "update")):
+        if not isinstance(mode, str) or mode not in (MASS_ACTIONS if kind == MASS_ACTION else FILE_OPERATIONS):
             return False  # the schema already said why
         key = (real, kind, mode)
         if key not in self.seen:
