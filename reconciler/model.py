@@ -27,9 +27,14 @@ JOB_FAILED = frozenset({"Failed", "failed"})  # the job itself failed in Zuora (
 class _Name(str, Enum):
     """A str-valued enum that prints, formats and serializes as its value (JSON, f-strings, the ledger)."""
 
-    __str__ = str.__str__
-    __format__ = str.__format__
-    __hash__ = str.__hash__  # a member and its value are one dict key
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, spec: str) -> str:
+        return str.__format__(self, spec)
+
+    def __hash__(self) -> int:  # a member and its value are one dict key
+        return str.__hash__(self)
 
 
 class Phase(_Name):

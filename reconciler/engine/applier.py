@@ -157,6 +157,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _job_of(change: Change) -> str:
+    """The remote job a change acts on; a plan made by the planner always names it."""
+    if not change.remote_id:
+        raise ChangeFailed(f"{change.action} names no remote job", "make the plan again")
+    return change.remote_id
+
+
+def _named(path: Path | None) -> Path:
+    """A custom object job's file; create and update jobs always have one."""
+    if path is None:
+        raise ChangeFailed("the change names no data file to upload", "make the plan again")
+    return path
+
+
 class Applier:
     """Carries out changes against `remote`, reporting to `journal`; `root` resolves spec files."""
 
@@ -250,15 +264,15 @@ class Applier:
             raise ChangeFailed(f"submission failed: {err}", UNKNOWN_HINT) from err
         self.journal.submitted(job, change, remote_id=remote_id, status=status, phase=phase)
         if phase is Phase.CREATED:
-            status = self._send_file(change, remote_id, key, path)
+            status = self._send_file(change, remote_id, key, _named(path))
         if replacing is not None:
             self._retire_replaced(change, *replacing)
         outcome = Outcome.REPLACED if replacing is not None else Outcome.SUBMITTED
         return Result(change.name, change.action, outcome, remote_id, status)
 
     def _upload(self, change: Change) -> Result:
-        path = self._file(change)
-        status = self._send_file(change, change.remote_id, self._key(change), path)
+        path = _named(self._file(change))
+        status = self._send_file(change, _job_of(change), self._key(change), path)
         return Result(change.name, change.action, Outcome.UPLOADED, change.remote_id, status)
 
     def _send_file(self, change: Change, remote_id: str, key: str, path: Path) -> str | None:
@@ -325,18 +339,18 @@ class Applier:
         return self._observe(change, remote_id)
 
     def _stop(self, change: Change) -> Result:
-        obs = self._halt(change, change.remote_id, MASS_ACTION, "")
+        obs = self._halt(change, _job_of(change), MASS_ACTION, "")
         return Result(change.name, change.action, Outcome.STOPPED, change.remote_id, obs.status)
 
     def _cancel(self, change: Change) -> Result:
         key = f"{self._key(change)}-cancel-g{change.generation}"
-        obs = self._halt(change, change.remote_id, CUSTOM_OBJECT_JOB, key)
+        obs = self._halt(change, _job_of(change), CUSTOM_OBJECT_JOB, key)
         return Result(change.name, change.action, Outcome.CANCELLED, change.remote_id, obs.status)
 
     def _replace(self, change: Change) -> Result:
         self._file(change)  # a changed file must fail before the old job is stopped
         old = change.replaces
-        old_id = change.remote_id or (old.remote_id if old else None)
+        old_id = change.remote_id or (old.remote_id if old else None) or _job_of(change)
         kind = old.kind if old else change.kind
         cancel_key = f"{self._key(change)}-cancel-g{old.generation if old else change.generation}"
         obs = self._halt(change, old_id, kind, cancel_key)

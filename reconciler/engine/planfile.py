@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from reconciler.engine.plan import (
     FORMAT_VERSION,
@@ -240,7 +240,8 @@ def _read_detail(r: _Reader, detail: dict, where: str) -> dict:
                                         r.get(detail, "operation", str, where), tuple(conditions),
                                         r.optional(detail, "allowDeleteAll", where, (bool,)))
     if "file" in detail or "file_sha256" in detail:
-        fields["file"] = FileRef(r.optional(detail, "file", where, (str,)), r.optional(detail, "file_sha256", where, (str,)))
+        fields["file"] = FileRef(r.optional(detail, "file", where, (str,)),
+                                 r.optional(detail, "file_sha256", where, (str,)))
     fields["status"] = r.optional(detail, "status", where, (str,))
     if "replaces" in detail:
         old = r.obj(detail["replaces"], f"{where}.replaces", ("remote_id", "kind", "generation", "status"))
@@ -249,7 +250,8 @@ def _read_detail(r: _Reader, detail: dict, where: str) -> dict:
                                       r.get(old, "generation", int, f"{where}.replaces"),
                                       r.get(old, "status", (str, None), f"{where}.replaces"))
     if "processed" in detail or "total" in detail:
-        fields["progress"] = Progress(r.optional(detail, "processed", where, (int,)), r.optional(detail, "total", where, (int,)))
+        fields["progress"] = Progress(r.optional(detail, "processed", where, (int,)),
+                                      r.optional(detail, "total", where, (int,)))
     fields["resume"] = bool(r.optional(detail, "resume", where, (bool,)))
     fields["rerun"] = bool(r.optional(detail, "rerun", where, (bool,)))
     fields["previous_status"] = r.optional(detail, "previous_status", where, (str,))
@@ -308,7 +310,7 @@ class _Reader:
         self.fail(_join(where, key), f"expected {' or '.join(self._NAMES[t] for t in allowed)}, "
                                      f"got {type(value).__name__}")
 
-    def optional(self, obj: dict, key: str, where: str, types: tuple) -> object:
+    def optional(self, obj: dict, key: str, where: str, types: tuple) -> Any:
         """The value when the key is there (of one of `types`, or null), else None."""
         return self.get(obj, key, (*types, None), where) if key in obj else None
 

@@ -102,6 +102,7 @@ def make_plan(
 def _classify(spec: DesiredSpec | None, rec: SpecRecord | None, seen: Observer, options: PlanOptions):
     """One name on its own: a Change, UNCHANGED, or None (removed and already retired)."""
     if spec is None:
+        assert rec is not None  # the name came from the specs or the records
         return _classify_removed(rec, seen, options)
     if rec is None:
         return _submit(spec, "new", generation=1)
@@ -244,7 +245,9 @@ def _drift(recorded: RecordedState, seen: Observer) -> tuple[Drift, ...]:
     found = []
     for rec in sorted(recorded.records, key=lambda r: r.name):
         for job in rec.jobs:
-            obs = seen.observations.get(job.remote_id) if job.remote_id else None
+            if not job.remote_id:
+                continue
+            obs = seen.observations.get(job.remote_id)
             if obs is None:
                 continue
             observed = None if obs.missing else obs.status

@@ -90,8 +90,8 @@ def custom_object_failures(path: Path) -> Failures:
     for item in errors:
         if not isinstance(item, dict):
             continue
-        record = item.get("record") if isinstance(item.get("record"), dict) else {}
-        row = item.get("row") if isinstance(item.get("row"), int) else 0
+        record = item["record"] if isinstance(item.get("record"), dict) else {}
+        row = item["row"] if isinstance(item.get("row"), int) else 0
         rows.append(FailedRow(row, _record_key(record), str(item.get("message") or ""), item.get("code"),
                               record=record))
     return Failures(tuple(sorted(rows, key=lambda r: r.row)), None)
@@ -108,8 +108,8 @@ def failed_rows_table(failures: Failures, *, kind_is_mass: bool, operation: str 
                       input_file: Path | None, input_sha256: str | None) -> tuple[list[str], list[list[str]], str]:
     """The header and rows to write for --failed-rows, and where the columns came from."""
     if kind_is_mass:
-        columns = list(failures.columns)
-        return columns, [[r.values.get(c, "") for c in columns] for r in failures.rows], "the response file"
+        shown = list(failures.columns)
+        return shown, [[r.values.get(c, "") for c in shown] for r in failures.rows], "the response file"
     if input_file is not None and input_sha256 and _sha256(input_file) == input_sha256:
         header, by_number = _read_input(input_file)
         if all(r.row in by_number for r in failures.rows):

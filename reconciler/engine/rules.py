@@ -126,7 +126,9 @@ def _dependency_pending(dep: str, specs, records, base, seen: Observer) -> str |
         if mine.action is Action.CONFLICT:
             return f"dependency {dep} has a conflict"
         return f"waiting for dependency {dep} ({'itself waiting' if mine.action is Action.WAIT else f'{mine.action} planned'})"
-    status = seen(without_rejected(records[dep]).latest).status  # in sync, so a job of it ran
+    ran = without_rejected(records[dep])
+    assert ran is not None  # in sync, so a job of it ran
+    status = seen(ran.latest).status
     if status in COMPLETED:
         return None
     if status in UNSUCCESSFUL:

@@ -17,10 +17,13 @@ import subprocess
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 from reconciler.errors import LedgerError, LockHeldError
 from reconciler.ledger.store import Actor, Binding, Ledger
+
+if TYPE_CHECKING:
+    from reconciler.zuora.client import ZuoraClient
 
 log = logging.getLogger("reconciler.session")
 
@@ -81,12 +84,13 @@ class Session:
         self._stop_heartbeat = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self._local = threading.local()
-        self._client = None
+        self._client: ZuoraClient | None = None
         self._client_lock = threading.Lock()
         try:
             if lock_timeout is not None:
                 self.lock_id = self.ledger.acquire_lock(self.actor, timeout=lock_timeout)
-                self._heartbeat = threading.Thread(target=self._beat, name="ledger-heartbeat", daemon=True)
+                self._heartbeat = threading.Thread(target=self._beat, args=(self.lock_id,), name="ledger-heartbeat",
+                                                   daemon=True)
                 self._heartbeat.start()
             self.run_id = self.ledger.start_run(command, self.actor, plan_digest)
         except BaseException:
@@ -102,7 +106,8 @@ class Session:
         own outcome and exit code stand.
         """
         try:
-            self.ledger.finish_run(self.run_id, outcome)
+            if self.run_id is not None:
+                self.ledger.finish_run(self.run_id, outcome)
         finally:
             if self._client is not None:
                 self._client.close()
@@ -134,10 +139,10 @@ class Session:
             self._lost_told = True
             raise LockHeldError(self.lock_lost)
 
-    def _beat(self) -> None:
+    def _beat(self, lock_id: str) -> None:
         while not self._stop_heartbeat.wait(HEARTBEAT_SECONDS):
             try:
-                self.ledger.heartbeat(self.lock_id)
+                self.ledger.heartbeat(lock_id)
             except LockHeldError as err:  # taken over: the run stops at its next step (check_lock says why)
                 self.lose_lock(err)
                 return
@@ -147,11 +152,11 @@ class Session:
     # --- the client -----------------------------------------------------------------------------
 
     @property
-    def client(self):
+    def client(self) -> ZuoraClient:
         """The run's one Zuora client (created on first use, so ledger-only runs need no credentials)."""
         with self._client_lock:
             if self._client is None:
-                from reconciler.zuora.client import ZuoraClient
+                from reconciler.zuora.client import ZuoraClient  # httpx only for runs that call Zuora
 
                 self._client = ZuoraClient.from_settings(self.settings, on_call=self._record_call, retry=self._retry)
             return self._client
