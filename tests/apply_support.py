@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
 from reconciler.engine.config import load_settings
 from reconciler.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, make_app, serve
@@ -122,21 +121,6 @@ def sandbox_process(*extra: str):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def sandbox_url():
-    """One fast `reconciler sandbox serve` process per test module (imported by the modules that use it)."""
-    with sandbox_process("--pending-seconds", "0", "--rows-per-second", "1000") as url:
-        yield url
-
-
-@pytest.fixture
-def url(sandbox_url):
-    """The module's sandbox process, emptied before the test and with faults off after it."""
-    admin(sandbox_url, "reset", {})
-    yield sandbox_url
-    admin(sandbox_url, "faults", {})
 
 
 def admin(url: str, path: str, payload: dict | None = None) -> dict:

@@ -1,11 +1,19 @@
-"""Shared fixtures. Every test runs with a temporary HOME and no Zuora credentials from the outside."""
+"""Shared fixtures. Every test runs with a temporary HOME and no Zuora credentials from the outside.
+
+Fixtures used by more than one module live here; the helpers they are built from stay in
+apply_support.py (the apply tests' served sandbox) and ops_fixtures.py (the operating commands' repos).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+
+from apply_support import admin, sandbox_process
+from ops_fixtures import applied, clean_environment, make_repo, settings_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,3 +56,47 @@ def isolated_environment(tmp_path_factory, monkeypatch):
         _state_before = after  # blame this test only, not every test after it
         pytest.fail(f"a test changed the repository's own state/ directory ({REPO_STATE}): {', '.join(changed)}",
                     pytrace=False)
+
+
+# --- the apply tests: one `reconciler sandbox serve` process per module -----------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox_url():
+    """One fast `reconciler sandbox serve` process per test module (it outlives any apply a test kills)."""
+    with sandbox_process("--pending-seconds", "0", "--rows-per-second", "1000") as url:
+        yield url
+
+
+@pytest.fixture
+def url(sandbox_url):
+    """The module's sandbox process, emptied before the test and with faults off after it."""
+    admin(sandbox_url, "reset", {})
+    yield sandbox_url
+    admin(sandbox_url, "faults", {})
+
+
+# --- the operating commands' tests (status, show, errors, history, ...): real applied repos ---------
+
+
+@pytest.fixture(scope="session")
+def applied_template(tmp_path_factory):
+    """One repo applied to the end, built once; tests get copies of it through `repo`."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        clean_environment(monkeypatch)
+        monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        return applied(tmp_path_factory.mktemp("applied") / "repo")
+
+
+@pytest.fixture
+def repo(applied_template, tmp_path):
+    """A private copy of the applied repo (specs, data, ledger, results, sandbox tenant): its Settings."""
+    root = tmp_path / "applied"
+    shutil.copytree(applied_template.root, root)
+    return settings_of(root)
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A repo with specs and data but no ledger yet: its Settings."""
+    return settings_of(make_repo(tmp_path / "repo"))

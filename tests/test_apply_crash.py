@@ -17,7 +17,6 @@ from apply_support import (
     admin, assert_exactly_once, cli, converge, fx_csv, ledger_jobs, make_repo, remote_jobs, served_sandbox,
     settings_of, start_cli,
 )
-from apply_support import sandbox_url, url  # noqa: F401 (fixtures: one sandbox process per module)
 from reconciler.engine.run import read_ledger
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")

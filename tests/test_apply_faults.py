@@ -8,7 +8,6 @@ from apply_support import (
     admin, assert_exactly_once, cli, converge, ledger_events, ledger_jobs, make_repo, remote_jobs, served_sandbox,
     settings_of,
 )
-from apply_support import sandbox_url, url  # noqa: F401 (fixtures: one sandbox process per module)
 from reconciler.engine.applier import UNKNOWN_HINT, Applier, idempotency_key, is_definitive
 from reconciler.engine.journal import LedgerJournal
 from reconciler.commands.plan import compute_plan

@@ -9,8 +9,7 @@ import shutil
 
 import pytest
 
-from ops_fixtures import (PAYMENTS_CSV, VEHICLE_UPDATES_CSV, advance, applied_template, cli, fresh,  # noqa: F401
-                          repo, settings_of, state_files, submit)
+from ops_fixtures import PAYMENTS_CSV, VEHICLE_UPDATES_CSV, advance, cli, settings_of, state_files, submit
 from reconciler.commands.errors import errors
 from reconciler.commands.validate import validate
 from reconciler.errors import ReconcilerError, UsageError

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from ops_fixtures import applied_template, cli, fresh, repo, state_files  # noqa: F401
+from ops_fixtures import cli, state_files
 from reconciler.commands.history import history
 from reconciler.errors import UsageError
 from reconciler.ledger.store import Ledger

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ops_fixtures import advance, applied_template, cli, fresh, repo, submit  # noqa: F401
+from ops_fixtures import advance, cli, submit
 from reconciler.commands.adopt import adopt
 from reconciler.commands.forget import forget
 from reconciler.commands.plan import plan

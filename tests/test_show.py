@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ops_fixtures import advance, apply, applied_template, cli, fresh, repo, state_files  # noqa: F401
+from ops_fixtures import advance, apply, cli, state_files
 from reconciler.commands.show import show
 from reconciler.errors import UsageError
 from reconciler.engine.run import read_ledger

@@ -7,8 +7,7 @@ import json
 
 import pytest
 
-from ops_fixtures import (Tty, advance, applied_template, cli, fresh, make_repo, repo,  # noqa: F401
-                          settings_of, state_files, submit)
+from ops_fixtures import Tty, advance, cli, make_repo, settings_of, state_files, submit
 from reconciler.commands.forget import forget
 from reconciler.commands.status import JSON_FIELDS, status
 from reconciler.errors import ReconcilerError, UsageError
