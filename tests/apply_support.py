@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
 from reconciler.engine.config import load_settings
 from reconciler.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, make_app, serve
@@ -124,21 +123,6 @@ def sandbox_process(*extra: str):
         proc.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def sandbox_url():
-    """One fast `reconciler sandbox serve` process per test module (imported by the modules that use it)."""
-    with sandbox_process("--pending-seconds", "0", "--rows-per-second", "1000") as url:
-        yield url
-
-
-@pytest.fixture
-def url(sandbox_url):
-    """The module's sandbox process, emptied before the test and with faults off after it."""
-    admin(sandbox_url, "reset", {})
-    yield sandbox_url
-    admin(sandbox_url, "faults", {})
-
-
 def admin(url: str, path: str, payload: dict | None = None) -> dict:
     """Call the sandbox admin API (GET without a payload, POST with one)."""
     if payload is None:
@@ -212,12 +196,40 @@ def converge(repo: Path, *, attempts: int = 4, env: dict | None = None) -> subpr
     raise AssertionError(f"apply did not converge:\n{proc.stdout}\n{proc.stderr}")
 
 
-def wait_until(predicate, timeout: float = 30, interval: float = 0.05):
-    """Poll `predicate` until it returns something truthy; that value."""
+def wait_until(predicate, timeout: float = 30, interval: float = 0.05, message: str = "condition not reached"):
+    """Poll `predicate` until it returns something truthy; that value. AssertionError(message) at the deadline."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError("condition not reached in time")
+    raise AssertionError(f"{message} (within {timeout} s)")
+
+
+def event_count(repo: Path) -> int:
+    """How many events the repo's ledger holds (0 without a ledger); safe while a run writes it."""
+    ledger = read_ledger(settings_of(repo))
+    if ledger is None:
+        return 0
+    with ledger:
+        return sum(1 for _ in ledger.iter_events())
+
+
+def sleeps_with_file_open(pid: int, path: Path) -> bool:
+    """Whether process `pid` has `path` open and its main thread sleeps in time.sleep (Linux /proc)."""
+    target = os.path.realpath(path)
+    try:
+        opened = any(os.path.realpath(fd) == target for fd in Path(f"/proc/{pid}/fd").iterdir())
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except OSError:  # the process is gone, or a descriptor closed while we looked
+        return False
+    return opened and "nanosleep" in wchan
+
+
+def can_see_sleeps() -> bool:
+    """Whether /proc tells which kernel function a process waits in (it does on Linux)."""
+    try:
+        return Path("/proc/self/wchan").exists() and Path(f"/proc/{os.getpid()}/fd").is_dir()
+    except OSError:
+        return False

@@ -1,31 +1,102 @@
-"""Shared fixtures. Every test runs with a temporary HOME and no Zuora credentials from the outside."""
+"""Shared fixtures. Every test runs with a temporary HOME and no Zuora credentials from the outside.
+
+Fixtures used by more than one module live here; the helpers they are built from stay in
+apply_support.py (the apply tests' served sandbox) and ops_fixtures.py (the operating commands' repos).
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
+from apply_support import admin, sandbox_process
+from ops_fixtures import applied, clean_environment, make_repo, settings_of
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+REPO_STATE = REPO_ROOT / "state"
+
+
+def _state_snapshot() -> dict[str, tuple]:
+    """Every entry under the repository's own state/ (state/local after a quick start, ...) with its type,
+    size and mtime: a test that creates, deletes, writes or touches anything there changes it."""
+    if not REPO_STATE.exists():
+        return {}
+    entries = {".": ("dir", None, REPO_STATE.stat().st_mtime_ns)}
+    for path in sorted(REPO_STATE.rglob("*")):
+        info = path.lstat()
+        kind = "dir" if path.is_dir() else "file"
+        entries[path.relative_to(REPO_STATE).as_posix()] = (kind, None if kind == "dir" else info.st_size,
+                                                            info.st_mtime_ns)
+    return entries
+
+
+# Taken when the session starts, whatever is there already (a quick start leaves state/local behind).
+_state_before = _state_snapshot()
 
 
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory, monkeypatch):
     """Keep tests away from the real user's files, credentials and CI variables."""
+    global _state_before
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     for var in list(os.environ):
         if var.startswith(("ZUORA_", "GITHUB_", "RECONCILER_")) or var in ("NO_COLOR", "CI"):
             monkeypatch.delenv(var, raising=False)
     yield
-    assert not (REPO_ROOT / "state" / "local").exists() or _created_before_session(), (
-        "a test wrote into the repository's own state/ directory"
-    )
+    after = _state_snapshot()
+    if after != _state_before:
+        changed = sorted(name for name in _state_before.keys() | after.keys()
+                         if _state_before.get(name) != after.get(name))
+        _state_before = after  # blame this test only, not every test after it
+        pytest.fail(f"a test changed the repository's own state/ directory ({REPO_STATE}): {', '.join(changed)}",
+                    pytrace=False)
 
 
-_SESSION_START_STATE = (REPO_ROOT / "state" / "local").exists()
+# --- the apply tests: one `reconciler sandbox serve` process per module -----------------------------
 
 
-def _created_before_session() -> bool:
-    return _SESSION_START_STATE
+@pytest.fixture(scope="module")
+def sandbox_url():
+    """One fast `reconciler sandbox serve` process per test module (it outlives any apply a test kills)."""
+    with sandbox_process("--pending-seconds", "0", "--rows-per-second", "1000") as url:
+        yield url
+
+
+@pytest.fixture
+def url(sandbox_url):
+    """The module's sandbox process, emptied before the test and with faults off after it."""
+    admin(sandbox_url, "reset", {})
+    yield sandbox_url
+    admin(sandbox_url, "faults", {})
+
+
+# --- the operating commands' tests (status, show, errors, history, ...): real applied repos ---------
+
+
+@pytest.fixture(scope="session")
+def applied_template(tmp_path_factory):
+    """One repo applied to the end, built once; tests get copies of it through `repo`."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        clean_environment(monkeypatch)
+        monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+        return applied(tmp_path_factory.mktemp("applied") / "repo")
+
+
+@pytest.fixture
+def repo(applied_template, tmp_path):
+    """A private copy of the applied repo (specs, data, ledger, results, sandbox tenant): its Settings."""
+    root = tmp_path / "applied"
+    shutil.copytree(applied_template.root, root)
+    return settings_of(root)
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A repo with specs and data but no ledger yet: its Settings."""
+    return settings_of(make_repo(tmp_path / "repo"))

@@ -12,14 +12,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import httpx
-import pytest
 
 from reconciler.engine.refresh import refresh as refresh_jobs
 from reconciler.engine.config import load_settings
@@ -228,27 +226,17 @@ def clean_environment(monkeypatch) -> None:
             monkeypatch.delenv(var, raising=False)
 
 
-@pytest.fixture(scope="session")
-def applied_template(tmp_path_factory):
-    """One repo applied to the end, built once; tests get copies of it through `repo`."""
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        clean_environment(monkeypatch)
-        monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
-        return applied(tmp_path_factory.mktemp("applied") / "repo")
+# The fixtures `applied_template`, `repo` and `fresh` live in conftest.py. test_lock_command.py still
+# imports them from here by name, so they resolve (lazily: conftest imports this module) to conftest's.
+_MOVED_TO_CONFTEST = ("applied_template", "repo", "fresh")
 
 
-@pytest.fixture
-def repo(applied_template, tmp_path):
-    """A private copy of the applied repo (specs, data, ledger, results, sandbox tenant): its Settings."""
-    root = tmp_path / "applied"
-    shutil.copytree(applied_template.root, root)
-    return settings_of(root)
+def __getattr__(name: str):
+    if name in _MOVED_TO_CONFTEST:
+        import conftest
 
-
-@pytest.fixture
-def fresh(tmp_path):
-    """A repo with specs and data but no ledger yet: its Settings."""
-    return settings_of(make_repo(tmp_path / "repo"))
+        return getattr(conftest, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def cli(settings, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

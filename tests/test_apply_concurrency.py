@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from apply_support import (
-    admin, assert_exactly_once, cli, ledger_events, make_repo, remote_jobs, served_sandbox, settings_of, start_cli,
-    wait_until,
+    admin, assert_exactly_once, can_see_sleeps, cli, ledger_events, make_repo, remote_jobs, served_sandbox,
+    settings_of, sleeps_with_file_open, start_cli, wait_until,
 )
 from reconciler.ledger.store import Actor, Ledger
 from reconciler.engine.run import binding, read_ledger
@@ -27,6 +26,11 @@ def _current_lock(repo):
         return ledger.current_lock()
 
 
+def _finished(proc) -> bool:
+    return proc.poll() is not None
+
+
+@pytest.mark.skipif(not can_see_sleeps(), reason="needs Linux /proc to see that a run waits for the lock")
 def test_a_held_lock_refuses_a_second_apply_naming_the_holder(tmp_path):
     with served_sandbox() as url:
         repo = make_repo(tmp_path, url)
@@ -42,7 +46,13 @@ def test_a_held_lock_refuses_a_second_apply_naming_the_holder(tmp_path):
             assert remote_jobs(url) == []
 
             waiting = start_cli(repo, "apply", "--auto-approve", "--lock-timeout", "60")
-            time.sleep(0.5)  # give it time to find the lock held (it must wait either way)
+            # Release only once the second run is really waiting: it has the ledger open and sleeps
+            # between two looks at the lock. Nothing else in a run sleeps with the ledger open before
+            # it holds the lock.
+            wait_until(lambda: _finished(waiting) or sleeps_with_file_open(waiting.pid, settings.ledger_path),
+                       timeout=60, message="the second apply never started waiting for the held lock")
+            assert waiting.poll() is None, "the second apply ended while the lock was held: " + "".join(
+                waiting.communicate())
             released = datetime.now(timezone.utc)
             ledger.release_lock(lock_id)
         out, err = waiting.communicate(timeout=120)

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import random
 import signal
-import time
 
 import pytest
 
 from apply_support import (
-    admin, assert_exactly_once, cli, converge, fx_csv, ledger_jobs, make_repo, remote_jobs, served_sandbox,
-    settings_of, start_cli,
+    admin, assert_exactly_once, cli, converge, event_count, fx_csv, ledger_jobs, make_repo, remote_jobs,
+    served_sandbox, settings_of, start_cli, wait_until,
 )
-from apply_support import sandbox_url, url  # noqa: F401 (fixtures: one sandbox process per module)
 from reconciler.engine.run import read_ledger
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
@@ -55,13 +53,25 @@ def test_an_unknown_crash_point_is_refused_before_anything_happens(tmp_path, url
 
 
 def test_random_kills_never_duplicate_a_job(tmp_path, url):
+    """Each run is killed once it has written a random number (1 to 10) of ledger events of its own.
+
+    Those are random moments of its work, not of the clock: a run that is slow to start cannot be
+    killed before it did anything, nor a fast one finish first unnoticed. An uninterrupted apply of
+    these specs writes 38 events, so at least the first three runs are certainly killed mid-way.
+    """
     repo = make_repo(tmp_path, url, mass=("fx-a", "fx-b", "fx-c"), depends={"fx-c": ["load-cars"]})
     rng = random.Random(20261124)
+    killed = 0
     for _ in range(5):
+        target = event_count(repo) + rng.randint(1, 10)
         proc = start_cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "60")
-        time.sleep(rng.uniform(0.3, 1.2))
-        proc.kill()
+        wait_until(lambda proc=proc, target=target: proc.poll() is not None or event_count(repo) >= target,
+                   timeout=90, message="apply neither wrote its events nor ended")
+        if proc.poll() is None:
+            proc.kill()
         proc.communicate()  # reaped: its pid is gone, so the next run takes its lock over at once
+        killed += proc.returncode == KILLED
+    assert killed >= 3, f"only {killed} of 5 runs were killed mid-way: the kills did not test anything"
     converge(repo)
     assert_exactly_once(repo, url, ("fx-a", "fx-b", "fx-c", "load-cars", "purge-cars"))
     _chain_ok(repo)

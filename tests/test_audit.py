@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from ops_fixtures import applied_template, cli, fresh, repo, state_files  # noqa: F401
+from ops_fixtures import cli, state_files
 from reconciler.ledger.chain import EVENT_FIELDS
 from reconciler.commands.audit import export, verify
 from reconciler.engine.run import read_ledger

@@ -9,11 +9,10 @@ import shutil
 
 import pytest
 
-from ops_fixtures import (PAYMENTS_CSV, VEHICLE_UPDATES_CSV, advance, applied_template, cli, fresh,  # noqa: F401
-                          repo, settings_of, state_files, submit)
+from ops_fixtures import PAYMENTS_CSV, VEHICLE_UPDATES_CSV, advance, cli, settings_of, state_files, submit
 from reconciler.commands.errors import errors
 from reconciler.commands.validate import validate
-from reconciler.errors import ReconcilerError, UsageError
+from reconciler.errors import ReconcilerError
 from reconciler.engine.run import read_ledger
 
 
@@ -154,14 +153,10 @@ def test_a_job_that_failed_whole_has_no_rows_and_exits_1(repo):
     assert proc.returncode == 1 and "Failed as a whole" in proc.stderr
 
 
-def test_names_without_jobs(repo, fresh):
-    with pytest.raises(UsageError, match="no spec or job named 'nope'"):
-        run(repo, "nope")
+def test_a_spec_without_a_job(fresh):  # an unknown name: tests/test_unknown_name.py
     with pytest.raises(ReconcilerError, match="payments has no submitted job yet"):
         run(fresh, "payments")
     assert not (fresh.root / "state").exists()
-    proc = cli(repo, "errors", "nope")
-    assert proc.returncode == 1 and "no spec or job named 'nope'" in proc.stderr
 
 
 def test_reads_with_an_archived_result_never_write(repo, tmp_path):

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -47,11 +48,39 @@ def test_scaffold_names_the_expected_files():
     }
 
 
-def test_every_template_ships_in_the_wheel_and_is_used():
+def test_every_template_file_is_used_and_none_is_a_dotfile():
     # Package-data globs (`templates/*`, `templates/**/*`) skip names starting with a dot.
-    shipped = {p.relative_to(TEMPLATES).as_posix() for p in TEMPLATES.rglob("*") if p.is_file()}
-    assert shipped == {template for template, _ in FILES}
-    assert not [name for name in shipped if any(part.startswith(".") for part in name.split("/"))]
+    sources = {p.relative_to(TEMPLATES).as_posix() for p in TEMPLATES.rglob("*") if p.is_file()
+               and "__pycache__" not in p.parts}
+    assert sources == {template for template, _ in FILES}
+    assert not [name for name in sources if any(part.startswith(".") for part in name.split("/"))]
+
+
+@pytest.mark.slow
+def test_every_template_ships_in_the_wheel(tmp_path):
+    """Build a real wheel (offline: no build isolation) from a copy of the project and look inside it."""
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO_ROOT / name, source / name)
+    # A copy, so the build's build/ and *.egg-info never land in the working tree.
+    shutil.copytree(REPO_ROOT / "reconciler", source / "reconciler",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dist = tmp_path / "dist"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "--disable-pip-version-check", "-q", "-w", str(dist), str(source)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [wheel] = dist.glob("reconciler-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        shipped = {name.removeprefix("reconciler/templates/") for name in names
+                   if name.startswith("reconciler/templates/")}
+        assert shipped == {template for template, _ in FILES}
+        for template, _ in FILES:  # byte for byte what init renders from
+            assert archive.read(f"reconciler/templates/{template}") == (TEMPLATES / template).read_bytes()
 
 
 def test_workflow_pins_the_version_that_wrote_it(tmp_path):

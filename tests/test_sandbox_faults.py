@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 
 import httpx
 import pytest
@@ -106,12 +107,21 @@ def test_faults_never_touch_token_or_admin_endpoints_and_reset_clears_them():
     assert client.get("/objects/jobs").status_code == 200
 
 
-def test_latency_is_added(monkeypatch):
+def test_latency_waits_on_the_injected_clock_and_takes_no_real_time():
+    app, clock, client = new_sandbox()
+    faults(client, latency_ms=60_000)
+    before, started = clock(), time.monotonic()
+    assert client.get("/objects/jobs").status_code == 200
+    assert time.monotonic() - started < 10  # a real sleep would take the whole minute
+    assert clock() - before == 60  # the minute passed on the sandbox's clock instead
+
+
+def test_latency_with_a_plain_callable_clock_is_a_real_sleep(monkeypatch):
     import reconciler.sandbox.app as app_module
 
     slept = []
     monkeypatch.setattr(app_module.time, "sleep", slept.append)
-    app, clock, client = new_sandbox()
+    app, clock, client = new_sandbox(clock=lambda: 1_700_000_000.0)
     faults(client, latency_ms=250)
     client.get("/objects/jobs")
     assert slept == [0.25]

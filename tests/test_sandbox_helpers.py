@@ -32,6 +32,10 @@ class FakeClock:
     def advance(self, seconds: float) -> None:
         self.now += seconds
 
+    def sleep(self, seconds: float) -> None:
+        """The sandbox's waits (injected latency) pass on this clock, not in real time."""
+        self.advance(seconds)
+
 
 def token(client: httpx.Client, client_id=DEFAULT_CLIENT_ID, client_secret=DEFAULT_CLIENT_SECRET) -> str:
     """A bearer token from POST /oauth/token."""

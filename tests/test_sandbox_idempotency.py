@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from reconciler.sandbox import make_app
-from test_sandbox_helpers import FX_CSV, new_job, new_sandbox, upload_bulk, upload_csv, wsgi_client
+from test_sandbox_helpers import FX_CSV, FakeClock, new_job, new_sandbox, upload_bulk, upload_csv, wsgi_client
 
 
 def state(client) -> dict:
@@ -109,27 +109,38 @@ def test_bad_keys_are_refused(key):
     assert upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "k" * 255}).status_code == 200
 
 
+class _HeldClock(FakeClock):
+    """A fake clock whose first sleep (the first request's injected latency) blocks until released."""
+
+    def __init__(self):
+        super().__init__()
+        self.sleeping = threading.Event()
+        self.release = threading.Event()
+
+    def sleep(self, seconds: float) -> None:
+        if not self.sleeping.is_set():
+            self.sleeping.set()
+            assert self.release.wait(60), "the test never released the first request"
+        super().sleep(seconds)
+
+
 def test_a_concurrent_request_with_the_key_in_flight_gets_409():
-    app, clock, client = new_sandbox()
+    clock = _HeldClock()
+    app, clock, client = new_sandbox(clock=clock)
     client.post("/_sandbox/faults", json={"latency_ms": 400})
-    token = client.headers["Authorization"]
-    barrier = threading.Barrier(2)
     results = []
-
-    def send():
-        own = wsgi_client(app, authed=False)
-        own.headers["Authorization"] = token
-        barrier.wait()
-        results.append(upload_bulk(own, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "race"}))
-
-    threads = [threading.Thread(target=send) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(r.status_code for r in results) == [200, 409]
-    conflict = next(r for r in results if r.status_code == 409)
+    first = threading.Thread(target=lambda: results.append(
+        upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "race"})))
+    first.start()
+    try:  # the first request has claimed the key and waits inside the sandbox: the key is in flight
+        assert clock.sleeping.wait(60), "the first request never reached its latency"
+        conflict = upload_bulk(wsgi_client(app), "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "race"})
+    finally:
+        clock.release.set()
+        first.join(60)
+    assert conflict.status_code == 409
     assert conflict.json()["success"] is False and conflict.json()["reasons"][0]["code"] == 50000050
+    assert [r.status_code for r in results] == [200]
     client.post("/_sandbox/faults", json={})
     assert upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "race"}).status_code == 200
     assert len(state(client)["mass_actions"]) == 1

@@ -11,6 +11,7 @@ import textwrap
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -132,7 +133,7 @@ def test_two_processes_share_one_tenant(tmp_path):
         job = client.post("/objects/jobs", json={"namespace": "default", "object": "car", "operation": "create"})
         print(json.dumps({"keys": keys, "job": job.json()["Id"]}))
     """)
-    tests_dir = str(__import__("pathlib").Path(__file__).parent)
+    tests_dir = str(Path(__file__).parent)
     child = subprocess.Popen([sys.executable, "-c", script, db, tests_dir], stdout=subprocess.PIPE, text=True)
     mine = wsgi_client(make_app(db))
     own_keys = [upload_bulk(mine, "ImportFXRate", FX_CSV).json()["bulkKey"] for _ in range(15)]
@@ -148,25 +149,67 @@ def test_two_processes_share_one_tenant(tmp_path):
     assert other.get(f"/v1/bulk/{theirs['keys'][0]}").json()["status"] == "Completed"
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def _first_line(proc: subprocess.Popen, timeout: float) -> str:
+    """The process's first stdout line, read in a thread so a hung or silent process fails the test in time."""
+    lines = []
+    reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not lines:
+        proc.kill()
+        pytest.fail(f"`sandbox serve` printed no line within {timeout} s; stderr: {proc.communicate()[1]}")
+    return lines[0].strip()
+
+
+def _ignores(pid: int, signum: int) -> bool:
+    """Whether the process ignores `signum` (its SigIgn mask in /proc; False where there is no /proc)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+    return bool(mask & (1 << (signum - 1)))
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_reconciler_sandbox_serve_subprocess(tmp_path, stop_signal):
     db = tmp_path / "served.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "sandbox", "serve", "--db", str(db), "--pending-seconds", "0",
-         "--rows-per-second", "1000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    # A shell starts background jobs with SIGINT ignored and children inherit that, so a pytest run
+    # with `&` would hand the server a SIGINT it never sees. With a handler here the child starts with
+    # the default disposition: exec resets handlers to SIG_DFL but keeps SIG_IGN.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        line = proc.stdout.readline().strip()
-        assert line.startswith("Sandbox listening on http://127.0.0.1:") and not line.endswith(":0")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reconciler", "sandbox", "serve", "--db", str(db), "--pending-seconds", "0",
+             "--rows-per-second", "1000"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+    finally:
+        if previous is not None:  # None: a handler not set from Python, which we cannot put back
+            signal.signal(signal.SIGINT, previous)
+    try:
+        line = _first_line(proc, timeout=60)
+        assert line.startswith("Sandbox listening on http://127.0.0.1:") and not line.endswith(":0"), line
         url = line.rsplit(" ", 1)[1]
-        with httpx.Client(base_url=url, timeout=10) as client:
+        # Ready means answering: a response comes only from inside serve_forever, after the SIGTERM handler
+        # is installed. Only then is the signal sent.
+        with httpx.Client(base_url=url, timeout=60) as client:
             client.headers["Authorization"] = f"Bearer {token(client)}"
             assert upload_bulk(client, "ImportFXRate", FX_CSV).status_code == 200
-    finally:
+        assert proc.poll() is None, proc.communicate()[1]
+        assert not _ignores(proc.pid, stop_signal), "the server ignores the signal: the test would prove nothing"
         proc.send_signal(stop_signal)
-        proc.wait(timeout=10)
-    assert proc.returncode == 0, proc.stderr.read()
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"`sandbox serve` did not stop within 60 s of {stop_signal.name}; "
+                        f"stderr: {proc.communicate()[1]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
     assert len(wsgi_client(make_app(str(db))).get("/_sandbox/state").json()["mass_actions"]) == 1
 
 

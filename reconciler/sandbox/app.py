@@ -112,6 +112,9 @@ class SandboxApp:
         self.store = store
         self.settings = settings
         self.clock = clock
+        # Injected latency waits on the clock: one with its own sleep (a test's fake clock) says how;
+        # a plain callable such as time.time gets a real sleep.
+        self.sleep = getattr(clock, "sleep", None) or time.sleep
         self._lock = threading.Lock()
         self._in_flight = 0
         self._windows = {}  # request class -> (minute, requests) for the RateLimit headers
@@ -183,7 +186,7 @@ class SandboxApp:
         # Faults hit replays too: a storm does not spare a client retrying with its key.
         try:
             if decision.latency_ms:
-                time.sleep(decision.latency_ms / 1000.0)
+                self.sleep(decision.latency_ms / 1000.0)
             if decision.error_before:
                 if claimed:
                     with self.store.write() as conn:
