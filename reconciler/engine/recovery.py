@@ -41,7 +41,8 @@ def recover_in_doubt(session: Session, *, now: datetime | None = None) -> list[s
                 break  # newest first: the rest are older than every doubtful intent
             if created is not None:
                 recent.append((body, created))
-    claimed = {j.remote_id for j in session.ledger.jobs_matching(remote_ids=[b.get("Id") for b, _ in recent])}
+    claimed = {j.remote_id for j in session.ledger.jobs_matching(remote_ids=[b["Id"] for b, _ in recent
+                                                                                 if isinstance(b.get("Id"), str)])}
     listed = [(body, created) for body, created in recent if body.get("Id") not in claimed]
     fits = {j.id: [b for b, created in listed if _fits(j, b, created)] for j in doubtful}
     uses = Counter(b["Id"] for found in fits.values() for b in found)
