@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pty
 import select
@@ -13,8 +14,11 @@ import pytest
 
 from apply_support import (
     CREDENTIALS, admin, assert_exactly_once, cli, fx_csv, ledger_events, ledger_jobs,
-    make_repo, remote_jobs, served_sandbox, start_cli, wait_until, zuora_http,
+    make_repo, remote_jobs, served_sandbox, settings_of, start_cli, wait_until, zuora_http,
 )
+
+from reconciler.commands.apply import apply
+from reconciler.errors import ExitCode
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
 
@@ -235,3 +239,29 @@ def test_wait_ends_when_a_dependent_can_never_run(tmp_path, slow):
     assert "… fx-b: new; dependency fx-a stopped" in out and "1 change can no longer proceed" in err
     assert "Jobs: 1 Stopped." in out
     assert len(remote_jobs(slow)) == 1
+
+
+@pytest.mark.parametrize("answer", ["no\n", "", "y\n"])
+def test_anything_but_yes_on_the_given_stream_cancels_before_any_remote_change(tmp_path, fast, answer):
+    repo = make_repo(tmp_path, fast, create=(), delete=())
+    out = io.StringIO()
+    code = apply(settings_of(repo), out, answers=io.StringIO(answer))
+    assert code == ExitCode.ERROR and out.getvalue().rstrip().endswith("Apply cancelled."), out.getvalue()
+    assert remote_jobs(fast) == [] and ledger_jobs(repo) == []
+
+
+def test_yes_on_the_given_stream_applies(tmp_path, fast):
+    repo = make_repo(tmp_path, fast, mass=("fx-a",), create=(), delete=())
+    out = io.StringIO()
+    assert apply(settings_of(repo), out, answers=io.StringIO("yes\n")) == ExitCode.OK, out.getvalue()
+    assert "Apply these changes?" in out.getvalue() and len(remote_jobs(fast)) == 1
+
+
+@pytest.mark.parametrize("flags", [["-vC"], ["-v", "-C"], ["--verbose", "--chdir"]])
+def test_verbose_in_any_spelling_shows_the_traceback(tmp_path, flags):
+    proc = subprocess.run([sys.executable, "-m", "reconciler", *flags, str(tmp_path / "nowhere"), "plan"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "no such directory" in proc.stderr
+    quiet = subprocess.run([sys.executable, "-m", "reconciler", "-C", str(tmp_path / "nowhere"), "plan"],
+                           capture_output=True, text=True, timeout=60)
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr

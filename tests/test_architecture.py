@@ -1,4 +1,4 @@
-"""DESIGN §9's import rules, as import-linter contracts (pyproject.toml), and the type check.
+"""DESIGN §9's import rules, as import-linter contracts (pyproject.toml), and the type check (mypy).
 
 The contracts are checked on the real package; each is also checked to break on a copy of the
 package with one forbidden import added, so a contract that matches nothing cannot pass unseen.
@@ -66,6 +66,14 @@ def test_each_contract_breaks_on_a_forbidden_import(package_copy, module, line, 
     [name] = [n for n in CONTRACTS if contract in n]
     assert f"{name} BROKEN" in words, proc.stdout
     assert "1 broken" in words, proc.stdout
+
+
+def test_mypy_is_clean_for_the_typed_packages(tmp_path):
+    """engine/, model.py, ledger/ and zuora/ (pyproject's [tool.mypy] files) type-check without an error."""
+    proc = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(REPO / "pyproject.toml"),
+                           "--cache-dir", str(tmp_path / "mypy")], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Success: no issues found" in proc.stdout
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["plan", "--help"], ["sandbox", "serve", "--help"]])
