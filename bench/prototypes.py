@@ -58,9 +58,9 @@ def live_jobs() -> None:
 
     def recorded_state(self):
         sql = _LIVE_SQL.format(names=",".join("?" * len(wanted)) or "NULL")
-        with self._reading():
-            serial = self._conn.execute("SELECT serial FROM meta WHERE id = 1").fetchone()[0]
-            rows = self._rows(sql, tuple(wanted))
+        with self._c.reading():
+            serial = self._c.conn.execute("SELECT serial FROM meta WHERE id = 1").fetchone()[0]
+            rows = self._c.rows(sql, tuple(wanted))
         by_name: dict = {}
         for row in rows:
             by_name.setdefault(row["name"], []).append(ledgerrows.job_from_row(row))
@@ -75,7 +75,7 @@ def intent_fsync() -> None:
     """synchronous = NORMAL on ledger connections, FULL for the intent transaction only."""
     from reconciler.ledger import store as ledger
 
-    connect, add_intent = ledger._connect, ledger.Ledger.add_intent
+    connect, add_intent = ledger.connect, ledger.Ledger.add_intent
 
     def normal_connect(*args, **kwargs):
         conn = connect(*args, **kwargs)
@@ -83,14 +83,14 @@ def intent_fsync() -> None:
         return conn
 
     def durable_intent(self, **kwargs):
-        with self._lock:
-            self._conn.execute("PRAGMA synchronous = FULL")
+        with self._c.lock:
+            self._c.conn.execute("PRAGMA synchronous = FULL")
             try:
                 return add_intent(self, **kwargs)
             finally:
-                self._conn.execute("PRAGMA synchronous = NORMAL")
+                self._c.conn.execute("PRAGMA synchronous = NORMAL")
 
-    ledger._connect = normal_connect
+    ledger.connect = normal_connect
     ledger.Ledger.add_intent = durable_intent
 
 

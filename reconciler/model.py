@@ -5,9 +5,11 @@ Standard library only: every other layer speaks in these types.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
+from typing import overload
 
 MASS_ACTION = "MassAction"
 CUSTOM_OBJECT_JOB = "CustomObjectJob"
@@ -91,10 +93,6 @@ _ACTION_SYMBOLS = {Action.SUBMIT: "+", Action.UPLOAD: "↑", Action.REPLACE: "~"
                    Action.CANCEL: "-", Action.RETIRE: "x", Action.WAIT: "…", Action.CONFLICT: "!"}
 _OUTCOME_SYMBOLS = {Outcome.SUBMITTED: "+", Outcome.UPLOADED: "↑", Outcome.REPLACED: "~", Outcome.STOPPED: "-",
                     Outcome.CANCELLED: "-", Outcome.RETIRED: "x", Outcome.FAILED: "!"}
-
-# The bare names, for code that has not moved to the enums yet.
-PHASE_INTENT, PHASE_CREATED, PHASE_ACTIVE, PHASE_DONE, PHASE_RETIRED = Phase
-PHASES = tuple(Phase)
 
 IN_DOUBT_SECONDS = 24 * 3600  # Zuora keeps idempotency keys for 24 h
 
@@ -272,3 +270,26 @@ def latest_by_name(jobs: list[JobRecord]) -> dict[str, JobRecord]:
         if current is None or (job.generation, job.id) > (current.generation, current.id):
             latest[job.name] = job
     return latest
+
+
+def canonical_json(value: object) -> str:
+    """The one JSON spelling used for hashing and for stored detail: sorted keys, compact, UTF-8 kept, no NaN.
+
+    The audit chain hashes these bytes (ledger/chain.py), so its output must never change.
+    """
+    return _CANONICAL(value)
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+@overload
+def iso(value: None, timespec: str = ...) -> None: ...
+@overload
+def iso(value: datetime | float, timespec: str = ...) -> str: ...
+def iso(value: datetime | float | None, timespec: str = "seconds") -> str | None:
+    """A time (a datetime, or epoch seconds taken as UTC) as ISO 8601; None stays None."""
+    if value is None:
+        return None
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, timezone.utc)
+    return moment.isoformat(timespec=timespec)

@@ -226,19 +226,6 @@ def clean_environment(monkeypatch) -> None:
             monkeypatch.delenv(var, raising=False)
 
 
-# The fixtures `applied_template`, `repo` and `fresh` live in conftest.py. test_lock_command.py still
-# imports them from here by name, so they resolve (lazily: conftest imports this module) to conftest's.
-_MOVED_TO_CONFTEST = ("applied_template", "repo", "fresh")
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_CONFTEST:
-        import conftest
-
-        return getattr(conftest, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def cli(settings, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real command line in the repo, as a user would."""
     return subprocess.run([sys.executable, "-m", "reconciler", *args], cwd=settings.root, capture_output=True,

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import sqlite3
 import subprocess
 import sys
@@ -16,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.ledger import store as ledger_module
-from reconciler.ledger import reads as ledgerreads
+from reconciler.ledger import connection as ledger_connection
+from reconciler.ledger import events as ledger_events
 from reconciler.errors import LedgerError, LockHeldError
 from reconciler.ledger.store import SCHEMA_VERSION, Actor, Binding, Ledger, events_query
-from reconciler.ledger.reads import LIVE_JOB
+from reconciler.ledger.schema import LIVE_JOB, LIVE_JOB_V3
 from reconciler.model import Observation
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,6 +103,35 @@ def test_open_read_of_a_missing_ledger_creates_nothing(tmp_path):
     (tmp_path / "here").mkdir()
     assert Ledger.open_read(tmp_path / "here" / "ledger.db", LOCAL) is None
     assert files(tmp_path / "here") == {}
+
+
+READER = """
+import sys
+from pathlib import Path
+from reconciler.ledger.store import Binding, Ledger
+with Ledger.open_read(Path(sys.argv[1]), Binding("local", "http://127.0.0.1:8080")) as led:
+    led.recorded_state(["fx"]), led.jobs(), led.live_jobs(), led.events("fx"), led.verify(), led.current_lock()
+print("sqlite_utils" in sys.modules, "numpy" in sys.modules)
+"""
+
+
+def test_reads_import_no_sqlite_utils(path):
+    """sqlite-utils (and the numpy it may pull in) is for the write path: read-only commands stay fast."""
+    populate(path)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", READER, str(path)], capture_output=True, text=True, env=env, check=True)
+    assert proc.stdout.split() == ["False", "False"]
+
+
+def test_writes_use_sqlite_utils_without_loading_numpy(path):
+    """sqlite-utils loads numpy where installed only to map its values, which the ledger never passes."""
+    code = READER.replace("open_read", "open_write").replace("led.recorded_state", "led.start_run('x', ALICE), led.recorded_state")
+    code = code.replace("import sys\n", "import sys\nfrom reconciler.ledger.store import Actor\nALICE = Actor('a', 'h', 1)\n", 1)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env, check=True)
+    assert proc.stdout.split() == ["True", "False"]
+    with Ledger.open_read(path, LOCAL) as led:
+        assert led.verify().ok and led.schema_version == SCHEMA_VERSION
 
 
 def test_reads_never_change_a_byte_or_create_a_file(path):
@@ -232,7 +260,8 @@ def indexes(path: Path) -> set[str]:
         conn.close()
 
 
-ADDED_INDEX = {2: "events_by_name", 3: "jobs_live"}  # schema version -> the index its migration adds
+ADDED_INDEX = {2: "events_by_name", 3: "jobs_live", 4: "jobs_live_v4"}  # schema version -> the index it adds
+DROPPED_INDEX = {4: "jobs_live"}  # schema version -> the index it replaces
 
 
 def test_every_schema_version_names_its_index():
@@ -253,28 +282,36 @@ def test_every_older_schema_is_readable_and_migrates_forward(path, old):
         assert led.schema_version == SCHEMA_VERSION
         assert led.serial == serial  # the schema moved, not the records: saved plans stay valid
         assert [j.name for j in led.jobs()] == ["fx", "vehicles"] and led.verify().ok
-    assert set(ADDED_INDEX.values()) <= indexes(path)
+    assert set(ADDED_INDEX.values()) - set(DROPPED_INDEX.values()) <= indexes(path)
+    assert not set(DROPPED_INDEX.values()) & indexes(path)
     with Ledger.open_read(path, LOCAL) as again:
         assert again.schema_version == SCHEMA_VERSION
 
 
-def schema(path: Path) -> list[tuple]:
-    """sqlite_master in order, each statement with its whitespace normalized."""
+def schema(path: Path) -> dict[str, object]:
+    """Each table's columns (name, type, not null, default, pk) and foreign keys, and every index and trigger."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        rows = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY rowid").fetchall()
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        shape: dict[str, object] = {
+            t: (conn.execute(f"PRAGMA table_info({t})").fetchall(), conn.execute(f"PRAGMA foreign_key_list({t})").fetchall())
+            for t in tables
+        }
+        for kind in ("index", "trigger"):
+            rows = conn.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type = ? ORDER BY name", (kind,))
+            shape[kind] = [(name, table, sql and " ".join(sql.split())) for name, table, sql in rows]
     finally:
         conn.close()
-    tidy = lambda sql: sql and re.sub(r"\s*([(),;])\s*", r"\1", re.sub(r"\s+", " ", sql)).strip()
-    return [(kind, name, table, tidy(sql)) for kind, name, table, sql in rows]
+    return shape
 
 
-def test_a_new_ledger_has_exactly_the_schema_its_migrations_make(tmp_path):
+def test_a_new_ledger_has_the_schema_its_migrations_make(tmp_path):
+    """Both come from schema.py's one definition: built in one pass, or version by version from 1."""
     migrated, fresh = tmp_path / "migrated.db", tmp_path / "fresh.db"
     Ledger.open_write(migrated, LOCAL, migrate_to=1).close()
-    Ledger.open_write(migrated, LOCAL).close()  # v1 through sqlite-utils, then every later migration
-    Ledger.open_write(fresh, LOCAL).close()  # CURRENT_SCHEMA in plain SQL
-    assert schema(fresh) == schema(migrated), "update ledgerschema.CURRENT_SCHEMA to what MIGRATIONS make"
+    Ledger.open_write(migrated, LOCAL).close()
+    Ledger.open_write(fresh, LOCAL).close()
+    assert schema(fresh) == schema(migrated)
     with Ledger.open_read(fresh, LOCAL) as led:
         assert led.schema_version == SCHEMA_VERSION and led.serial == 0 and led.verify().ok
 
@@ -295,13 +332,40 @@ def test_v2_to_v3_marks_superseded_jobs_and_reads_live_names_by_index(path):
                 done(led, run, intent(led, run, name=name))
     with Ledger.open_read(path, LOCAL) as old:  # not migrated yet: read whole, names or not
         assert old.recorded_state(["nothing"]) == old.recorded_state()
-    with Ledger.open_write(path, LOCAL) as led:
+    with Ledger.open_write(path, LOCAL, migrate_to=3) as led:
         assert led.schema_version == 3
     assert superseded(path) == {("fx", 1): 1, ("fx", 2): 1, ("fx", 3): 0, ("rates", 1): 0}
+    assert query_plan(path, LIVE_JOB_V3) == "SCAN jobs USING INDEX jobs_live"
+    with Ledger.open_read(path, LOCAL) as v3:  # read-only, so not migrated: its own index serves it
+        assert [r.name for r in v3.recorded_state(["nothing"]).records] == ["fx", "rates"]
+
+
+def query_plan(path: Path, live_job: str) -> str:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    plan = " | ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN SELECT name FROM jobs WHERE {LIVE_JOB}"))
+    sql = f"SELECT name FROM jobs WHERE {live_job}"
+    plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql))
     conn.close()
-    assert "jobs_live" in plan, plan
+    return plan
+
+
+def test_v3_to_v4_indexes_the_output_url_key_not_its_text(path):
+    with Ledger.open_write(path, LOCAL, migrate_to=3) as led:
+        run = led.start_run("apply", ALICE)
+        for name in ("fx", "rates", "quoted"):
+            for _ in range(2):  # generation 1 is superseded and done: live only while its output awaits archiving
+                done(led, run, intent(led, run, name=name), output=False)
+        [old_fx, _, old_rates, _, old_quoted, _] = led.jobs()
+        observed = Observation(old_fx.remote_id, "MassAction", "Completed", output_url="https://x/1")
+        led.record_observation(old_fx.id, observed, run_id=run, source="refresh")
+    tamper(path, "UPDATE jobs SET detail = ? WHERE id = ?", ('{"inner":{"output_url":null}}', old_quoted.id))
+    tamper(path, "UPDATE jobs SET detail = ? WHERE id = ?", ("not json", old_rates.id))
+    with Ledger.open_write(path, LOCAL) as led:
+        assert led.schema_version == SCHEMA_VERSION
+        live = {(j.name, j.generation) for j in led.live_jobs()}
+        assert live == {("fx", 1), ("fx", 2), ("rates", 2), ("quoted", 2)}  # the key, not a string that spells it
+        assert [r.name for r in led.recorded_state(["nothing"]).records] == ["fx", "quoted", "rates"]
+    assert "jobs_live" not in indexes(path)
+    assert query_plan(path, LIVE_JOB) == "SCAN jobs USING INDEX jobs_live_v4"
 
 
 def test_superseded_is_kept_by_the_database_for_any_insert(path):
@@ -525,7 +589,7 @@ def test_events_newest_first_filtered_and_paged(led):
 
 
 def test_iter_events_streams_oldest_first_across_chunks(led, monkeypatch):
-    monkeypatch.setattr(ledgerreads, "_CHUNK", 3)
+    monkeypatch.setattr(ledger_events, "_CHUNK", 3)
     for i in range(8):
         led.record_event(run_id=None, event_type="note", detail={"i": i})
     assert [e["detail"]["i"] for e in led.iter_events()] == list(range(8))
@@ -876,7 +940,7 @@ def test_threads_share_one_ledger_safely(led):
 
 def test_a_busy_ledger_is_a_ledger_error_not_a_hang(path, monkeypatch):
     populate(path)
-    monkeypatch.setattr(ledger_module, "BUSY_TIMEOUT_SECONDS", 0.1)
+    monkeypatch.setattr(ledger_connection, "BUSY_TIMEOUT_SECONDS", 0.1)
     with Ledger.open_write(path, LOCAL) as led:
         blocker = sqlite3.connect(path, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ops_fixtures import applied_template, cli, fresh, repo, state_files  # noqa: F401
+from ops_fixtures import cli, state_files
 from reconciler.commands.lock import release, status
 from reconciler.errors import UsageError
 from reconciler.ledger.store import Actor, Ledger

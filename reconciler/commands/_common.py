@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler.errors import OutputError, UsageError
-from reconciler.model import DesiredSpec, JobRecord, Phase
+from reconciler.model import DesiredSpec, JobRecord, Phase, iso
 
 
 def no_ledger(settings) -> str:
@@ -89,11 +89,6 @@ def when(value: datetime | str | None) -> str | None:
     return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def iso(value: datetime | None) -> str | None:
-    """A time as ISO 8601 (None stays None), for JSON."""
-    return value.isoformat() if value is not None else None
-
-
 def age(since: datetime | None, now: datetime | None = None) -> str:
     """How long ago, compactly: 42s, 5m, 3h, 2d."""
     if since is None:
@@ -151,7 +146,7 @@ def job_document(job: JobRecord, settings=None) -> dict:
         "idempotency_key": job.idempotency_key, "uploaded": job.uploaded, "total": job.total,
         "processed": job.processed, "succeeded": job.succeeded, "failed": job.failed, "rerun": job.rerun,
         "detail": job.detail, "result_path": job.result_path, "result_sha256": job.result_sha256,
-        "created_at": iso(job.created_at), "updated_at": iso(job.updated_at),
+        "created_at": iso(job.created_at, "auto"), "updated_at": iso(job.updated_at, "auto"),
     }
     if settings is not None:
         document["result_file"] = result_state(settings, job)

@@ -28,7 +28,6 @@ from reconciler.commands._common import (
     age,
     count,
     is_retired,
-    iso,
     no_ledger,
     write_json,
 )
@@ -38,6 +37,7 @@ from reconciler.model import (
     JOB_FAILED,
     DesiredSpec,
     JobRecord,
+    iso,
     latest_by_name,
 )
 from reconciler.views import render_table
@@ -223,7 +223,7 @@ def _json_row(name: str, job: JobRecord | None, spec: DesiredSpec | None) -> dic
         "name": name, "kind": job.kind, "remote_id": job.remote_id, "status": job.remote_status,
         "phase": job.phase, "revision": job.revision, "fingerprint": job.fingerprint, "total": job.total,
         "processed": job.processed, "succeeded": job.succeeded, "failed": job.failed,
-        "updated_at": iso(job.updated_at),
+        "updated_at": iso(job.updated_at, "auto"),
     }
 
 

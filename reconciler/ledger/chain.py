@@ -1,6 +1,7 @@
 """The audit log's hash chain: canonical event serialization and its verification.
 
-Standard library only, so an auditor can read the whole algorithm here and re-implement it:
+Standard library only (plus model.canonical_json, spelled out in step 2), so an auditor can read the
+whole algorithm here and re-implement it:
 
 1. An event is a flat mapping of the ledger's `events` columns: id, ts, run_id, name, event_type,
    method, path, http_status, request_id, track_id, idempotency_key, outcome, actor, detail,
@@ -19,9 +20,14 @@ An export (`audit export --format jsonl`) carries the same fields, so each line 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from reconciler.model import canonical_json
+
+__all__ = [  # canonical_json stays importable here: the chain is where auditors look for it
+    "EVENT_FIELDS", "GENESIS_HASH", "AuditReport", "canonical_event", "canonical_json", "event_hash", "verify_chain",
+]
 
 GENESIS_HASH = "0" * 64
 
@@ -43,11 +49,6 @@ EVENT_FIELDS = (
     "prev_hash",
     "hash",
 )
-
-
-def canonical_json(value: object) -> str:
-    """The one JSON spelling used for hashing and for stored detail: sorted keys, compact."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def canonical_event(event: Mapping[str, object]) -> bytes:

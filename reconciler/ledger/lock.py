@@ -1,11 +1,11 @@
-"""The run lock (DESIGN §5): one lease row in the ledger's `locks` table.
+"""The run lock (DESIGN §5): one lease row in the ledger's `locks` table, and the pure lease rules.
 
-`LockMethods` is mixed into `Ledger` and runs inside its transactions (plain SQL on its connection;
-sqlite-utils stays in ledger.py). Lock transactions never bump the ledger serial, even when they
+`LeaseLock` runs in transactions on the LedgerConnection it is given and appends its audit events
+through the EventLog it is given. Lock transactions never bump the ledger serial, even when they
 append an audit event (a take-over, a forced release): taking the lock must not make the saved plan
 a run is about to apply look stale. A write that precedes a remote change (an intent, a stop or cancel
 event) is given the run's lock id and checks and renews the lease inside its own transaction
-(`_hold_lock`), so a run that lost the lock commits nothing more; a run that finds its lock gone at
+(`LeaseLock.hold`), so a run that lost the lock commits nothing more; a run that finds its lock gone at
 the end gets a `lock_lost` event and a text naming the new holder (`release_own_lock`), not an error.
 The functions below are the pure lease rules over a lock row (id, user, host, pid, ci_run_url,
 acquired_at, heartbeat_at, lease_seconds; times in epoch seconds).
@@ -16,11 +16,16 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import Mapping
-from datetime import datetime, timezone
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from reconciler.errors import LedgerError, LockHeldError
+from reconciler.ledger.connection import LedgerConnection, Row
+from reconciler.ledger.events import EventLog
 from reconciler.ledger.rows import Actor
+from reconciler.model import iso
+
+Clock = Callable[[], float]
 
 POLL_SECONDS = 0.25  # how often a waiting run looks at the lock again
 
@@ -40,7 +45,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def takeover_reason(row: Mapping, host: str, now: float) -> str | None:
+def takeover_reason(row: Mapping[str, Any], host: str, now: float) -> str | None:
     """Why a caller on `host` may take this lock over at `now`, or None when it is still held."""
     if row["host"] == host and not pid_alive(int(row["pid"])):
         return f"the holder process {row['pid']} on {host} is gone"
@@ -50,18 +55,13 @@ def takeover_reason(row: Mapping, host: str, now: float) -> str | None:
     return None
 
 
-def describe_holder(row: Mapping) -> str:
+def describe_holder(row: Mapping[str, Any]) -> str:
     """`user@host pid N`, plus the CI run when there is one."""
     text = f"{row['user']}@{row['host']} pid {row['pid']}"
     return f"{text} (CI run {row['ci_run_url']})" if row.get("ci_run_url") else text
 
 
-def iso(epoch: float) -> str:
-    """An epoch time as an ISO 8601 UTC string, to the second."""
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
-
-
-def held_message(path: object, row: Mapping, now: float) -> str:
+def held_message(path: object, row: Mapping[str, Any], now: float) -> str:
     """The LockHeldError text: who holds the lock, since when, and what to do."""
     silent = max(0.0, now - float(row["heartbeat_at"]))
     return (
@@ -72,10 +72,14 @@ def held_message(path: object, row: Mapping, now: float) -> str:
     )
 
 
-class LockMethods:
-    """Ledger methods for the run lock; they rely on Ledger's transaction and event helpers."""
+class LeaseLock:
+    """The run lock of one ledger, on the connection it is given; its audit events go to `events`."""
 
-    def acquire_lock(self, holder: Actor, *, lease_seconds: float = 60, timeout: float = 0, now=time.time) -> str:
+    def __init__(self, connection: LedgerConnection, events: EventLog):
+        self._c = connection
+        self._events = events
+
+    def acquire(self, holder: Actor, *, lease_seconds: float = 60, timeout: float = 0, now: Clock = time.time) -> str:
         """Take the ledger lock, waiting up to `timeout` seconds; returns the lock id or raises LockHeldError.
 
         A holder on this host whose process is gone is taken over at once; any holder whose lease
@@ -83,54 +87,55 @@ class LockMethods:
         """
         deadline = time.monotonic() + timeout
         while True:
-            with self._transaction() as tx:
+            with self._c.transaction() as tx:
                 tx.bump = False
                 row = self._holder_row()
                 moment = now()
                 reason = takeover_reason(row, holder.host, moment) if row else None
                 if row is None or reason:
-                    return self._take_lock(holder, lease_seconds, moment, row, reason)
+                    return self._take(holder, lease_seconds, moment, row, reason)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise LockHeldError(held_message(self.path, row, moment))
+                raise LockHeldError(held_message(self._c.path, row, moment))
             time.sleep(min(POLL_SECONDS, remaining))
 
-    def _holder_row(self) -> dict | None:
+    def _holder_row(self) -> Row | None:
         """The current lock row (the oldest, were there ever two), or None when the lock is free."""
-        return self._row("SELECT * FROM locks ORDER BY acquired_at LIMIT 1")
+        return self._c.row("SELECT * FROM locks ORDER BY acquired_at LIMIT 1")
 
-    def _take_lock(self, holder: Actor, lease: float, moment: float, old: dict | None, reason: str | None) -> str:
+    def _take(self, holder: Actor, lease: float, moment: float, old: Row | None, reason: str | None) -> str:
         if old is not None:
-            self._update("DELETE FROM locks WHERE id = ?", (old["id"],), f"lock {old['id']}")
-            self._append_event(
+            self._c.delete("locks", old["id"], f"lock {old['id']}")
+            self._events.append(
                 run_id=None, event_type="lock_takeover", actor=holder,
                 detail={"lock_id": old["id"], "holder": describe_holder(old), "reason": reason},
             )
         lock_id = uuid.uuid4().hex
-        self._conn.execute(
-            "INSERT INTO locks (id, user, host, pid, ci_run_url, acquired_at, heartbeat_at, lease_seconds)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (lock_id, holder.user, holder.host, holder.pid, holder.ci_run_url, moment, moment, float(lease)),
-        )
+        self._c.insert("locks", {
+            "id": lock_id, "user": holder.user, "host": holder.host, "pid": holder.pid,
+            "ci_run_url": holder.ci_run_url, "acquired_at": moment, "heartbeat_at": moment,
+            "lease_seconds": float(lease),
+        })
         return lock_id
 
-    def heartbeat(self, lock_id: str, *, now=time.time) -> None:
+    def heartbeat(self, lock_id: str, *, now: Clock = time.time) -> None:
         """Renew the lease; LockHeldError naming the new holder when the lock was released or taken over."""
-        with self._transaction() as tx:
+        with self._c.transaction() as tx:
             tx.bump = False
-            self._hold_lock(lock_id, now())
+            self.hold(lock_id, now())
 
-    def _hold_lock(self, lock_id: str, moment: float) -> None:
+    def hold(self, lock_id: str, moment: float) -> None:
         """Inside the caller's transaction: renew this lease, or raise LockHeldError when it is no longer ours.
 
         A write that must only happen under the lock (an intent before its remote call) runs this in its
         own transaction, so no other run can take the lock between the check and the write.
         """
-        if self._conn.execute("UPDATE locks SET heartbeat_at = ? WHERE id = ?", (moment, lock_id)).rowcount != 1:
+        renewed = self._c.conn.execute("UPDATE locks SET heartbeat_at = ? WHERE id = ?", (moment, lock_id))
+        if renewed.rowcount != 1:
             raise LockHeldError(self._lost_message(lock_id, self._new_holder(lock_id)))
 
     def _lost_message(self, lock_id: str, holder: str) -> str:
-        return (f"{self.path}: this run lost the ledger lock {lock_id} to {holder}; it changes nothing more "
+        return (f"{self._c.path}: this run lost the ledger lock {lock_id} to {holder}; it changes nothing more "
                 "remotely. Check `reconciler lock status` and `reconciler status` before running again")
 
     def _new_holder(self, lock_id: str) -> str:
@@ -139,7 +144,7 @@ class LockMethods:
         if row is not None:
             return f"{describe_holder(row)} (lock {row['id']}, taken {iso(float(row['acquired_at']))})"
         # Newest first and rare (only a run that lost its lock asks): the event is normally among the last.
-        event = self._row(
+        event = self._c.row(
             "SELECT event_type, actor, ts FROM events WHERE event_type IN ('lock_takeover', 'lock_release')"
             " AND instr(detail, ?) > 0 ORDER BY id DESC LIMIT 1", (f'"{lock_id}"',),
         )
@@ -148,36 +153,36 @@ class LockMethods:
         verb = "took it over" if event["event_type"] == "lock_takeover" else "released it"
         return f"{event['actor']}, who {verb} at {event['ts']} and has since finished (the lock is free now)"
 
-    def release_lock(self, lock_id: str, *, by: Actor | None = None, forced: bool = False) -> None:
+    def release(self, lock_id: str, *, by: Actor | None = None, forced: bool = False) -> None:
         """Release a lock; `forced` (operator `lock release`) also appends an event naming `by`."""
-        with self._transaction() as tx:
+        with self._c.transaction() as tx:
             tx.bump = False
-            row = self._row("SELECT * FROM locks WHERE id = ?", (lock_id,))
+            row = self._c.row("SELECT * FROM locks WHERE id = ?", (lock_id,))
             if row is None:
                 raise LedgerError(
-                    f"{self.path}: no lock {lock_id} is held; `reconciler lock status` shows the current one"
+                    f"{self._c.path}: no lock {lock_id} is held; `reconciler lock status` shows the current one"
                 )
-            self._update("DELETE FROM locks WHERE id = ?", (lock_id,), f"lock {lock_id}")
+            self._c.delete("locks", lock_id, f"lock {lock_id}")
             if forced:
-                self._append_event(
+                self._events.append(
                     run_id=None, event_type="lock_release", actor=by,
                     detail={"lock_id": lock_id, "holder": describe_holder(row), "forced": True},
                 )
 
-    def release_own_lock(self, lock_id: str, *, run_id: int | None) -> str | None:
+    def release_own(self, lock_id: str, *, run_id: int | None) -> str | None:
         """Release a run's own lock at its end; when it was lost meanwhile, append a `lock_lost` event and
         return the LockHeldError text naming the new holder instead of raising (None when released)."""
-        with self._transaction() as tx:
+        with self._c.transaction() as tx:
             tx.bump = False
-            if self._conn.execute("DELETE FROM locks WHERE id = ?", (lock_id,)).rowcount == 1:
+            if self._c.conn.execute("DELETE FROM locks WHERE id = ?", (lock_id,)).rowcount == 1:
                 return None
             holder = self._new_holder(lock_id)
-            self._append_event(run_id=run_id, event_type="lock_lost", detail={"lock_id": lock_id, "holder": holder})
+            self._events.append(run_id=run_id, event_type="lock_lost", detail={"lock_id": lock_id, "holder": holder})
             return self._lost_message(lock_id, holder)
 
-    def current_lock(self, *, now=time.time) -> dict | None:
+    def current(self, *, now: Clock = time.time) -> Row | None:
         """The lock row (times as ISO strings) plus `holder` text and `expired`, or None when free."""
-        with self._reading():
+        with self._c.reading():
             row = self._holder_row()
         if row is None:
             return None

@@ -1,6 +1,6 @@
 """Ledger rows <-> values: actors, timestamps, stored detail JSON and its secret redaction.
 
-Standard library only (sqlite-utils stays in ledger.py). Detail is stored as canonical JSON after a
+Standard library only (reads must not import sqlite-utils). Detail is stored as canonical JSON after a
 JSON round trip, so the value hashed at insert is exactly the one read back. Anything that looks like
 a secret (authorization, token, secret, password, api key, cookie, credential keys; bearer or basic
 values; such query parameters in paths) becomes "<redacted>" before it is stored.

@@ -1,137 +1,231 @@
-"""The ledger's schema versions (DESIGN §6): MIGRATIONS[i] brings a ledger to version i + 1.
+"""The ledger's schema (DESIGN §6), defined once: new ledgers and forward migrations are both made from it.
 
-Each migration gets the sqlite-utils `Database` that ledger.py (the only module importing sqlite-utils)
-opens on its connection, and runs inside ledger.py's transaction. Forward only; a released migration
-never changes, since ledgers made by it exist: a new schema is a new function at the end.
+Every table, column, index and trigger names the schema version that introduced it (`since`) and,
+for an index later replaced, the version that dropped it (`until`); `Backfill`s are the data changes a
+migration makes to rows recorded before it. `create(db, version)` builds a new ledger of any version
+in one pass; `migrate(db, version)` brings a ledger of version - 1 to `version`. Both run inside the
+store's transaction on a sqlite-utils Database (imported by the caller, on the write path only).
+Released versions never change, since ledgers made by them exist: a new schema is a new version
+number on new elements. Reading needs none of this beyond SCHEMA_VERSION and `live_job`.
 """
 
 from __future__ import annotations
 
-from reconciler.ledger.reads import LIVE_JOB
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from reconciler.model import CO_ACTIVE, CUSTOM_OBJECT_JOB
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+
+SCHEMA_VERSION = 4
+LIVE_SCHEMA = 3  # the first version with jobs.superseded and a live-jobs index
 
 
-def _v1_tables(db) -> None:
-    """Schema version 1: meta, runs, jobs, events (append-only), locks."""
-    db["meta"].create(
-        {
-            "id": int, "lineage": str, "serial": int, "schema_version": int, "environment": str,
-            "base_url": str, "head_hash": str, "events_count": int, "created_at": str,
-        },
-        pk="id",
-        not_null=["lineage", "serial", "schema_version", "environment", "base_url", "head_hash"],
+@dataclass(frozen=True)
+class Column:
+    """A column; one added after its table (`since` later than the table's) needs a NOT NULL `default`."""
+
+    name: str
+    type: type
+    since: int = 1
+    not_null: bool = False
+    default: object = None
+    references: str | None = None  # a table whose id this column refers to
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    pk: str = "id"
+    since: int = 1
+
+
+@dataclass(frozen=True)
+class Index:
+    name: str
+    table: str
+    columns: tuple[str, ...]
+    unique: bool = False
+    where: str | None = None  # a partial index's condition
+    since: int = 1
+    until: int | None = None  # the version whose migration drops it
+
+
+@dataclass(frozen=True)
+class Trigger:
+    name: str
+    sql: str
+    since: int = 1
+
+
+@dataclass(frozen=True)
+class Backfill:
+    """SQL a migration to `version` runs over the rows recorded before it."""
+
+    version: int
+    sql: str
+
+
+# A job the planner may still act on or count, whatever the specs say: the latest of its name and not
+# retired; not done yet; done with a result refresh would still archive (so its drift shows); or a
+# custom object job that may still hold a slot (a forgotten running one). A name with none of these is
+# removed and retired for good: the planner gives it no change, no slot and no drift. An index is
+# defined on exactly this text; changing it needs a new version with a new index.
+_ACTIVE = ", ".join(f"'{status}'" for status in sorted(CO_ACTIVE))
+
+
+def _live_job(has_output_url: str) -> str:
+    return (
+        "(phase != 'retired' AND (superseded = 0 OR phase != 'done' OR (result_path IS NULL AND remote_id IS NOT NULL"
+        f" AND (kind = '{CUSTOM_OBJECT_JOB}' OR {has_output_url}))))"
+        f" OR (kind = '{CUSTOM_OBJECT_JOB}' AND remote_status IN ({_ACTIVE}))"
     )
-    db["runs"].create(
-        {
-            "id": int, "command": str, "actor": str, "pid": int, "commit": str, "ci_run_url": str,
-            "plan_digest": str, "started_at": str, "finished_at": str, "outcome": str,
-        },
-        pk="id",
-        not_null=["command", "actor", "started_at"],
-    )
-    db["jobs"].create(
-        {
-            "id": int, "name": str, "kind": str, "generation": int, "fingerprint": str,
-            "fingerprint_version": int, "revision": int, "remote_id": str, "idempotency_key": str,
-            "phase": str, "remote_status": str, "uploaded": int, "total": int, "processed": int,
-            "succeeded": int, "failed": int, "detail": str, "result_path": str, "result_sha256": str,
-            "rerun": int, "created_at": str, "updated_at": str, "run_id": int,
-        },
-        pk="id",
-        not_null=["name", "kind", "generation", "fingerprint", "idempotency_key", "phase"],
-        foreign_keys=[("run_id", "runs", "id")],
-    )
-    db["jobs"].create_index(["idempotency_key"], index_name="jobs_by_idempotency_key", unique=True)
-    db["jobs"].create_index(["name", "generation"], index_name="jobs_by_name_generation", unique=True)
-    db["jobs"].create_index(["remote_id"], index_name="jobs_by_remote_id")
-    db["events"].create(
-        {
-            "id": int, "ts": str, "run_id": int, "name": str, "event_type": str, "method": str,
-            "path": str, "http_status": int, "request_id": str, "track_id": str,
-            "idempotency_key": str, "outcome": str, "actor": str, "detail": str, "prev_hash": str,
-            "hash": str,
-        },
-        pk="id",
-        not_null=["ts", "event_type", "prev_hash", "hash"],
-        foreign_keys=[("run_id", "runs", "id")],
-    )
-    for op in ("UPDATE", "DELETE"):
-        db.execute(
-            f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events "
-            "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END"
-        )
-    db["locks"].create(
-        {
-            "id": str, "user": str, "host": str, "pid": int, "ci_run_url": str,
-            "acquired_at": float, "heartbeat_at": float, "lease_seconds": float,
-        },
-        pk="id",
+
+
+# Version 3 looked for the text `"output_url":` anywhere in detail; version 4 reads the key itself
+# (an edited detail that is not JSON has none, instead of making json_extract fail).
+LIVE_JOB_V3 = _live_job("instr(detail, '\"output_url\":') > 0")
+LIVE_JOB = _live_job("CASE WHEN json_valid(detail) THEN json_extract(detail, '$.output_url') END IS NOT NULL")
+
+
+def live_job(version: int) -> str:
+    """The LIVE_JOB condition a ledger of this schema version indexes (LIVE_SCHEMA or later)."""
+    return LIVE_JOB if version >= 4 else LIVE_JOB_V3
+
+
+def _append_only(op: str) -> Trigger:
+    return Trigger(
+        f"events_no_{op.lower()}",
+        f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events "
+        "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
     )
 
 
-def _v2_events_by_name(db) -> None:
-    """Schema version 2: `history NAME --limit N` reads an index instead of scanning every event."""
-    db["events"].create_index(["name"], index_name="events_by_name")
+TABLES = (
+    Table("meta", (
+        Column("id", int), Column("lineage", str, not_null=True), Column("serial", int, not_null=True),
+        Column("schema_version", int, not_null=True), Column("environment", str, not_null=True),
+        Column("base_url", str, not_null=True), Column("head_hash", str, not_null=True),
+        Column("events_count", int), Column("created_at", str),
+    )),
+    Table("runs", (
+        Column("id", int), Column("command", str, not_null=True), Column("actor", str, not_null=True),
+        Column("pid", int), Column("commit", str), Column("ci_run_url", str), Column("plan_digest", str),
+        Column("started_at", str, not_null=True), Column("finished_at", str), Column("outcome", str),
+    )),
+    Table("jobs", (
+        Column("id", int), Column("name", str, not_null=True), Column("kind", str, not_null=True),
+        Column("generation", int, not_null=True), Column("fingerprint", str, not_null=True),
+        Column("fingerprint_version", int), Column("revision", int), Column("remote_id", str),
+        Column("idempotency_key", str, not_null=True), Column("phase", str, not_null=True),
+        Column("remote_status", str), Column("uploaded", int), Column("total", int), Column("processed", int),
+        Column("succeeded", int), Column("failed", int), Column("detail", str), Column("result_path", str),
+        Column("result_sha256", str), Column("rerun", int), Column("created_at", str), Column("updated_at", str),
+        Column("run_id", int, references="runs"),
+        # every job with a later generation of its name; kept by jobs_supersede for any insert
+        Column("superseded", int, since=3, not_null=True, default=0),
+    )),
+    Table("events", (
+        Column("id", int), Column("ts", str, not_null=True), Column("run_id", int, references="runs"),
+        Column("name", str), Column("event_type", str, not_null=True), Column("method", str), Column("path", str),
+        Column("http_status", int), Column("request_id", str), Column("track_id", str),
+        Column("idempotency_key", str), Column("outcome", str), Column("actor", str), Column("detail", str),
+        Column("prev_hash", str, not_null=True), Column("hash", str, not_null=True),
+    )),
+    Table("locks", (
+        Column("id", str), Column("user", str), Column("host", str), Column("pid", int), Column("ci_run_url", str),
+        Column("acquired_at", float), Column("heartbeat_at", float), Column("lease_seconds", float),
+    )),
+)
 
+INDEXES = (
+    Index("jobs_by_idempotency_key", "jobs", ("idempotency_key",), unique=True),
+    Index("jobs_by_name_generation", "jobs", ("name", "generation"), unique=True),
+    Index("jobs_by_remote_id", "jobs", ("remote_id",)),
+    # `history NAME --limit N` reads an index instead of scanning every event
+    Index("events_by_name", "events", ("name",), since=2),
+    # `recorded_state(names)` finds the names that still need planning by an index
+    Index("jobs_live", "jobs", ("name",), where=LIVE_JOB_V3, since=3, until=4),
+    Index("jobs_live_v4", "jobs", ("name",), where=LIVE_JOB, since=4),
+)
 
-def _v3_live_jobs(db) -> None:
-    """Schema version 3: `recorded_state(names)` finds the names that still need planning by an index.
-
-    `superseded` marks every job with a later generation of its name, kept by a trigger so any insert
-    (ours, an import, a bulk load) maintains it; `jobs_live` indexes the jobs LIVE_JOB describes.
-    """
-    db.execute("ALTER TABLE jobs ADD COLUMN superseded INTEGER NOT NULL DEFAULT 0")
-    db.execute(
-        "UPDATE jobs SET superseded = 1 WHERE EXISTS "
-        "(SELECT 1 FROM jobs later WHERE later.name = jobs.name AND later.generation > jobs.generation)"
-    )
-    db.execute(
+TRIGGERS = (
+    _append_only("UPDATE"),
+    _append_only("DELETE"),
+    Trigger(
+        "jobs_supersede",
         "CREATE TRIGGER jobs_supersede AFTER INSERT ON jobs BEGIN "
         "UPDATE jobs SET superseded = 1 WHERE name = NEW.name AND generation < NEW.generation AND superseded = 0; "
         "UPDATE jobs SET superseded = 1 WHERE id = NEW.id AND EXISTS "
-        "(SELECT 1 FROM jobs later WHERE later.name = NEW.name AND later.generation > NEW.generation); END"
-    )
-    db.execute(f"CREATE INDEX jobs_live ON jobs(name) WHERE {LIVE_JOB}")
-
-
-MIGRATIONS = (_v1_tables, _v2_events_by_name, _v3_live_jobs)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-# The schema MIGRATIONS build, in plain SQL, in sqlite_master's order: `open_write` makes a new ledger
-# from these, so creating one never imports sqlite-utils (~0.06 s; ~0.12 s where numpy is installed,
-# which sqlite-utils then loads). tests/test_ledger.py checks that they make the same tables, columns,
-# indexes and triggers as MIGRATIONS (up to whitespace), so a new migration must extend them.
-CURRENT_SCHEMA = (
-    'CREATE TABLE "meta" ("id" INTEGER PRIMARY KEY, "lineage" TEXT NOT NULL, "serial" INTEGER NOT NULL, '
-    '"schema_version" INTEGER NOT NULL, "environment" TEXT NOT NULL, "base_url" TEXT NOT NULL, '
-    '"head_hash" TEXT NOT NULL, "events_count" INTEGER, "created_at" TEXT)',
-    'CREATE TABLE "runs" ("id" INTEGER PRIMARY KEY, "command" TEXT NOT NULL, "actor" TEXT NOT NULL, '
-    '"pid" INTEGER, "commit" TEXT, "ci_run_url" TEXT, "plan_digest" TEXT, "started_at" TEXT NOT NULL, '
-    '"finished_at" TEXT, "outcome" TEXT)',
-    'CREATE TABLE "jobs" ("id" INTEGER PRIMARY KEY, "name" TEXT NOT NULL, "kind" TEXT NOT NULL, '
-    '"generation" INTEGER NOT NULL, "fingerprint" TEXT NOT NULL, "fingerprint_version" INTEGER, '
-    '"revision" INTEGER, "remote_id" TEXT, "idempotency_key" TEXT NOT NULL, "phase" TEXT NOT NULL, '
-    '"remote_status" TEXT, "uploaded" INTEGER, "total" INTEGER, "processed" INTEGER, "succeeded" INTEGER, '
-    '"failed" INTEGER, "detail" TEXT, "result_path" TEXT, "result_sha256" TEXT, "rerun" INTEGER, '
-    '"created_at" TEXT, "updated_at" TEXT, "run_id" INTEGER REFERENCES "runs"("id"), '
-    "superseded INTEGER NOT NULL DEFAULT 0)",
-    'CREATE UNIQUE INDEX "jobs_by_idempotency_key" ON "jobs" ("idempotency_key")',
-    'CREATE UNIQUE INDEX "jobs_by_name_generation" ON "jobs" ("name", "generation")',
-    'CREATE INDEX "jobs_by_remote_id" ON "jobs" ("remote_id")',
-    'CREATE TABLE "events" ("id" INTEGER PRIMARY KEY, "ts" TEXT NOT NULL, '
-    '"run_id" INTEGER REFERENCES "runs"("id"), "name" TEXT, "event_type" TEXT NOT NULL, "method" TEXT, '
-    '"path" TEXT, "http_status" INTEGER, "request_id" TEXT, "track_id" TEXT, "idempotency_key" TEXT, '
-    '"outcome" TEXT, "actor" TEXT, "detail" TEXT, "prev_hash" TEXT NOT NULL, "hash" TEXT NOT NULL)',
-    "CREATE TRIGGER events_no_update BEFORE UPDATE ON events "
-    "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
-    "CREATE TRIGGER events_no_delete BEFORE DELETE ON events "
-    "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
-    'CREATE TABLE "locks" ("id" TEXT PRIMARY KEY, "user" TEXT, "host" TEXT, "pid" INTEGER, "ci_run_url" TEXT, '
-    '"acquired_at" REAL, "heartbeat_at" REAL, "lease_seconds" REAL)',
-    'CREATE INDEX "events_by_name" ON "events" ("name")',
-    "CREATE TRIGGER jobs_supersede AFTER INSERT ON jobs BEGIN "
-    "UPDATE jobs SET superseded = 1 WHERE name = NEW.name AND generation < NEW.generation AND superseded = 0; "
-    "UPDATE jobs SET superseded = 1 WHERE id = NEW.id AND EXISTS "
-    "(SELECT 1 FROM jobs later WHERE later.name = NEW.name AND later.generation > NEW.generation); END",
-    f"CREATE INDEX jobs_live ON jobs(name) WHERE {LIVE_JOB}",
+        "(SELECT 1 FROM jobs later WHERE later.name = NEW.name AND later.generation > NEW.generation); END",
+        since=3,
+    ),
 )
+
+BACKFILLS = (
+    Backfill(3, "UPDATE jobs SET superseded = 1 WHERE EXISTS "
+                "(SELECT 1 FROM jobs later WHERE later.name = jobs.name AND later.generation > jobs.generation)"),
+)
+
+
+def _alive(index: Index, version: int) -> bool:
+    return index.since <= version and (index.until is None or version < index.until)
+
+
+def _create_table(db: Database, table: Table, version: int) -> None:
+    columns = [c for c in table.columns if c.since <= version]
+    db.table(table.name).create(
+        {c.name: c.type for c in columns},
+        pk=table.pk,
+        not_null=[c.name for c in columns if c.not_null],
+        defaults={c.name: c.default for c in columns if c.default is not None},
+        foreign_keys=[(c.name, c.references, "id") for c in columns if c.references],
+    )
+
+
+def _create_index(db: Database, index: Index) -> None:
+    if index.where is None:
+        db.table(index.table).create_index(list(index.columns), index_name=index.name, unique=index.unique)
+    else:  # sqlite-utils makes no partial index
+        columns = ", ".join(f'"{c}"' for c in index.columns)
+        unique = "UNIQUE " if index.unique else ""
+        db.execute(f'CREATE {unique}INDEX "{index.name}" ON "{index.table}" ({columns}) WHERE {index.where}')
+
+
+def create(db: Database, version: int = SCHEMA_VERSION) -> None:
+    """Make the (empty) tables, indexes and triggers of a new ledger of this schema version."""
+    for table in TABLES:
+        if table.since <= version:
+            _create_table(db, table, version)
+    for index in INDEXES:
+        if _alive(index, version):
+            _create_index(db, index)
+    for trigger in TRIGGERS:
+        if trigger.since <= version:
+            db.execute(trigger.sql)
+
+
+def migrate(db: Database, version: int) -> None:
+    """Bring a ledger of schema version - 1 to `version` (the caller records the new version in meta)."""
+    for table in TABLES:
+        if table.since == version:
+            _create_table(db, table, version)
+        elif table.since < version:
+            for column in table.columns:
+                if column.since == version:
+                    db.table(table.name).add_column(column.name, column.type, not_null_default=column.default)
+    for backfill in BACKFILLS:
+        if backfill.version == version:
+            db.execute(backfill.sql)
+    for index in INDEXES:
+        if index.until == version:
+            db.execute(f'DROP INDEX "{index.name}"')
+    for index in INDEXES:
+        if index.since == version:
+            _create_index(db, index)
+    for trigger in TRIGGERS:
+        if trigger.since == version:
+            db.execute(trigger.sql)

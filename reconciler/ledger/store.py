@@ -1,16 +1,19 @@
-"""The SQLite ledger (DESIGN §6): jobs, runs, the hash-chained event log and the run lock.
+"""The ledger's store interface and its SQLite implementation (DESIGN §6): jobs, runs, events, the run lock.
 
-The only sqlite-utils user: this module opens, validates, creates and migrates the file and owns its
-connection and transactions. `Ledger` gets its queries from ledgerreads.py, its records from
-ledgerwrites.py and the run lock from locks.py (mixins in plain SQL on this connection); rows map to
-values in ledgerrows.py and events chain as chain.py describes. Choices a caller relies on:
+`LedgerStore` names every operation the engine and the commands use; a future PostgreSQL store
+implements the same protocol. `Ledger` is the SQLite store: it opens, validates, creates and migrates
+the file and composes three collaborators over one LedgerConnection (connection.py): the job book
+(jobs.py: runs and the job lifecycle), the event log (events.py; chain.py keeps the hash chain) and
+the lease lock (lock.py). Rows map to values in rows.py; the schema is schema.py's one definition.
+Choices a caller relies on:
 
 - **Reads never write.** `Ledger.open_read` connects with `mode=ro` and returns None when the file is
   missing. Writers keep the file in WAL mode only while they are connected and switch it back to a
   rollback journal when the last of them closes, so at rest the ledger is one self-contained file and
-  a reader creates no `-wal`/`-shm` files and changes no byte.
-- **Writes** are `BEGIN IMMEDIATE` transactions with a 5 s busy timeout; every sqlite error becomes a
-  LedgerError naming the file; an UPDATE that should touch one row and touched none raises.
+  a reader creates no `-wal`/`-shm` files and changes no byte. Reads never import sqlite-utils.
+- **Writes** are `BEGIN IMMEDIATE` transactions with a 5 s busy timeout; sqlite-utils makes the rows
+  inside them; every sqlite error becomes a LedgerError naming the file; an update that should touch
+  one row and finds none raises.
 - **Durability**: writers run WAL with `synchronous = NORMAL`, so a commit is one append to the WAL
   without an fsync (the WAL is synced at checkpoints). A committed transaction survives the process
   dying at any point (SIGKILL, a crash: the data is in the OS's hands), which is what the intent-
@@ -25,48 +28,54 @@ values in ledgerrows.py and events chain as chain.py describes. Choices a caller
   taking the lock must not make the saved plan the run is about to apply look stale.
 - **Events** are only inserted (triggers refuse UPDATE and DELETE) and hash-chained as chain.py
   describes; `meta.head_hash` and `meta.events_count` move in the same transaction. Detail that looks
-  like a secret is replaced by "<redacted>" before it is stored (ledgerrows.py says what counts).
+  like a secret is replaced by "<redacted>" before it is stored (rows.py says what counts).
 - **Threads** share one connection (`check_same_thread=False`) and an RLock serializes every call,
   so the apply command's workers may call one Ledger concurrently; processes coordinate through
   SQLite's own locking.
-- **Migrations** are the functions in MIGRATIONS (ledgerschema.py), forward only, run by `open_write`
-  in one transaction on a sqlite-utils Database made here; MIGRATIONS[i] brings the schema to version
-  i + 1. A new ledger is made from CURRENT_SCHEMA, the same schema in plain SQL. Every schema version stays readable
-  by the current read code, so `open_read` accepts older ledgers; a newer one is refused.
+- **Migrations** come from schema.py, forward only, run by `open_write` in one transaction; a new
+  ledger is made from the same definition. Every schema version stays readable by the current read
+  code, so `open_read` accepts older ledgers; a newer one is refused.
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import threading
+import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.errors import LedgerError
-from reconciler.ledger.chain import GENESIS_HASH
-from reconciler.ledger.lock import LockMethods
-from reconciler.ledger.reads import ReadMethods, events_query
+from reconciler.ledger import schema
+from reconciler.ledger.chain import GENESIS_HASH, AuditReport
+from reconciler.ledger.connection import (
+    BUSY_TIMEOUT_SECONDS,
+    LedgerConnection,
+    Row,
+    check_file,
+    connect,
+    create_file,
+    not_a_ledger,
+    sqlite_errors,
+)
+from reconciler.ledger.events import EventLog, events_query
+from reconciler.ledger.jobs import COUNT_FIELDS, JobBook
+from reconciler.ledger.lock import Clock, LeaseLock
 from reconciler.ledger.rows import REDACTED, Actor, now, redact
-from reconciler.ledger.schema import CURRENT_SCHEMA, MIGRATIONS, SCHEMA_VERSION
-from reconciler.ledger.writes import COUNT_FIELDS, WriteMethods
+from reconciler.ledger.schema import SCHEMA_VERSION
+from reconciler.model import JobRecord, Observation, RecordedState
 
-if TYPE_CHECKING:  # imported when a schema is built (see _database): it pulls in numpy when installed
+if TYPE_CHECKING:
     from sqlite_utils import Database
 
-# Actor, redact, REDACTED, COUNT_FIELDS and events_query live in the stdlib-only parts and are
-# re-exported so `reconciler.ledger.store` stays the one import for the ledger's whole public API.
+# Actor, redact, REDACTED, COUNT_FIELDS and events_query live in the collaborators and are re-exported
+# so `reconciler.ledger.store` stays the one import for the ledger's whole public API.
 __all__ = [
-    "BUSY_TIMEOUT_SECONDS", "COUNT_FIELDS", "MIGRATIONS", "REDACTED", "SCHEMA_VERSION", "Actor", "Binding",
-    "Ledger", "events_query", "redact",
+    "BUSY_TIMEOUT_SECONDS", "COUNT_FIELDS", "REDACTED", "SCHEMA_VERSION", "Actor", "Binding", "Ledger",
+    "LedgerStore", "events_query", "redact",
 ]
-
-BUSY_TIMEOUT_SECONDS = 5.0
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 @dataclass(frozen=True)
@@ -81,127 +90,92 @@ class Binding:
     base_url: str
 
 
-# --- opening --------------------------------------------------------------------------------------
+class LedgerStore(Protocol):
+    """The operations the engine and the commands use on an open ledger; `Ledger` is the SQLite one."""
+
+    path: Path
+    read_only: bool
+    lineage: str
+    schema_version: int
+
+    @property
+    def serial(self) -> int: ...
+
+    # jobs and runs
+    def recorded_state(self, names: Iterable[str] | None = None) -> RecordedState: ...
+    def jobs(self, name: str | None = None) -> list[JobRecord]: ...
+    def live_jobs(self) -> list[JobRecord]: ...
+    def jobs_matching(self, *, ids: Iterable[int] = (), remote_ids: Iterable[str] = (), live: bool = False,
+                      ) -> list[JobRecord]: ...
+    def next_generation(self, name: str) -> int: ...
+    def job(self, job_id: int) -> JobRecord: ...
+    def job_by_remote_id(self, remote_id: str) -> JobRecord | None: ...
+    def start_run(self, command: str, actor: Actor, plan_digest: str | None = None) -> int: ...
+    def finish_run(self, run_id: int, outcome: str) -> None: ...
+    def add_intent(
+        self, *, run_id: int | None, name: str, kind: str, generation: int, fingerprint: str,
+        fingerprint_version: int, revision: int, idempotency_key: str, detail: Mapping[str, object],
+        rerun: bool = False, lock_id: str | None = None,
+    ) -> JobRecord: ...
+    def record_submitted(
+        self, job_id: int, *, remote_id: str, status: str | None, phase: str,
+        counts: Mapping[str, Any] | None = None, event: Mapping[str, Any],
+    ) -> JobRecord: ...
+    def record_uploaded(self, job_id: int, *, status: str | None, event: Mapping[str, Any]) -> JobRecord: ...
+    def record_rejected(self, job_id: int, *, error: str, event: Mapping[str, Any]) -> JobRecord: ...
+    def record_observation(self, job_id: int, obs: Observation, *, run_id: int | None, source: str) -> bool: ...
+    def record_retired(self, job_id: int, *, run_id: int | None, reason: str, actor: Actor) -> JobRecord: ...
+    def record_result(self, job_id: int, *, path: str, sha256: str, run_id: int | None) -> None: ...
+
+    # the event log
+    def record_event(
+        self, *, run_id: int | None, event_type: str, name: str | None = None, method: str | None = None,
+        path: str | None = None, http_status: int | None = None, request_id: str | None = None,
+        track_id: str | None = None, idempotency_key: str | None = None, outcome: str | None = None,
+        actor: Actor | None = None, detail: Mapping[str, object] | None = None, lock_id: str | None = None,
+    ) -> int: ...
+    def events(self, name: str | None = None, limit: int | None = None, before_id: int | None = None,
+               ) -> list[Row]: ...
+    def iter_events(self) -> Iterator[Row]: ...
+    def verify(self) -> AuditReport: ...
+
+    # the run lock
+    def acquire_lock(self, holder: Actor, *, lease_seconds: float = 60, timeout: float = 0,
+                     now: Clock = time.time) -> str: ...
+    def heartbeat(self, lock_id: str, *, now: Clock = time.time) -> None: ...
+    def release_lock(self, lock_id: str, *, by: Actor | None = None, forced: bool = False) -> None: ...
+    def release_own_lock(self, lock_id: str, *, run_id: int | None) -> str | None: ...
+    def current_lock(self, *, now: Clock = time.time) -> Row | None: ...
+
+    def close(self) -> None: ...
 
 
-def _not_a_ledger(path: Path, why: str) -> LedgerError:
-    return LedgerError(
-        f"{path} is not a reconciler ledger ({why}); it was left untouched. Point `ledger:` in "
-        "reconciler.yaml at the right file, or move this one away to start a new ledger."
-    )
+def _new_ledger(db: Database, binding: Binding, version: int) -> None:
+    """The schema of `version` and the meta row of a new ledger bound to this environment."""
+    schema.create(db, version)
+    db.table("meta").insert({
+        "id": 1, "lineage": str(uuid.uuid4()), "serial": 0, "schema_version": version,
+        "environment": binding.environment, "base_url": binding.base_url, "head_hash": GENESIS_HASH,
+        "events_count": 0, "created_at": now(),
+    })
 
 
-@contextmanager
-def _sqlite_errors(path: Path) -> Iterator[None]:
-    """Turn sqlite errors into LedgerError naming the file."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        text = str(exc)
-        if "locked" in text or "busy" in text:
-            raise LedgerError(
-                f"{path}: the ledger stayed busy for {BUSY_TIMEOUT_SECONDS:.0f}s (another reconciler "
-                "process is writing to it); try again"
-            ) from exc
-        if "not a database" in text or "malformed" in text:
-            raise _not_a_ledger(path, text) from exc
-        raise LedgerError(f"{path}: {text}") from exc
+# --- the SQLite store -----------------------------------------------------------------------------
 
 
-def _check_file(path: Path) -> None:
-    """Refuse what cannot be a ledger before SQLite sees it: a directory, an empty or foreign file."""
-    if path.is_dir():
-        raise LedgerError(f"{path} is a directory; the ledger must be a file (see `ledger:` in reconciler.yaml)")
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(len(_SQLITE_MAGIC))
-    except OSError as exc:
-        raise LedgerError(f"cannot read the ledger {path}: {exc.strerror}") from exc
-    if not head:
-        raise _not_a_ledger(path, "the file is empty")
-    if head != _SQLITE_MAGIC:
-        raise _not_a_ledger(path, "not an SQLite database")
-
-
-def _connect(target: str, path: Path, *, uri: bool = False) -> sqlite3.Connection:
-    with _sqlite_errors(path):
-        conn = sqlite3.connect(
-            target, uri=uri, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA foreign_keys = ON")
-    return conn
-
-
-def _database(conn: sqlite3.Connection) -> Database:
-    """sqlite-utils over our connection, imported only here: reads and already-current writers never pay for it."""
-    from sqlite_utils import Database
-
-    return Database(conn, recursive_triggers=False, execute_plugins=False)
-
-
-def _create(path: Path, binding: Binding, version: int) -> None:
-    """Build a new ledger beside `path` and link it into place, so no one ever sees a half-made one."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise LedgerError(f"cannot create the ledger's directory {path.parent}: {exc.strerror}") from exc
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        conn = _connect(str(tmp), tmp)
-        try:
-            with _sqlite_errors(path):
-                conn.execute("BEGIN IMMEDIATE")
-                if version == SCHEMA_VERSION:  # the usual case: the current schema, without sqlite-utils
-                    for statement in CURRENT_SCHEMA:
-                        conn.execute(statement)
-                else:  # an older version (tests build old ledgers): its migrations
-                    db = _database(conn)
-                    for migration in MIGRATIONS[:version]:
-                        migration(db)
-                conn.execute(
-                    "INSERT INTO meta (id, lineage, serial, schema_version, environment, base_url, head_hash, "
-                    "events_count, created_at) VALUES (1, ?, 0, ?, ?, ?, ?, 0, ?)",
-                    (str(uuid.uuid4()), version, binding.environment, binding.base_url, GENESIS_HASH, now()),
-                )
-                conn.execute("COMMIT")
-        finally:
-            conn.close()
-        try:
-            os.link(tmp, path)
-        except FileExistsError:  # another process created it first: theirs is the ledger
-            return
-        if os.name == "posix":  # make the new name as durable as the intents soon written under it
-            fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    except OSError as exc:
-        raise LedgerError(f"cannot create the ledger {path}: {exc.strerror or exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-class _Tx:
-    """An open write transaction; `bump = False` commits without moving the serial."""
-
-    def __init__(self, bump: bool):
-        self.bump = bump
-
-
-class Ledger(ReadMethods, WriteMethods, LockMethods):
-    """One open ledger file; build it with `open_read` or `open_write`."""
+class Ledger:
+    """One open SQLite ledger file (a LedgerStore); build it with `open_read` or `open_write`."""
 
     def __init__(self, conn: sqlite3.Connection, path: Path, binding: Binding, *, read_only: bool):
         self.path = path
         self.read_only = read_only
-        self._conn = conn
-        self._lock = threading.RLock()
-        self._closed = False
-        self._run_actors: dict[int, str | None] = {}  # run id -> actor label, for events (ledgerwrites)
+        self._c = LedgerConnection(conn, path, read_only=read_only)
         meta = self._meta(binding)
         self.lineage: str = meta["lineage"]
         self.schema_version: int = meta["schema_version"]
+        self._events = EventLog(self._c)
+        self._lease = LeaseLock(self._c, self._events)
+        self._jobs = JobBook(self._c, self._events, self._lease, self.schema_version)
 
     @classmethod
     def open_read(cls, path: Path, binding: Binding) -> Ledger | None:
@@ -209,8 +183,8 @@ class Ledger(ReadMethods, WriteMethods, LockMethods):
         path = Path(path)
         if not path.exists():
             return None
-        _check_file(path)
-        conn = _connect(path.resolve().as_uri() + "?mode=ro", path, uri=True)
+        check_file(path)
+        conn = connect(path.resolve().as_uri() + "?mode=ro", path, uri=True)
         try:
             return cls(conn, path, binding, read_only=True)
         except BaseException:
@@ -227,12 +201,12 @@ class Ledger(ReadMethods, WriteMethods, LockMethods):
         if not 1 <= migrate_to <= SCHEMA_VERSION:
             raise ValueError(f"schema version {migrate_to} does not exist")
         if not path.exists():
-            _create(path, binding, migrate_to)
-        _check_file(path)
-        conn = _connect(str(path), path)
+            create_file(path, lambda db: _new_ledger(db, binding, migrate_to))
+        check_file(path)
+        conn = connect(str(path), path)
         try:
             ledger = cls(conn, path, binding, read_only=False)
-            with _sqlite_errors(path):
+            with sqlite_errors(path):
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")  # why this is safe: the module docstring
             ledger._migrate(migrate_to)
@@ -241,18 +215,18 @@ class Ledger(ReadMethods, WriteMethods, LockMethods):
             conn.close()
             raise
 
-    def _meta(self, binding: Binding) -> dict:
+    def _meta(self, binding: Binding) -> Row:
         """Read and check meta: a ledger, of a schema this code knows, bound to this environment."""
-        with self._reading():
+        with self._c.reading():
             try:
-                row = self._row("SELECT * FROM meta WHERE id = 1")
+                row = self._c.row("SELECT * FROM meta WHERE id = 1")
             except sqlite3.OperationalError as exc:
-                raise _not_a_ledger(self.path, str(exc)) from exc
+                raise not_a_ledger(self.path, str(exc)) from exc
         version = row.get("schema_version") if row is not None else None
-        if not isinstance(version, int):
-            raise _not_a_ledger(self.path, "it has no meta row with a schema version")
+        if row is None or not isinstance(version, int):
+            raise not_a_ledger(self.path, "it has no meta row with a schema version")
         if not {"environment", "base_url"} <= row.keys():
-            raise _not_a_ledger(self.path, "its meta row names no environment")
+            raise not_a_ledger(self.path, "its meta row names no environment")
         if version > SCHEMA_VERSION:
             raise LedgerError(
                 f"{self.path} has ledger schema version {version}, newer than this reconciler knows "
@@ -270,28 +244,18 @@ class Ledger(ReadMethods, WriteMethods, LockMethods):
     def _migrate(self, target: int) -> None:
         if self.schema_version >= target:
             return
-        with self._transaction() as tx:
+        with self._c.transaction() as tx:
             tx.bump = False  # the schema changed, not the records: a saved plan stays valid
-            current = self._conn.execute("SELECT schema_version FROM meta WHERE id = 1").fetchone()[0]
-            db = _database(self._conn)
+            current: int = self._c.value("SELECT schema_version FROM meta WHERE id = 1")
             for version in range(current + 1, target + 1):
-                MIGRATIONS[version - 1](db)
-                self._conn.execute("UPDATE meta SET schema_version = ? WHERE id = 1", (version,))
+                schema.migrate(self._c.db, version)
+                self._c.update("meta", 1, {"schema_version": version}, "the meta row")
         self.schema_version = max(self.schema_version, target)
+        self._jobs.schema_version = self.schema_version
 
     def close(self) -> None:
         """Close the connection; the last writer to leave turns WAL off so the file rests alone."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if not self.read_only:
-                try:
-                    self._conn.execute("PRAGMA busy_timeout = 0")
-                    self._conn.execute("PRAGMA journal_mode = DELETE")
-                except sqlite3.OperationalError:
-                    pass  # another connection is open; the last one to close does it
-            self._conn.close()
+        self._c.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -299,54 +263,153 @@ class Ledger(ReadMethods, WriteMethods, LockMethods):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- plumbing ---------------------------------------------------------------------------------
+    # --- jobs and runs (jobs.py) ----------------------------------------------------------------
 
-    @contextmanager
-    def _reading(self) -> Iterator[None]:
-        """A short read transaction: one consistent snapshot, sqlite errors named by file."""
-        with self._lock, _sqlite_errors(self.path):
-            self._check_open()
-            self._conn.execute("BEGIN")
-            try:
-                yield
-            finally:
-                if self._conn.in_transaction:
-                    self._conn.execute("COMMIT")
+    @property
+    def serial(self) -> int:
+        """The current serial, read fresh from meta."""
+        with self._c.reading():
+            return self._jobs.serial()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[_Tx]:
-        """BEGIN IMMEDIATE ... COMMIT, bumping the serial once unless the body says otherwise."""
-        if self.read_only:
-            raise LedgerError(f"{self.path} was opened read-only; this command must not change it")
-        tx = _Tx(bump=True)
-        with self._lock, _sqlite_errors(self.path):
-            self._check_open()
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield tx
-                if tx.bump:
-                    self._conn.execute("UPDATE meta SET serial = serial + 1 WHERE id = 1")
-                self._conn.execute("COMMIT")
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
+    def recorded_state(self, names: Iterable[str] | None = None) -> RecordedState:
+        """Names' jobs, oldest first, with the lineage and serial they were read at (JobBook.recorded_state)."""
+        return self._jobs.recorded_state(self.lineage, names)
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LedgerError(f"{self.path}: the ledger was already closed")
+    def jobs(self, name: str | None = None) -> list[JobRecord]:
+        """Jobs in the order they were created, all or one name's."""
+        return self._jobs.jobs(name)
 
-    def _rows(self, sql: str, params: tuple = ()) -> list[dict]:
-        cursor = self._conn.execute(sql, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row)) for row in cursor]
+    def live_jobs(self) -> list[JobRecord]:
+        """Jobs in creation order that LIVE_JOB admits (every job on a ledger older than schema 3).
 
-    def _row(self, sql: str, params: tuple = ()) -> dict | None:
-        rows = self._rows(sql, params)
-        return rows[0] if rows else None
+        Among them is every job a refresh looks at (not done yet, or a result still to archive).
+        """
+        return self._jobs.jobs_matching(live=True)
 
-    def _update(self, sql: str, params: tuple, what: str) -> None:
-        """Run an UPDATE/DELETE that must touch exactly one row."""
-        count = self._conn.execute(sql, params).rowcount
-        if count != 1:
-            raise LedgerError(f"{self.path}: {what} was not found ({count} rows changed); nothing was recorded")
+    def jobs_matching(self, *, ids: Iterable[int] = (), remote_ids: Iterable[str] = (), live: bool = False,
+                      ) -> list[JobRecord]:
+        """Jobs in creation order with one of these ledger ids or remote ids, plus every LIVE_JOB one when `live`."""
+        return self._jobs.jobs_matching(ids=ids, remote_ids=remote_ids, live=live)
+
+    def next_generation(self, name: str) -> int:
+        """The generation the next job of this name gets (1 for a new name)."""
+        return self._jobs.next_generation(name)
+
+    def job(self, job_id: int) -> JobRecord:
+        """One job by ledger id; LedgerError when there is none."""
+        return self._jobs.job(job_id)
+
+    def job_by_remote_id(self, remote_id: str) -> JobRecord | None:
+        """The latest job recorded with this remote id (bulk key or custom object job id)."""
+        return self._jobs.job_by_remote_id(remote_id)
+
+    def start_run(self, command: str, actor: Actor, plan_digest: str | None = None) -> int:
+        """Record the start of a command run; returns its run id (bookkeeping: serial unchanged)."""
+        return self._jobs.start_run(command, actor, plan_digest)
+
+    def finish_run(self, run_id: int, outcome: str) -> None:
+        """Record a run's end and outcome (bookkeeping: serial unchanged)."""
+        self._jobs.finish_run(run_id, outcome)
+
+    def add_intent(
+        self, *, run_id: int | None, name: str, kind: str, generation: int, fingerprint: str,
+        fingerprint_version: int, revision: int, idempotency_key: str, detail: Mapping[str, object],
+        rerun: bool = False, lock_id: str | None = None,
+    ) -> JobRecord:
+        """Commit a job in phase intent before its remote call, under the run's lock (JobBook.add_intent)."""
+        return self._jobs.add_intent(
+            run_id=run_id, name=name, kind=kind, generation=generation, fingerprint=fingerprint,
+            fingerprint_version=fingerprint_version, revision=revision, idempotency_key=idempotency_key,
+            detail=detail, rerun=rerun, lock_id=lock_id,
+        )
+
+    def record_submitted(
+        self, job_id: int, *, remote_id: str, status: str | None, phase: str,
+        counts: Mapping[str, Any] | None = None, event: Mapping[str, Any],
+    ) -> JobRecord:
+        """Record the remote job a submission created; `event` holds record_event's keywords."""
+        return self._jobs.record_submitted(job_id, remote_id=remote_id, status=status, phase=phase, counts=counts,
+                                           event=event)
+
+    def record_uploaded(self, job_id: int, *, status: str | None, event: Mapping[str, Any]) -> JobRecord:
+        """Record that a custom object job's file was uploaded."""
+        return self._jobs.record_uploaded(job_id, status=status, event=event)
+
+    def record_rejected(self, job_id: int, *, error: str, event: Mapping[str, Any]) -> JobRecord:
+        """Record that Zuora refused an intent's submission: phase done, status rejected."""
+        return self._jobs.record_rejected(job_id, error=error, event=event)
+
+    def record_observation(self, job_id: int, obs: Observation, *, run_id: int | None, source: str) -> bool:
+        """Store a refreshed remote status and counts; True (plus a status_change event) when the status moved."""
+        return self._jobs.record_observation(job_id, obs, run_id=run_id, source=source)
+
+    def record_retired(self, job_id: int, *, run_id: int | None, reason: str, actor: Actor) -> JobRecord:
+        """Move a job to phase retired (ledger only, no remote call); a retired job is left as is."""
+        return self._jobs.record_retired(job_id, run_id=run_id, reason=reason, actor=actor)
+
+    def record_result(self, job_id: int, *, path: str, sha256: str, run_id: int | None) -> None:
+        """Record where a job's result file was archived and its sha256."""
+        self._jobs.record_result(job_id, path=path, sha256=sha256, run_id=run_id)
+
+    # --- the event log (events.py) --------------------------------------------------------------
+
+    def record_event(
+        self, *, run_id: int | None, event_type: str, name: str | None = None, method: str | None = None,
+        path: str | None = None, http_status: int | None = None, request_id: str | None = None,
+        track_id: str | None = None, idempotency_key: str | None = None, outcome: str | None = None,
+        actor: Actor | None = None, detail: Mapping[str, object] | None = None, lock_id: str | None = None,
+    ) -> int:
+        """Append one event (e.g. a remote call) in its own transaction; returns its id.
+
+        Given `lock_id`, the event is only appended while that lock is still held (see add_intent).
+        """
+        with self._c.transaction():
+            if lock_id is not None:
+                self._lease.hold(lock_id, time.time())
+            return self._events.append(
+                run_id=run_id, event_type=event_type, name=name, method=method, path=path,
+                http_status=http_status, request_id=request_id, track_id=track_id,
+                idempotency_key=idempotency_key, outcome=outcome, actor=actor, detail=detail,
+            )
+
+    def events(self, name: str | None = None, limit: int | None = None, before_id: int | None = None,
+               ) -> list[Row]:
+        """Events newest first, optionally for one name, at most `limit`, older than `before_id`."""
+        return self._events.events(name, limit, before_id)
+
+    def iter_events(self) -> Iterator[Row]:
+        """Every event oldest first, streamed in short read transactions (writers are not held up)."""
+        return self._events.iter_events()
+
+    def verify(self) -> AuditReport:
+        """Recompute the event chain and compare it with the head hash and count in meta."""
+        return self._events.verify()
+
+    # --- the run lock (lock.py) -----------------------------------------------------------------
+
+    def acquire_lock(self, holder: Actor, *, lease_seconds: float = 60, timeout: float = 0,
+                     now: Clock = time.time) -> str:
+        """Take the ledger lock, waiting up to `timeout` seconds; returns the lock id or raises LockHeldError."""
+        return self._lease.acquire(holder, lease_seconds=lease_seconds, timeout=timeout, now=now)
+
+    def heartbeat(self, lock_id: str, *, now: Clock = time.time) -> None:
+        """Renew the lease; LockHeldError naming the new holder when the lock was released or taken over."""
+        self._lease.heartbeat(lock_id, now=now)
+
+    def release_lock(self, lock_id: str, *, by: Actor | None = None, forced: bool = False) -> None:
+        """Release a lock; `forced` (operator `lock release`) also appends an event naming `by`."""
+        self._lease.release(lock_id, by=by, forced=forced)
+
+    def release_own_lock(self, lock_id: str, *, run_id: int | None) -> str | None:
+        """Release a run's own lock at its end; the lost-lock text instead of raising when it was taken."""
+        return self._lease.release_own(lock_id, run_id=run_id)
+
+    def current_lock(self, *, now: Clock = time.time) -> Row | None:
+        """The lock row (times as ISO strings) plus `holder` text and `expired`, or None when free."""
+        return self._lease.current(now=now)
+
+
+if TYPE_CHECKING:
+
+    def _is_a_store(ledger: Ledger) -> LedgerStore:  # mypy checks here that Ledger implements the protocol
+        return ledger

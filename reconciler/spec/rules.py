@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 from reconciler.actions import FILE_OPERATIONS, FILTER_OPERATIONS, MASS_ACTIONS
 from reconciler.model import (
+    canonical_json,
     CUSTOM_OBJECT_JOB,
     MASS_ACTION,
     Condition,
@@ -225,10 +226,6 @@ def _cycles(graph: dict) -> list[list[str]]:
 # ---------------------------------------------------------------- desired state and fingerprints
 
 
-# json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False), without a new encoder per call
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-
-
 def fingerprint(*, kind: str, file_sha256: str | None, revision: int, action_type: str | None = None,
                 namespace: str | None = None, object: str | None = None, operation: str | None = None,
                 conditions: Sequence[Condition] = (), allow_delete_all: bool = False) -> str:
@@ -240,7 +237,7 @@ def fingerprint(*, kind: str, file_sha256: str | None, revision: int, action_typ
     else:
         body.update(namespace=namespace, object=object, operation=operation, allowDeleteAll=allow_delete_all,
                     filter=[[c.field, c.operator, c.value] for c in conditions] or None)
-    return hashlib.sha256(_canonical(body).encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
 def desired_spec(doc: Document, file_info) -> DesiredSpec:

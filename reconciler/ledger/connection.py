@@ -1,0 +1,284 @@
+"""The ledger file's SQLite connection and its transactions, handed to every collaborator of the store.
+
+`check_file`, `connect` and `create_file` open and make the file. `LedgerConnection` owns the one sqlite3 connection of an open ledger: short read snapshots
+(`reading`), `BEGIN IMMEDIATE` write transactions that bump the serial once unless told otherwise
+(`transaction`), plain-SQL row reads (the read path never imports sqlite-utils, so read-only commands
+stay fast) and, on the write path only, a sqlite-utils `Database` over the same connection that does
+the inserts, updates and deletes (imported on first use). Every sqlite error becomes a LedgerError
+naming the file; an RLock serializes every call so threads may share one ledger.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import os
+import sqlite3
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import LedgerError
+
+if TYPE_CHECKING:  # imported on the write path only (see database)
+    from sqlite_utils import Database
+    from sqlite_utils.db import Table
+
+BUSY_TIMEOUT_SECONDS = 5.0
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+Row = dict[str, Any]
+Params = tuple[object, ...]
+
+
+def not_a_ledger(path: Path, why: str) -> LedgerError:
+    """The refusal of a file that is no ledger: it is left untouched."""
+    return LedgerError(
+        f"{path} is not a reconciler ledger ({why}); it was left untouched. Point `ledger:` in "
+        "reconciler.yaml at the right file, or move this one away to start a new ledger."
+    )
+
+
+@contextmanager
+def sqlite_errors(path: Path) -> Iterator[None]:
+    """Turn sqlite errors into LedgerError naming the file."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise LedgerError(
+                f"{path}: the ledger stayed busy for {BUSY_TIMEOUT_SECONDS:.0f}s (another reconciler "
+                "process is writing to it); try again"
+            ) from exc
+        if "not a database" in text or "malformed" in text:
+            raise not_a_ledger(path, text) from exc
+        raise LedgerError(f"{path}: {text}") from exc
+
+
+def check_file(path: Path) -> None:
+    """Refuse what cannot be a ledger before SQLite sees it: a directory, an empty or foreign file."""
+    if path.is_dir():
+        raise LedgerError(f"{path} is a directory; the ledger must be a file (see `ledger:` in reconciler.yaml)")
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise LedgerError(f"cannot read the ledger {path}: {exc.strerror}") from exc
+    if not head:
+        raise not_a_ledger(path, "the file is empty")
+    if head != SQLITE_MAGIC:
+        raise not_a_ledger(path, "not an SQLite database")
+
+
+def connect(target: str, path: Path, *, uri: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN ourselves) with foreign keys on."""
+    with sqlite_errors(path):
+        conn = sqlite3.connect(
+            target, uri=uri, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class _NoNumpy(importlib.abc.MetaPathFinder):
+    """An import finder that refuses numpy and pandas, while sqlite-utils is imported."""
+
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> None:
+        if fullname.partition(".")[0] in ("numpy", "pandas"):
+            raise ModuleNotFoundError(f"{fullname} is hidden while sqlite-utils is imported", name=fullname)
+        return None
+
+
+def _import_sqlite_utils() -> None:
+    """Import sqlite-utils without numpy and pandas: it loads them where installed (~0.3 s) only to map
+    their values on insert, and the ledger never passes any. Where they are already loaded it uses them."""
+    if "sqlite_utils" in sys.modules:
+        return
+    finder = _NoNumpy()
+    sys.meta_path.insert(0, finder)
+    try:
+        import sqlite_utils  # noqa: F401
+    finally:
+        sys.meta_path.remove(finder)
+
+
+def database(conn: sqlite3.Connection) -> Database:
+    """sqlite-utils over a connection, imported only here: the read path never pays for it.
+
+    Its writes join the transaction already open on the connection (as savepoints), so they commit
+    or roll back with ours.
+    """
+    _import_sqlite_utils()
+    from sqlite_utils import Database
+
+    return Database(conn, recursive_triggers=False, execute_plugins=False)
+
+
+def create_file(path: Path, build: Callable[[Database], None]) -> None:
+    """Make a new ledger file: `build` fills it in one transaction beside `path`, then it is linked into
+    place, so no one ever sees a half-made one (when another process linked one first, theirs stays)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LedgerError(f"cannot create the ledger's directory {path.parent}: {exc.strerror}") from exc
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        conn = connect(str(tmp), tmp)
+        try:
+            with sqlite_errors(path):
+                conn.execute("BEGIN IMMEDIATE")
+                build(database(conn))
+                conn.execute("COMMIT")
+        finally:
+            conn.close()
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process created it first: theirs is the ledger
+            return
+        if os.name == "posix":  # make the new name as durable as the intents soon written under it
+            fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except OSError as exc:
+        raise LedgerError(f"cannot create the ledger {path}: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def rows_of(cursor: sqlite3.Cursor) -> list[Row]:
+    """A cursor's rows as dicts keyed by column name."""
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row)) for row in cursor]
+
+
+class Transaction:
+    """An open write transaction; `bump = False` commits without moving the serial."""
+
+    def __init__(self, bump: bool):
+        self.bump = bump
+
+
+class LedgerConnection:
+    """The connection of one open ledger file, with its read snapshots and write transactions."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool):
+        self.path = path
+        self.read_only = read_only
+        self.conn = conn
+        self.lock = threading.RLock()
+        self.closed = False
+        self._db: Database | None = None
+        self._tables: dict[str, Table] = {}
+
+    # --- transactions ---------------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """A short read transaction: one consistent snapshot, sqlite errors named by file."""
+        with self.lock, sqlite_errors(self.path):
+            self.check_open()
+            self.conn.execute("BEGIN")
+            try:
+                yield
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """BEGIN IMMEDIATE ... COMMIT, bumping the serial once unless the body says otherwise."""
+        if self.read_only:
+            raise LedgerError(f"{self.path} was opened read-only; this command must not change it")
+        tx = Transaction(bump=True)
+        with self.lock, sqlite_errors(self.path):
+            self.check_open()
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield tx
+                if tx.bump:
+                    self.conn.execute("UPDATE meta SET serial = serial + 1 WHERE id = 1")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
+    def check_open(self) -> None:
+        if self.closed:
+            raise LedgerError(f"{self.path}: the ledger was already closed")
+
+    def close(self) -> None:
+        """Close the connection; the last writer to leave turns WAL off so the file rests alone."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            if not self.read_only:
+                try:
+                    self.conn.execute("PRAGMA busy_timeout = 0")
+                    self.conn.execute("PRAGMA journal_mode = DELETE")
+                except sqlite3.OperationalError:
+                    pass  # another connection is open; the last one to close does it
+            self.conn.close()
+
+    # --- reads (plain SQL: no sqlite-utils on the read path) ------------------------------------
+
+    def rows(self, sql: str, params: Params = ()) -> list[Row]:
+        return rows_of(self.conn.execute(sql, params))
+
+    def row(self, sql: str, params: Params = ()) -> Row | None:
+        rows = self.rows(sql, params)
+        return rows[0] if rows else None
+
+    def value(self, sql: str, params: Params = ()) -> Any:
+        """The first column of the first row (the query must return one)."""
+        return self.conn.execute(sql, params).fetchone()[0]
+
+    # --- writes (sqlite-utils, inside the caller's transaction) ---------------------------------
+
+    @property
+    def db(self) -> Database:
+        """sqlite-utils over this connection, made on the first write."""
+        if self._db is None:
+            self._db = database(self.conn)
+        return self._db
+
+    def _table(self, name: str) -> Table:
+        """sqlite-utils' Table, made once per connection (each `Database.table` call queries the views)."""
+        if name not in self._tables:
+            self._tables[name] = self.db.table(name)
+        return self._tables[name]
+
+    def insert(self, table: str, row: Mapping[str, object]) -> int:
+        """INSERT one row inside the caller's transaction; returns its rowid."""
+        rowid = self._table(table).insert(dict(row)).last_rowid
+        if rowid is None:  # sqlite3 gives every INSERT a rowid; sqlite-utils types it optional
+            raise LedgerError(f"{self.path}: inserting into {table} gave no row id")
+        return rowid
+
+    def update(self, table: str, pk: str | int, changes: Mapping[str, object], what: str) -> None:
+        """UPDATE the row with this primary key; LedgerError naming `what` when there is none."""
+        from sqlite_utils.db import NotFoundError
+
+        try:
+            self._table(table).update(pk, dict(changes))
+        except NotFoundError:
+            raise self._not_found(what) from None
+
+    def delete(self, table: str, pk: str | int, what: str) -> None:
+        """DELETE the row with this primary key; LedgerError naming `what` when there is none."""
+        from sqlite_utils.db import NotFoundError
+
+        try:
+            self._table(table).delete(pk)
+        except NotFoundError:
+            raise self._not_found(what) from None
+
+    def _not_found(self, what: str) -> LedgerError:
+        return LedgerError(f"{self.path}: {what} was not found (0 rows changed); nothing was recorded")
