@@ -94,6 +94,8 @@ _ACTION_SYMBOLS = {Action.SUBMIT: "+", Action.UPLOAD: "↑", Action.REPLACE: "~"
 _OUTCOME_SYMBOLS = {Outcome.SUBMITTED: "+", Outcome.UPLOADED: "↑", Outcome.REPLACED: "~", Outcome.STOPPED: "-",
                     Outcome.CANCELLED: "-", Outcome.RETIRED: "x", Outcome.FAILED: "!"}
 
+REDACTED = "<redacted>"  # what stands where a secret was, in output, logs, plan files and the ledger
+
 IN_DOUBT_SECONDS = 24 * 3600  # Zuora keeps idempotency keys for 24 h
 
 

@@ -14,9 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from reconciler.model import JobRecord
+from reconciler.model import REDACTED, JobRecord
 
-REDACTED = "<redacted>"
 _SECRET_KEY = re.compile(r"authori[sz]ation|token|secret|passw(or)?d|api[-_]?key|cookie|credential", re.I)
 _SECRET_VALUE = re.compile(r"\s*(bearer|basic)\s+\S", re.I)
 _SECRET_QUERY = re.compile(r"([?&][^=&#]*(?:token|secret|passw(?:or)?d|api[-_]?key)[^=&#]*=)[^&#]*", re.I)

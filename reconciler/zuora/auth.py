@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 from reconciler.errors import ConfigError, RemoteError
 from reconciler.zuora.retry import restate
-from reconciler.zuora.wire import REDACTED, Redactor
+from reconciler.model import REDACTED
+from reconciler.zuora.wire import Redactor
 
 __all__ = ["TOKEN_MARGIN", "Auth", "Credentials", "TokenCache"]
 

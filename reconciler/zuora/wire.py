@@ -16,8 +16,7 @@ from typing import Protocol
 from urllib.parse import quote, urlsplit
 
 from reconciler.errors import ConfigError, InvalidIdError, RemoteError
-
-REDACTED = "<redacted>"
+from reconciler.model import REDACTED
 SECRET_MIN = 4
 # Shapes a credential takes in free text, whatever its value: a bearer header, or a token / secret
 # field in JSON or in a form body.
