@@ -233,9 +233,10 @@ def cli(settings, *args: str, env: dict | None = None) -> subprocess.CompletedPr
 
 
 def state_files(settings) -> dict[str, str]:
-    """Every file under the repo's state/ with its sha256: what a read must leave alone."""
+    """Every file under the repo's state/ with its sha256: what a read must leave alone (the ledger, results,
+    the sandbox aside; state/.cache holds only what spec validation remembers, which a read may write)."""
     base = settings.root / "state"
     if not base.exists():
         return {}
     return {p.relative_to(base).as_posix(): sha256_of(p) for p in sorted(base.rglob("*")) if p.is_file()
-            and "sandbox" not in p.name}
+            and "sandbox" not in p.name and ".cache" not in p.relative_to(base).parts}

@@ -241,8 +241,14 @@ def _scalar(node) -> object:
 # ---------------------------------------------------------------- schema
 
 
-def _schema_problems(doc: specrules.Document) -> list[Problem]:
-    return [doc.problem(at, message) for at, message in specschema.problems(doc.value)]
+def _schema_problems(doc: specrules.Document, verdicts: specschema.VerdictCache) -> list[Problem]:
+    return [doc.problem(at, message) for at, message in verdicts.problems(doc.value)]
+
+
+def _verdict_cache(root: Path) -> specschema.VerdictCache:
+    """The schema verdicts remembered under state/.cache/; none in a checkout without state/ (nothing is created)."""
+    state = root / "state"
+    return specschema.VerdictCache(state / ".cache" / specschema.CACHE_FILE if state.is_dir() else None)
 
 
 # ---------------------------------------------------------------- the repo
@@ -278,14 +284,16 @@ def check_repo(settings, paths: Sequence[str] = ()) -> RepoCheck:
         if path in selected:
             problems.extend(load_problems)
     data = specrules.DataFiles(root)
+    verdicts = _verdict_cache(root)
     specs = []
     for doc in (d for d in docs if d.selected):
-        own = _schema_problems(doc) + specrules.kind_problems(doc)
+        own = _schema_problems(doc, verdicts) + specrules.kind_problems(doc)
         file_info = data.check(doc, own)
         problems.extend(own)
         if not own and file_info is not False:
             specs.append(specrules.desired_spec(doc, file_info))
     problems.extend(specrules.cross_problems(docs))
+    verdicts.save()
     problems = sorted(dict.fromkeys(problems), key=lambda p: (p.file, p.line or 0, p.row or 0))
     desired = None if problems else specrules.desired_state(specs)
     return RepoCheck(desired, tuple(problems), sum(1 for d in docs if d.selected))
