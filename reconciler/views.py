@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import timezone
 from typing import TextIO
 
-from reconciler.engine.plan import ROLLBACK_NOTE, Change, Plan
+from reconciler.engine.plan import ROLLBACK_NOTE, Change, ObjectTarget, Plan
 from reconciler.engine.planfile import to_document
 from reconciler.model import Action
 
@@ -122,9 +122,10 @@ def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000) ->
     def assemble(changes_shown: int, drift_shown: int) -> str:
         lines = list(head)
         if change_rows:
+            kept = sorted(order[:changes_shown])
             lines += ["", f"<details><summary>{len(change_rows)} change{'s' * (len(change_rows) != 1)}</summary>",
                       "", "| | name | kind | remote id | reason |", "|:-:|---|---|---|---|",
-                      *change_rows[:changes_shown], "", "</details>"]
+                      *(change_rows[i] for i in kept), "", "</details>"]
         if drift_rows:
             lines += ["", "#### Drift (recorded → observed; not an action)", "",
                       "| name | remote id | recorded | observed |", "|---|---|---|---|", *drift_rows[:drift_shown]]
@@ -135,11 +136,13 @@ def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000) ->
                           "run `reconciler plan` for the full plan"]
         return "\n".join(lines + foot) + "\n"
 
+    # When the comment must be cut, conflicts and destructive changes are the rows kept first.
+    order = sorted(range(len(plan.changes)), key=lambda i: (not _must_show(plan.changes[i]), i))
     text = assemble(len(change_rows), len(drift_rows))
     if _size(text) > limit_bytes:
         # Keep whole rows, changes first, within what is left once the fixed parts and the note fit.
         budget = limit_bytes - _size(assemble(0, 0))
-        changes_shown, budget = _fit(change_rows, budget)
+        changes_shown, budget = _fit([change_rows[i] for i in order], budget)
         drift_shown, _ = _fit(drift_rows, budget)
         text = assemble(changes_shown, drift_shown)
     stream.write(text)
@@ -179,10 +182,19 @@ def _size(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
+def _must_show(change: Change) -> bool:
+    """A conflict, or a change that destroys or cuts short: a stop, a cancel, a replace, a delete."""
+    if change.action in (Action.CONFLICT, Action.STOP, Action.CANCEL, Action.REPLACE):
+        return True
+    return isinstance(change.target, ObjectTarget) and change.target.operation == "delete"
+
+
 def _md(text: str) -> str:
-    """Escape text for a markdown table cell or list item: no HTML, no code spans, no cell breaks."""
+    """Escape text for a markdown table cell or list item: no HTML, no code spans, no links or images,
+    no @mentions, no cell breaks. Text from Zuora (reasons, statuses, ids) passes through here."""
     return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("|", "\\|").replace("`", "\\`").replace("\r", " ").replace("\n", " "))
+            .replace("|", "\\|").replace("`", "\\`").replace("[", "\\[").replace("]", "\\]")
+            .replace("@", "&#64;").replace("\r", " ").replace("\n", " "))
 
 
 def _status(status: str | None) -> str:

@@ -124,6 +124,18 @@ def test_csv_export_has_a_header_and_a_row_per_event(repo):
     assert first["method"] == ""  # null is an empty cell
 
 
+@pytest.mark.parametrize("text", ["=HYPERLINK(\"https://evil.example\")", "+1+1", "-2+3", "@SUM(A1)", "\tx"])
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_are_defused(repo, text):
+    # Zuora's text (statuses, messages) reaches event fields; here one is planted by hand.
+    tamper(repo, f"UPDATE events SET outcome = '{text}' WHERE id = 3")
+    out = io.StringIO()
+    export(repo, out, fmt="csv")
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    third = dict(zip(rows[0], rows[3]))
+    assert third["outcome"] == "'" + text
+    assert all(not cell.startswith(("=", "+", "-", "@", "\t")) for row in rows[1:] for cell in row if cell), rows
+
+
 def test_an_export_of_a_tampered_ledger_fails_the_outside_check(repo):
     tamper(repo, "UPDATE events SET outcome = 'ok (edited)' WHERE id = 3")
     out = io.StringIO()

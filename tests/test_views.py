@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 
 from reconciler.engine.config import load_settings
 from reconciler.model import Action, ObservedState, RecordedState
-from reconciler.engine.plan import Change, Drift, Plan, PlanOptions
+from reconciler.engine.plan import Change, Drift, ObjectTarget, Plan, PlanOptions
 from reconciler.engine.planfile import to_document
 from reconciler.engine.planner import make_plan
 from reconciler.spec.load import load_desired
@@ -139,3 +139,25 @@ def test_plans_carry_no_csv_contents(tmp_path):
     for text in outputs:
         assert "SECRETGROUP" not in text and "1.2345" not in text
     assert "data/fx.csv" in outputs[1] and digest in outputs[1]
+
+
+def test_markdown_neutralises_links_images_and_mentions_from_the_server():
+    reason = "previous submission was rejected: see [the fix](https://evil.example) ![x](https://evil.example/p.png) @octocat"
+    text = rendered(render_markdown, plan_with([change("a", "submit", reason)]))
+    assert "](" not in text.replace("\\](", "") and "![" not in text
+    assert "@octocat" not in text and "&#64;octocat" in text
+    assert "\\[the fix\\](https://evil.example)" in text
+
+
+def test_a_cut_comment_keeps_every_conflict_and_destructive_change():
+    ordinary = [change(f"spec-{i:05d}", "submit", "revision 1 -> 2 " + "é" * 10) for i in range(5000)]
+    risky = [change("zz-stop", "stop", "spec removed: stop job (Processing)"),
+             change("zz-purge", "submit", "new", kind="CustomObjectJob",
+                    target=ObjectTarget("default", "car", "delete", allow_delete_all=True)),
+             change("zz-conflict", "conflict", "revision went down", resolve="set revision to 3")]
+    text = rendered(render_markdown, plan_with([*ordinary, *risky]))
+    assert len(text.encode("utf-8")) <= 60_000
+    for name in ("zz-stop", "zz-purge", "zz-conflict"):
+        assert f"| {name} |" in text, name
+    shown = text.count("| `+` | spec-")
+    assert 0 < shown < 5000 and f"> … {5000 - shown} more changes not shown" in text

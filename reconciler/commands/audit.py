@@ -3,8 +3,8 @@
 `export --format jsonl` writes one event per line and nothing else: the canonical JSON of every
 field, `prev_hash` and `hash` included, so `sha256(chain.canonical_event(event)) == event["hash"]`
 can be checked line by line outside the tool (see the ops README). `--format csv` is for
-spreadsheets: a header row, then one row per event, `detail` as canonical JSON and null as an empty
-cell. Events are streamed oldest first in short read transactions; `--output FILE` is written
+spreadsheets: a header row, then one row per event, `detail` as canonical JSON, null as an empty
+cell, and text a spreadsheet would run as a formula defused with a leading `'`. Events are streamed oldest first in short read transactions; `--output FILE` is written
 whole or not at all. Without a ledger, verify and an export to a file print "no ledger yet"; an
 export to standard output prints nothing (csv: the header row) so a pipe stays well-formed.
 """
@@ -94,5 +94,15 @@ def _canonical(value: object) -> str:
 
 def _cell(key: str, value: object) -> object:
     if key == "detail":
-        return value if isinstance(value, str) else _canonical(value)
-    return "" if value is None else value
+        value = value if isinstance(value, str) else _canonical(value)
+    if value is None:
+        return ""
+    return _defused(value) if isinstance(value, str) else value
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _defused(text: str) -> str:
+    """A spreadsheet never runs a cell as a formula: text starting with = + - @ (or a tab, CR) gets a leading '."""
+    return "'" + text if text.startswith(_FORMULA) else text
