@@ -31,7 +31,7 @@ def status(settings, out: TextIO, *, as_json: bool = False) -> int:
         else:
             out.write(("not locked" if ledger is not None else no_ledger(settings) + "; not locked") + "\n")
         return ExitCode.OK
-    gone = lock["host"] == socket.gethostname() and not pid_alive(int(lock["pid"]))
+    gone = (lock["host"] == socket.gethostname() and isinstance(lock["pid"], int) and not pid_alive(lock["pid"]))
     document = {k: lock[k] for k in ("id", "user", "host", "pid", "ci_run_url", "acquired_at", "heartbeat_at",
                                      "lease_seconds", "expired")}
     document["holder_gone"] = gone

@@ -133,6 +133,8 @@ def read_plan_file(path: str | os.PathLike) -> Plan:
         raise PlanFileError(f"{source}: not UTF-8 text (byte {err.start}); is it a plan file?") from err
     except json.JSONDecodeError as err:
         raise PlanFileError(f"{source}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from err
+    except ValueError as err:  # an integer too long to convert (Python's 4300-digit limit)
+        raise PlanFileError(f"{source}: not a plan file ({err})") from err
     except RecursionError as err:
         raise PlanFileError(f"{source}: JSON nested too deeply; it is not a plan file") from err
     return from_document(doc, source)

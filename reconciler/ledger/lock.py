@@ -47,6 +47,9 @@ def pid_alive(pid: int) -> bool:
 
 def takeover_reason(row: Mapping[str, Any], host: str, now: float) -> str | None:
     """Why a caller on `host` may take this lock over at `now`, or None when it is still held."""
+    column = _bad_column(row)
+    if column is not None:
+        return f"the lock row was edited by hand ({column} {row[column]!r}): no run holds it"
     if row["host"] == host and not pid_alive(int(row["pid"])):
         return f"the holder process {row['pid']} on {host} is gone"
     silent = now - float(row["heartbeat_at"])
@@ -70,6 +73,14 @@ def held_message(path: object, row: Mapping[str, Any], now: float) -> str:
         "Wait for that run to finish (or pass --lock-timeout), or, if it is gone, "
         f"run `reconciler lock release {row['id']}`."
     )
+
+
+def _bad_column(row: Mapping[str, Any]) -> str | None:
+    """The first column of a lock row that does not hold what the lease rules read (edited by hand), or None."""
+    for column, kind in (("pid", int), ("acquired_at", float), ("heartbeat_at", float), ("lease_seconds", float)):
+        if isinstance(row[column], bool) or not isinstance(row[column], (kind, int)):
+            return column
+    return None
 
 
 class LeaseLock:
@@ -186,6 +197,8 @@ class LeaseLock:
             row = self._holder_row()
         if row is None:
             return None
+        if _bad_column(row):  # shown as it is, and released like any other: it holds nothing any run could use
+            return {**row, "holder": f"{describe_holder(row)} (edited by hand)", "expired": True}
         expired = now() - row["heartbeat_at"] > row["lease_seconds"]
         times = {k: iso(row[k]) for k in ("acquired_at", "heartbeat_at")}
         return {**row, **times, "holder": describe_holder(row), "expired": expired}

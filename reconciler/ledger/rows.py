@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from reconciler.errors import LedgerError
 from reconciler.model import REDACTED, JobRecord
 
 _SECRET_KEY = re.compile(r"authori[sz]ation|token|secret|passw(or)?d|api[-_]?key|cookie|credential", re.I)
@@ -76,6 +77,16 @@ def event_from_row(row: dict) -> dict:
     return {**row, "detail": loads(row["detail"])}
 
 
+def stored_time(row: Mapping, table: str, column: str) -> datetime:
+    """A timestamp column as the datetime it must hold; a hand-edited value is a LedgerError naming the row."""
+    value = row[column]
+    try:
+        return datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise LedgerError(f"the ledger's {table} row {row['id']} has {column} {value!r}, not an ISO 8601 time: the "
+                          "ledger was edited by hand; restore it (e.g. `git checkout` its file)") from None
+
+
 def job_from_row(row: Mapping) -> JobRecord:
     """A `jobs` row as the model's JobRecord."""
     detail = loads(row["detail"])
@@ -83,7 +94,7 @@ def job_from_row(row: Mapping) -> JobRecord:
         id=row["id"], name=row["name"], kind=row["kind"], generation=row["generation"],
         fingerprint=row["fingerprint"], fingerprint_version=row["fingerprint_version"], revision=row["revision"],
         idempotency_key=row["idempotency_key"], phase=row["phase"],
-        created_at=datetime.fromisoformat(row["created_at"]), updated_at=datetime.fromisoformat(row["updated_at"]),
+        created_at=stored_time(row, "jobs", "created_at"), updated_at=stored_time(row, "jobs", "updated_at"),
         remote_id=row["remote_id"], remote_status=row["remote_status"], uploaded=bool(row["uploaded"]),
         total=row["total"], processed=row["processed"], succeeded=row["succeeded"], failed=row["failed"],
         detail=detail if isinstance(detail, dict) else {}, result_path=row["result_path"],

@@ -305,9 +305,18 @@ def _spec_files(specs_dir: Path, root: Path, problems: list) -> list[str]:
                                                                 "`specs:` in reconciler.yaml to where your specs are"))
         return []
     found = []
+    real_root = os.path.realpath(root)
     for directory, subdirs, names in os.walk(specs_dir):
         subdirs[:] = [d for d in subdirs if not d.startswith(".")]  # .git and friends
-        found.extend(os.path.join(directory, n) for n in names if n.endswith(_SPEC_SUFFIXES) and not n.startswith("."))
+        for name in names:
+            if not name.endswith(_SPEC_SUFFIXES) or name.startswith("."):
+                continue
+            path = os.path.join(directory, name)
+            if specrules.inside(os.path.realpath(path), real_root):
+                found.append(path)
+            else:  # what a spec says must be in the repository's history, like its data file
+                problems.append(Problem(specrules.rel(path, root), "is a link pointing outside the repository; "
+                                                                   "a spec file must be inside it"))
     return sorted(found, key=lambda p: specrules.rel(p, root))
 
 
