@@ -1,4 +1,5 @@
-"""Every command that takes a spec name refuses an unknown one the same way: an error that names it, exit 1.
+"""Every command that takes a spec name refuses an unknown one the same way: an error that names it, exit 1,
+and nothing written (plan and apply check their filters before they open the ledger for writing).
 
 One parametrized test instead of a copy per command's test file. Each case runs against an applied
 repository and against one with no ledger yet.
@@ -24,9 +25,6 @@ CASES = {
     "apply-target": (("apply", "--auto-approve", "--target", "nope"),
                      "--target nope: no spec named 'nope' in the specs or the ledger"),
 }
-# plan refreshes the ledger and apply opens it (on a new repo it creates it) before either checks
-# its filters' names, so only the other commands are also held to writing nothing.
-WRITES_FIRST = {"plan-target", "plan-exclude", "plan-rerun", "apply-target"}
 
 
 @pytest.mark.parametrize("ledger", ["applied", "no-ledger"])
@@ -40,6 +38,15 @@ def test_an_unknown_name_is_an_error_naming_it_with_exit_1(request, case, ledger
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stderr.startswith(f"Error: {message}"), proc.stderr
     assert proc.stdout == ""
-    if case not in WRITES_FIRST:
-        assert state_files(settings) == before
-        assert (settings.root / "state").exists() == had_state
+    # Refused before anything is opened for writing: no run recorded, no lock left, no ledger created.
+    assert state_files(settings) == before
+    assert (settings.root / "state").exists() == had_state
+
+
+@pytest.mark.parametrize("command", ["plan", "apply"])
+def test_a_bad_selector_is_refused_before_the_ledger_is_touched(repo, command):
+    before = state_files(repo)
+    proc = cli(repo, command, *(["--auto-approve"] if command == "apply" else []), "--selector", "teamfinance")
+    assert proc.returncode == 1 and "--selector 'teamfinance': expected KEY=VALUE" in proc.stderr, proc.stderr
+    assert state_files(repo) == before  # no run row, no stale lock
+    assert cli(repo, "lock", "status").stdout.startswith("not locked")

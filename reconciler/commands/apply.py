@@ -22,7 +22,7 @@ from reconciler.engine.journal import LedgerJournal, crash_point
 from reconciler.engine.recovery import recover_in_doubt
 from reconciler.engine.plan import Plan, PlanOptions
 from reconciler.engine.planfile import check_fresh, check_same_changes, read_plan_file, to_document
-from reconciler.engine.planning import compute_plan, replan_saved
+from reconciler.engine.planning import check_filters, compute_plan, replan_saved
 from reconciler.engine.rules import selected
 from reconciler.engine.run import Session
 from reconciler.engine.waiter import (
@@ -75,18 +75,21 @@ def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, time
     from reconciler.spec.load import load_desired
 
     desired = load_desired(settings)  # invalid specs stop here, before the ledger is touched
+    check_filters(settings, desired, targets=targets, excludes=excludes, selectors=selectors, reruns=reruns)
     session = Session(settings, command="apply", lock_timeout=lock_timeout, plan_digest=digest)
-    run = _Run(settings, out, session, desired, saved=saved, crash=crash, auto_approve=auto_approve, wait=wait,
-               timeout=timeout, color=color, answers=answers,
-               filters=dict(targets=tuple(targets), excludes=tuple(excludes), selectors=tuple(selectors)),
-               reruns=set(reruns))
+    run = None
     try:
+        run = _Run(settings, out, session, desired, saved=saved, crash=crash, auto_approve=auto_approve, wait=wait,
+                   timeout=timeout, color=color, answers=answers,
+                   filters=dict(targets=tuple(targets), excludes=tuple(excludes), selectors=tuple(selectors)),
+                   reruns=set(reruns))
         return run.go()
     except KeyboardInterrupt:
-        run.outcome = "interrupted"
+        if run is not None:
+            run.outcome = "interrupted"
         raise
     finally:
-        session.close(run.outcome)
+        session.close(run.outcome if run is not None else "error")
 
 
 class _Run:

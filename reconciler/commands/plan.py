@@ -11,7 +11,7 @@ from pathlib import Path
 
 from reconciler.engine.plan import Plan
 from reconciler.engine.planfile import write_plan_file
-from reconciler.engine.planning import compute_plan, has_ledger
+from reconciler.engine.planning import check_filters, compute_plan, has_ledger
 from reconciler.engine.run import Session
 from reconciler.errors import ConflictError, ExitCode, UsageError
 from reconciler.model import Action
@@ -25,6 +25,7 @@ def plan(settings, out, *, out_file, as_json, markdown, detailed_exitcode, refre
     from reconciler.spec.load import load_desired
 
     desired = load_desired(settings)
+    check_filters(settings, desired, targets=targets, excludes=excludes, selectors=selectors, reruns=reruns)
     filters = dict(targets=targets, excludes=excludes, selectors=selectors, reruns=reruns, desired=desired)
     if refresh and has_ledger(settings):
         session = Session(settings, command="plan")

@@ -50,6 +50,15 @@ def compute_plan(settings, *, session: Session | None, refresh: bool, targets=()
                      reconciler_version=__version__, drift_since=before)
 
 
+def check_filters(settings, desired: DesiredState, *, targets=(), excludes=(), selectors=(), reruns=()) -> None:
+    """Refuse a bad --selector, or a --target/--exclude/--rerun naming nothing, before anything is opened for
+    writing (UsageError): the names are checked against the specs and a read of the ledger."""
+    options = PlanOptions.from_cli(targets=targets, excludes=excludes, selectors=selectors, reruns=reruns,
+                                   now=datetime.now(timezone.utc))
+    names = {s.name for s in desired.specs} | options.targets | options.excludes | options.reruns
+    check_names(desired, read_only(settings, names), options)
+
+
 def replan_saved(settings, ledger, desired: DesiredState, saved: Plan) -> Plan:
     """The plan of a saved plan's names from the ledger as it is now (what its refresh had recorded)."""
     names = {c.name for c in saved.changes}
