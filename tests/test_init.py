@@ -73,7 +73,7 @@ def test_every_template_ships_in_the_wheel(tmp_path):
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    [wheel] = dist.glob("reconciler-*.whl")
+    [wheel] = dist.glob("zuora_reconciler-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         shipped = {name.removeprefix("reconciler/templates/") for name in names
@@ -86,7 +86,8 @@ def test_every_template_ships_in_the_wheel(tmp_path):
 def test_workflow_pins_the_version_that_wrote_it(tmp_path):
     init(tmp_path, io.StringIO(), force=False)
     workflow = (tmp_path / ".github/workflows/reconcile.yml").read_text(encoding="utf-8")
-    assert f"RECONCILER_REQUIREMENT: reconciler=={__version__}\n" in workflow
+    assert f"RECONCILER_REQUIREMENT: zuora-reconciler=={__version__}\n" in workflow
+    assert "reconciler==" not in workflow.replace("zuora-reconciler==", "")  # never PyPI's unrelated `reconciler`
     assert "@RECONCILER_VERSION@" not in workflow
 
 
