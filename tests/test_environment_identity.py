@@ -110,6 +110,11 @@ def test_different_environments_stay_different(one, other):
     assert canonical_base_url(resolve_environment(one)[0]) != canonical_base_url(resolve_environment(other)[0])
 
 
+@pytest.mark.parametrize("stored", ["", "http://[::1", "https://rest.zuora.com:99999/", "not a url/"])
+def test_a_stored_base_url_that_is_no_url_compares_as_written(stored):
+    assert canonical_base_url(stored) == stored.rstrip("/")
+
+
 def test_local_is_exactly_as_it_was(tmp_path):
     (tmp_path / "reconciler.yaml").write_text("environment: local\n")
     settings = load_settings(chdir=str(tmp_path), env={})

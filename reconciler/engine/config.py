@@ -181,10 +181,10 @@ def canonical_base_url(base_url: str) -> str:
     (`ENVIRONMENTS`). Anything that is not an http(s) URL with a host comes back without a trailing slash.
     """
     try:
-        url = urlsplit(base_url.strip())
+        url = urlsplit(base_url)
         host, port = url.hostname, url.port
-    except ValueError:
-        host = port = None
+    except ValueError:  # a bad port or IPv6 literal: only a stored ledger's value could be one
+        return base_url.rstrip("/")
     if url.scheme not in ("http", "https") or not host:
         return base_url.rstrip("/")
     if host in _LOOPBACK_NAMES:
@@ -219,7 +219,7 @@ def _check_url(environment: str, source: str) -> SplitResult:
         raise ConfigError(f"{source}: the URL must not contain a user or password; {_CREDENTIALS_HINT}")
     try:
         url = urlsplit(environment)
-        host, _ = url.hostname, url.port
+        host, _ = url.hostname, url.port  # .port raises for a bad port
     except ValueError as err:
         raise ConfigError(f"{source}: {environment!r} is not a valid URL ({err})") from None
     if url.scheme not in ("http", "https") or not host:
@@ -235,7 +235,7 @@ def _check_url(environment: str, source: str) -> SplitResult:
 
 
 def _unparse(scheme: str, host: str, port: int | None, path: str) -> str:
-    """scheme://host[:port]/path, lowercased, without the default port or a trailing slash."""
+    """scheme://host[:port]/path with scheme and host lowercased, without the default port or a trailing slash."""
     scheme, host = scheme.lower(), host.lower()
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and port != _DEFAULT_PORTS.get(scheme):
