@@ -121,9 +121,13 @@ def test_named_environments(repo, name, url):
     ("https://Rest.Example.com:8443/", "https://rest.example.com:8443", "rest-example-com-8443"),
     ("https://proxy.internal/zuora/", "https://proxy.internal/zuora", "proxy-internal"),
     ("http://127.0.0.1:5000", "http://127.0.0.1:5000", "127-0-0-1-5000"),
-    ("http://127.8.9.10:80", "http://127.8.9.10:80", "127-8-9-10-80"),
-    ("http://localhost:8080", "http://localhost:8080", "localhost-8080"),
-    ("http://[::1]:9000", "http://[::1]:9000", "--1-9000"),
+    ("http://127.8.9.10:80", "http://127.8.9.10", "127-8-9-10"),  # the default port is dropped
+    # Connected to as spelled, but one environment: the key of its canonical spelling, 127.0.0.1.
+    ("http://localhost:8080", "http://localhost:8080", "127-0-0-1-8080"),
+    ("http://[::1]:9000", "http://[::1]:9000", "127-0-0-1-9000"),
+    ("HTTPS://REST.Example.com:443/", "https://rest.example.com", "rest-example-com"),
+    ("https://rest.zuora.com", "https://rest.zuora.com", "us-production"),  # a named environment's URL is the name
+    ("https://Rest.EU.zuora.com:443/", "https://rest.eu.zuora.com", "eu-production"),
 ])
 def test_url_environments(repo, url, base_url, env_key):
     root = repo("ledger: state/{environment}/ledger.db\n")

@@ -8,7 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from reconciler.errors import ConfigError
 from reconciler.zuora.auth import Credentials  # the one credentials value, shown redacted
@@ -54,8 +54,8 @@ class Settings:
     ledger_path: Path
     state_dir: Path  # root/state/<env_key>; archived results go to state_dir / "results"
     environment: str  # as configured: a name or a URL
-    env_key: str  # what {environment} becomes in paths
-    base_url: str
+    env_key: str  # what {environment} becomes in paths: one per environment, however it is spelled
+    base_url: str  # where to connect (canonical_base_url(base_url) is the environment's identity)
     is_local: bool
     sandbox_db: Path | None
     entity_ids: str | None
@@ -113,7 +113,9 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
     specs_dir = (root / data.get("specs", _DEFAULTS["specs"])).resolve()
     if not specs_dir.is_relative_to(root):
         raise ConfigError(f"{config_file}: specs: {data['specs']!r} must be a directory inside the repository {root}")
-    ledger = data.get("ledger", _DEFAULTS["ledger"]).replace("{environment}", env_key)
+    template = data.get("ledger", _DEFAULTS["ledger"])
+    env_key = _key_in_use(root, template, environment, env_key)
+    ledger = template.replace("{environment}", env_key)
     zuora = data.get("zuora") or {}
     apply = data.get("apply") or {}
     return Settings(
@@ -137,10 +139,74 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
     )
 
 
+def _key_in_use(root: Path, template: str, environment: str, env_key: str) -> str:
+    """The canonical `env_key`, unless this environment's one existing ledger is under an older key.
+
+    Two existing ledgers for one environment (each spelling got its own before) are refused: each may
+    record jobs the other does not know, so neither may silently win.
+    """
+    if "{environment}" not in template:
+        return env_key
+    found = [key for key in env_key_spellings(environment)
+             if (root / Path(template.replace("{environment}", key)).expanduser()).exists()]
+    if len(found) > 1:
+        paths = ", ".join(template.replace("{environment}", key) for key in found)
+        raise ConfigError(
+            f"{root}: environment {environment!r} has {len(found)} ledgers ({paths}), one per spelling "
+            f"its URL had; they are one environment. Keep the one that recorded your applies and move the "
+            f"other out of state/ (then `reconciler import NAME ID` any job only it knew)"
+        )
+    return found[0] if found else env_key
+
+
 def resolve_environment(environment: str, source: str = "environment") -> tuple[str, str, bool]:
-    """(base_url, env_key, is_local) for an environment name or URL; `source` names where it came from."""
+    """(base_url, env_key, is_local) for an environment name or URL; `source` names where it came from.
+
+    `base_url` is where to connect: the URL as spelled, with scheme and host lowercased, a default port
+    and a trailing slash dropped. `env_key` is the canonical one of every spelling of the environment
+    (see `canonical_base_url`): a named environment's name, also when reached through its URL.
+    """
     if environment in ENVIRONMENTS:
         return ENVIRONMENTS[environment], environment, environment == "local"
+    url = _check_url(environment, source)
+    base_url = _unparse(url.scheme, url.hostname or "", url.port, url.path)
+    return base_url, _env_key(canonical_base_url(base_url)), False
+
+
+def canonical_base_url(base_url: str) -> str:
+    """The one spelling of an environment's base URL: what tells two environments apart.
+
+    Scheme and host lowercased, the scheme's default port and any trailing slash dropped, and the
+    loopback names localhost, 127.0.0.1 and ::1 written 127.0.0.1. A named environment is its base URL
+    (`ENVIRONMENTS`). Anything that is not an http(s) URL with a host comes back without a trailing slash.
+    """
+    try:
+        url = urlsplit(base_url)
+        host, port = url.hostname, url.port
+    except ValueError:  # a bad port or IPv6 literal: only a stored ledger's value could be one
+        return base_url.rstrip("/")
+    if url.scheme not in ("http", "https") or not host:
+        return base_url.rstrip("/")
+    if host in _LOOPBACK_NAMES:
+        host = _LOOPBACK_NAMES[0]
+    return _unparse(url.scheme, host, port, url.path)
+
+
+def environment_identity(environment: str, base_url: str) -> str:
+    """How the ledger's binding check compares environments (ledger.store.Binding.identity).
+
+    The canonical base URL, whatever the environment was called in paths: a ledger created for
+    `https://rest.zuora.com` (key `rest-zuora-com`) is the ledger of `us-production`.
+    """
+    return canonical_base_url(base_url)
+
+
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")  # one served sandbox, three spellings; the first is canonical
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _check_url(environment: str, source: str) -> SplitResult:
+    """`environment` parsed, if it is a URL the configuration accepts; else a ConfigError saying why."""
     if "://" not in environment:
         close = difflib.get_close_matches(environment, ENVIRONMENTS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
@@ -153,7 +219,7 @@ def resolve_environment(environment: str, source: str = "environment") -> tuple[
         raise ConfigError(f"{source}: the URL must not contain a user or password; {_CREDENTIALS_HINT}")
     try:
         url = urlsplit(environment)
-        host, port = url.hostname, url.port
+        host, _ = url.hostname, url.port  # .port raises for a bad port
     except ValueError as err:
         raise ConfigError(f"{source}: {environment!r} is not a valid URL ({err})") from None
     if url.scheme not in ("http", "https") or not host:
@@ -165,10 +231,47 @@ def resolve_environment(environment: str, source: str = "environment") -> tuple[
             f"{source}: {environment!r} uses plain http:// on a non-loopback host; "
             f"use https://, or http:// only on 127.0.0.1, localhost or ::1 (a served sandbox)"
         )
-    hostport = host if port is None else f"{host}:{port}"
-    env_key = re.sub(r"[^a-z0-9]", "-", hostport.lower())
-    base_url = f"{url.scheme}://{url.netloc.lower()}{url.path.rstrip('/')}"
-    return base_url, env_key, False
+    return url
+
+
+def _unparse(scheme: str, host: str, port: int | None, path: str) -> str:
+    """scheme://host[:port]/path with scheme and host lowercased, without the default port or a trailing slash."""
+    scheme, host = scheme.lower(), host.lower()
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None and port != _DEFAULT_PORTS.get(scheme):
+        netloc += f":{port}"
+    return f"{scheme}://{netloc}{path.rstrip('/')}"
+
+
+def _env_key(canonical: str) -> str:
+    """What {environment} becomes in paths for a canonical base URL: the name of a named environment,
+    else its host and port (as in the URL) with every other character turned into `-`."""
+    for name, url in ENVIRONMENTS.items():
+        if url == canonical:
+            return name
+    return _host_key(urlsplit(canonical).netloc)
+
+
+def _host_key(hostport: str) -> str:
+    return re.sub(r"[^a-z0-9]", "-", hostport.lower().replace("[", "").replace("]", ""))
+
+
+def env_key_spellings(environment: str) -> list[str]:
+    """The keys earlier versions gave this environment's spellings, canonical first, without repeats.
+
+    They named a URL's ledger after its host and port as spelled (`localhost-8080`,
+    `rest-zuora-com-443`), so one environment could have a ledger under several keys; those ledgers
+    must still be found. `environment` is a name or an accepted URL.
+    """
+    if environment == "local":
+        return ["local"]
+    base_url, env_key, _ = resolve_environment(environment)
+    url = urlsplit(canonical_base_url(base_url))
+    host = url.hostname or ""
+    hosts = list(_LOOPBACK_NAMES) if host in _LOOPBACK_NAMES else [host]
+    ports: list[int | None] = [url.port] if url.port is not None else [None, _DEFAULT_PORTS[url.scheme]]
+    keys = [env_key, *(_host_key(h if port is None else f"{h}:{port}") for h in hosts for port in ports)]
+    return list(dict.fromkeys(keys))
 
 
 def _credentials(env: Mapping[str, str]) -> Credentials:

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
+from reconciler.engine.config import canonical_base_url, environment_identity
 from reconciler.errors import LedgerError, LockHeldError
 from reconciler.ledger.store import Actor, Binding, Ledger
 
@@ -59,8 +60,9 @@ def _git_head(root: Path) -> str | None:
 
 
 def binding(settings) -> Binding:
-    """The environment a ledger is bound to."""
-    return Binding(settings.env_key, settings.base_url)
+    """The environment a ledger is bound to, in its canonical spelling; a ledger created under another
+    spelling of the same environment (`localhost` for `127.0.0.1`, a URL for its name) is accepted."""
+    return Binding(settings.env_key, canonical_base_url(settings.base_url), identity=environment_identity)
 
 
 def read_ledger(settings) -> Ledger | None:

@@ -42,8 +42,8 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -78,16 +78,24 @@ __all__ = [
 ]
 
 
+def _as_spelled(environment: str, base_url: str) -> object:
+    return environment, base_url.rstrip("/")
+
+
 @dataclass(frozen=True)
 class Binding:
     """The environment a ledger belongs to; a ledger refuses to serve any other.
 
     `environment` is the key used in paths (Settings.env_key: the name, or a URL's host-port), so
-    the refusal can point at the right ledger; `base_url` is compared without a trailing slash.
+    the refusal can point at the right ledger. `identity` maps an (environment, base_url) to what is
+    compared, the stored one and this one alike, so that a ledger bound under another spelling of the
+    same environment still opens; the engine passes its canonical form (engine.config), and the
+    default compares both as spelled, the base URL without a trailing slash.
     """
 
     environment: str
     base_url: str
+    identity: Callable[[str, str], object] = field(default=_as_spelled, compare=False, repr=False)
 
 
 class LedgerStore(Protocol):
@@ -232,8 +240,8 @@ class Ledger:
                 f"{self.path} has ledger schema version {version}, newer than this reconciler knows "
                 f"({SCHEMA_VERSION}); upgrade reconciler to use it. The file was left untouched."
             )
-        expected = (binding.environment, binding.base_url.rstrip("/"))
-        if (row["environment"], (row["base_url"] or "").rstrip("/")) != expected:
+        expected = binding.identity(binding.environment, binding.base_url)
+        if binding.identity(row["environment"], row["base_url"] or "") != expected:
             raise LedgerError(
                 f"{self.path}: this ledger belongs to environment {row['environment']} ({row['base_url']}), "
                 f"not {binding.environment} ({binding.base_url}); use the ledger path for "
