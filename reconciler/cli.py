@@ -261,6 +261,20 @@ def lock_release(c, lock_id):
 
 
 @cli.group()
+def ledger():
+    """Maintain the ledger file."""
+
+
+@ledger.command("checkpoint")
+@pass_ctx
+def ledger_checkpoint(c):
+    """Copy the ledger's WAL into the file (after a killed run; CI runs it before git add)."""
+    from reconciler.commands.ledger import checkpoint as run
+
+    return run(c.settings(), c.out)
+
+
+@cli.group()
 def sandbox():
     """The Zuora simulator: the embedded `local` environment, served over HTTP."""
 

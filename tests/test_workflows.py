@@ -169,6 +169,12 @@ def test_default_branch_job_applies_serially_and_records_the_ledger(which, templ
     assert record["if"].startswith("always()")
     assert "reconciler audit export --format jsonl --output" in record["run"]
     assert "[skip ci]" in record["run"] and "git push" in record["run"]
+    # A killed apply's last commits are only in ledger.db-wal, which git never sees: checkpoint first.
+    script = record["run"]
+    assert "reconciler ledger checkpoint" in script
+    assert script.index("reconciler ledger checkpoint") < script.index("reconciler audit export")
+    assert script.index("reconciler ledger checkpoint") < script.index("git add")
+    assert "ledger.db-wal" in script  # a ledger with a WAL is checkpointed even when its file looks old
 
 
 def test_repository_workflow_matches_the_template(template_workflow):

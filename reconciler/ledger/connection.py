@@ -28,6 +28,10 @@ if TYPE_CHECKING:  # imported on the write path only (see database)
     from sqlite_utils.db import Table
 
 BUSY_TIMEOUT_SECONDS = 5.0
+# A writer checkpoints the WAL (see LedgerConnection.bound_wal) once `<ledger>-wal` is bigger than this.
+# SQLite's own autocheckpoint (every 1000 pages, ~4 MB) is PASSIVE: it never waits for readers and
+# never shrinks the file, so a long-lived reader lets the WAL grow until it stops reading.
+WAL_LIMIT_BYTES = 16 * 1024 * 1024
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 Row = dict[str, Any]
@@ -164,12 +168,57 @@ class Transaction:
         self.bump = bump
 
 
+def wal_path(path: Path) -> Path:
+    """The ledger's write-ahead log, beside it."""
+    return path.with_name(path.name + "-wal")
+
+
+def wal_size(path: Path) -> int:
+    """The size in bytes of the ledger's `-wal` file (0 when there is none)."""
+    try:
+        return wal_path(path).stat().st_size
+    except OSError:
+        return 0
+
+
+class Checkpoint:
+    """What `PRAGMA wal_checkpoint` reported: whether it was blocked, the WAL's frames and those copied back."""
+
+    def __init__(self, row: tuple[int, int, int] | None):
+        busy, log, done = row if row is not None else (0, -1, -1)
+        self.busy = bool(busy)
+        self.frames = log  # -1 when the file is not in WAL mode (nothing to checkpoint)
+        self.copied = done
+
+    @property
+    def complete(self) -> bool:
+        """Every frame of the WAL is in the database file and the WAL was reset."""
+        return not self.busy and self.frames == self.copied
+
+
+def checkpoint(conn: sqlite3.Connection, mode: str, *, wait: float | None = None) -> Checkpoint:
+    """`PRAGMA wal_checkpoint(mode)`; `wait` seconds (None: the connection's busy timeout) for other
+    connections' locks. It is safe beside live readers and writers: SQLite only copies the frames no
+    reader still needs and never waits longer than the busy timeout."""
+    if mode not in ("PASSIVE", "FULL", "RESTART", "TRUNCATE"):
+        raise ValueError(f"no checkpoint mode {mode!r}")
+    if wait is not None:
+        conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+    try:
+        return Checkpoint(conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone())
+    finally:
+        if wait is not None:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+
+
 class LedgerConnection:
     """The connection of one open ledger file, with its read snapshots and write transactions."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool):
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, read_only: bool,
+                 wal_limit_bytes: int = WAL_LIMIT_BYTES):
         self.path = path
         self.read_only = read_only
+        self.wal_limit_bytes = wal_limit_bytes
         self.conn = conn
         self.lock = threading.RLock()
         self.closed = False
@@ -208,18 +257,45 @@ class LedgerConnection:
                 if self.conn.in_transaction:
                     self.conn.execute("ROLLBACK")
                 raise
+            self.bound_wal()
+
+    def bound_wal(self) -> Checkpoint | None:
+        """After a commit: when the `-wal` file outgrew `wal_limit_bytes`, copy it back into the ledger.
+
+        First a TRUNCATE checkpoint that waits for no one (it empties the file when no other
+        connection is mid-transaction); when another connection blocks it, a PASSIVE one copies
+        every frame no reader still needs, and the next commit tries again. A writer is never held
+        up, and the file shrinks as soon as the long-lived reader is gone. None when under the bound.
+        """
+        if wal_size(self.path) <= self.wal_limit_bytes:
+            return None
+        with sqlite_errors(self.path):
+            done = checkpoint(self.conn, "TRUNCATE", wait=0)
+            if not done.complete:
+                done = checkpoint(self.conn, "PASSIVE")
+        return done
 
     def check_open(self) -> None:
         if self.closed:
             raise LedgerError(f"{self.path}: the ledger was already closed")
 
     def close(self) -> None:
-        """Close the connection; the last writer to leave turns WAL off so the file rests alone."""
+        """Close the connection, leaving every commit in the ledger file itself, not only in its WAL.
+
+        A writer checkpoints (TRUNCATE: every frame copied back, the `-wal` file emptied) before it
+        lets go, also when other connections are open (git commits `ledger.db`, never `-wal`; see
+        `reconciler ledger checkpoint` for a writer that died). The last writer to leave then turns
+        WAL off so the file rests alone.
+        """
         with self.lock:
             if self.closed:
                 return
             self.closed = True
             if not self.read_only:
+                try:
+                    checkpoint(self.conn, "TRUNCATE")
+                except sqlite3.Error:
+                    pass  # another writer kept it busy: its own close checkpoints what is left
                 try:
                     self.conn.execute("PRAGMA busy_timeout = 0")
                     self.conn.execute("PRAGMA journal_mode = DELETE")

@@ -11,6 +11,12 @@ Choices a caller relies on:
   missing. Writers keep the file in WAL mode only while they are connected and switch it back to a
   rollback journal when the last of them closes, so at rest the ledger is one self-contained file and
   a reader creates no `-wal`/`-shm` files and changes no byte. Reads never import sqlite-utils.
+- **Checkpoints**: git commits `ledger.db`, never its `-wal` (state/.gitignore), so every commit must
+  reach the file itself. A closing writer checkpoints (TRUNCATE) even when other connections stay
+  open; a writer that died (SIGKILL) leaves its last commits only in the `-wal`, which
+  `open_checkpoint` + `checkpoint` (`reconciler ledger checkpoint`, run by CI before `git add`) copy
+  back. After each write transaction a writer also checkpoints once the `-wal` outgrows
+  `wal_limit_bytes` (connection.py: bound_wal), so a long-lived reader cannot make it grow forever.
 - **Writes** are `BEGIN IMMEDIATE` transactions with a 5 s busy timeout; sqlite-utils makes the rows
   inside them; every sqlite error becomes a LedgerError naming the file; an update that should touch
   one row and finds none raises.
@@ -52,13 +58,18 @@ from reconciler.ledger import schema
 from reconciler.ledger.chain import GENESIS_HASH, AuditReport
 from reconciler.ledger.connection import (
     BUSY_TIMEOUT_SECONDS,
+    WAL_LIMIT_BYTES,
+    Checkpoint,
     LedgerConnection,
     Row,
     check_file,
+    checkpoint,
     connect,
     create_file,
     not_a_ledger,
     sqlite_errors,
+    wal_path,
+    wal_size,
 )
 from reconciler.ledger.events import EventLog, events_query
 from reconciler.ledger.jobs import COUNT_FIELDS, JobBook
@@ -73,7 +84,7 @@ if TYPE_CHECKING:
 # Actor, redact, REDACTED, COUNT_FIELDS and events_query live in the collaborators and are re-exported
 # so `reconciler.ledger.store` stays the one import for the ledger's whole public API.
 __all__ = [
-    "BUSY_TIMEOUT_SECONDS", "COUNT_FIELDS", "REDACTED", "SCHEMA_VERSION", "Actor", "Binding", "Ledger",
+    "BUSY_TIMEOUT_SECONDS", "COUNT_FIELDS", "WAL_LIMIT_BYTES", "Checkpoint", "wal_path", "wal_size", "REDACTED", "SCHEMA_VERSION", "Actor", "Binding", "Ledger",
     "LedgerStore", "events_query", "redact",
 ]
 
@@ -174,10 +185,11 @@ def _new_ledger(db: Database, binding: Binding, version: int) -> None:
 class Ledger:
     """One open SQLite ledger file (a LedgerStore); build it with `open_read` or `open_write`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path, binding: Binding, *, read_only: bool):
+    def __init__(self, conn: sqlite3.Connection, path: Path, binding: Binding, *, read_only: bool,
+                 wal_limit_bytes: int = WAL_LIMIT_BYTES):
         self.path = path
         self.read_only = read_only
-        self._c = LedgerConnection(conn, path, read_only=read_only)
+        self._c = LedgerConnection(conn, path, read_only=read_only, wal_limit_bytes=wal_limit_bytes)
         meta = self._meta(binding)
         self.lineage: str = meta["lineage"]
         self.schema_version: int = meta["schema_version"]
@@ -200,10 +212,12 @@ class Ledger:
             raise
 
     @classmethod
-    def open_write(cls, path: Path, binding: Binding, *, migrate_to: int = SCHEMA_VERSION) -> Ledger:
+    def open_write(cls, path: Path, binding: Binding, *, migrate_to: int = SCHEMA_VERSION,
+                   wal_limit_bytes: int = WAL_LIMIT_BYTES) -> Ledger:
         """Open for writing: create the file (and its directories) if needed, then migrate it.
 
         `migrate_to` stops at an older schema version; tests use it to build old ledgers.
+        `wal_limit_bytes` bounds the `-wal` file (LedgerConnection.bound_wal); tests make it small.
         """
         path = Path(path)
         if not 1 <= migrate_to <= SCHEMA_VERSION:
@@ -213,7 +227,7 @@ class Ledger:
         check_file(path)
         conn = connect(str(path), path)
         try:
-            ledger = cls(conn, path, binding, read_only=False)
+            ledger = cls(conn, path, binding, read_only=False, wal_limit_bytes=wal_limit_bytes)
             with sqlite_errors(path):
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")  # why this is safe: the module docstring
@@ -222,6 +236,36 @@ class Ledger:
         except BaseException:
             conn.close()
             raise
+
+    @classmethod
+    def open_checkpoint(cls, path: Path, binding: Binding) -> Ledger:
+        """Open an existing ledger only to checkpoint it (`checkpoint`): never created, never migrated.
+
+        Connecting runs SQLite's recovery of a WAL that a dead writer left behind; the meta row
+        (environment binding included) is checked through that WAL before anything is written.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise LedgerError(f"there is no ledger at {path}: nothing to checkpoint (check `ledger:` in "
+                              "reconciler.yaml and the environment)")
+        check_file(path)
+        conn = connect(path.resolve().as_uri() + "?mode=rw", path, uri=True)
+        try:
+            return cls(conn, path, binding, read_only=False)
+        except BaseException:
+            conn.close()
+            raise
+
+    def checkpoint(self) -> Checkpoint:
+        """Copy every commit in the WAL back into the ledger file and empty the `-wal` file (TRUNCATE).
+
+        Safe beside live readers and writers (SQLite's locking); it waits up to the busy timeout for
+        them. The result says whether it completed (`complete`): a run writing all along can keep it
+        from finishing, and what that run commits afterwards lands in the WAL again until it closes.
+        """
+        with self._c.lock, sqlite_errors(self.path):
+            self._c.check_open()
+            return checkpoint(self._c.conn, "TRUNCATE")
 
     def _meta(self, binding: Binding) -> Row:
         """Read and check meta: a ledger, of a schema this code knows, bound to this environment."""
