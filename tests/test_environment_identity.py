@@ -189,3 +189,19 @@ def test_two_existing_ledgers_of_one_environment_are_refused_not_guessed_between
         load_settings(chdir=str(repo_for(tmp_path, "http://localhost:8080")), env={})
     assert "state/127-0-0-1-8080/ledger.db" in str(raised.value)
     assert "state/localhost-8080/ledger.db" in str(raised.value)
+
+
+def test_a_plan_saved_under_one_spelling_applies_under_another(tmp_path):
+    with served_sandbox() as url:
+        port = url.rpartition(":")[2]
+        repo = make_repo(tmp_path, url)
+        (repo / "reconciler.yaml").write_text(f"environment: http://localhost:{port}\n")
+        made = cli(repo, "plan", "--out", "p.json")
+        assert made.returncode == 0, made.stdout + made.stderr
+        (repo / "reconciler.yaml").write_text(f"environment: http://127.0.0.1:{port}/\n")
+        applied = cli(repo, "apply", "p.json", "--auto-approve")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        assert len(remote_jobs(url)) == 4
+        (repo / "reconciler.yaml").write_text(f"environment: http://127.0.0.1:{int(port) + 1}\n")
+        other = cli(repo, "apply", "p.json", "--auto-approve")
+        assert other.returncode == 1 and "plan is stale" in other.stderr  # another environment is still refused

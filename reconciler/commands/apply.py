@@ -18,6 +18,7 @@ from typing import TextIO
 
 from reconciler.commands._common import count, user_path
 from reconciler.engine.applier import Applier, Result
+from reconciler.engine.config import same_environment
 from reconciler.engine.journal import LedgerJournal, crash_point
 from reconciler.engine.recovery import recover_in_doubt
 from reconciler.engine.plan import Plan, PlanOptions
@@ -140,8 +141,9 @@ class _Run:
         if self.saved is not None:
             ledger = self.session.ledger
             self.outcome = "stale"
+            here = self.settings.environment  # a plan made under another spelling of it is still this one's
             check_fresh(self.saved, lineage=ledger.lineage, serial=ledger.serial, spec_digest=self.desired.digest,
-                        environment=self.settings.environment)
+                        environment=self.saved.environment if same_environment(self.saved.environment, here) else here)
             if self.saved.changes:
                 check_same_changes(self.saved, replan_saved(self.settings, ledger, self.desired, self.saved))
             self.outcome = "error"

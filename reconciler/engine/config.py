@@ -192,6 +192,14 @@ def canonical_base_url(base_url: str) -> str:
     return _unparse(url.scheme, host, port, url.path)
 
 
+def same_environment(one: str, other: str) -> bool:
+    """True when two spellings (names or URLs, as reconciler.yaml or a plan file has them) are one environment."""
+    try:
+        return resolve_environment(one)[1] == resolve_environment(other)[1]
+    except ConfigError:
+        return one == other
+
+
 def environment_identity(environment: str, base_url: str) -> str:
     """How the ledger's binding check compares environments (ledger.store.Binding.identity).
 
