@@ -7,12 +7,13 @@ import none of yaml, jsonschema, httpx or sqlite-utils.
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass
 
 import click
 
 from reconciler import __version__
-from reconciler.errors import ExitCode, ReconcilerError, SpecError
+from reconciler.errors import ExitCode, ReconcilerError, SpecError, Terminated
 
 
 @dataclass
@@ -317,6 +318,7 @@ def main(argv=None) -> None:
     """Entry point: run the group and turn every outcome into a documented exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
     ctx: click.Context | None = None
+    previous = _on_sigterm_stop_like_ctrl_c()
     try:
         ctx = cli.make_context("reconciler", args)  # parses the global options (-v in any spelling: -vC .)
         with ctx:
@@ -336,6 +338,9 @@ def main(argv=None) -> None:
             traceback.print_exc()
         _report(err)
         code = err.exit_code
+    except Terminated:
+        click.echo("Terminated.", err=True)
+        code = ExitCode.TERMINATED
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         code = ExitCode.INTERRUPTED
@@ -348,9 +353,27 @@ def main(argv=None) -> None:
             traceback.print_exc()
         click.echo(f"Internal error: {type(err).__name__}: {err} (run with -v for the traceback)", err=True)
         code = ExitCode.INTERNAL
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
     sys.exit(int(code or 0))
 
 
 def _verbose(ctx: click.Context | None) -> bool:
     """-v/--verbose as click parsed it (False when the arguments did not parse)."""
     return bool(ctx is not None and ctx.params.get("verbose"))
+
+
+def _on_sigterm_stop_like_ctrl_c():
+    """SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so a cancelled CI job's run stops as
+    on Ctrl-C: nothing new is sent, calls in flight are recorded, the lock is released, exit 143."""
+    import signal
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, stop)  # the handler it replaces, restored when main ends

@@ -12,7 +12,12 @@ class ExitCode(IntEnum):
     ERROR = 1  # expected error, invalid input, conflict, failed change, held lock
     CHANGES = 2  # plan --detailed-exitcode: changes present
     INTERNAL = 3  # unexpected internal error
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # SIGINT (Ctrl-C)
+    TERMINATED = 143  # SIGTERM (what a cancelled CI job sends)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: a run stops as on Ctrl-C, and exits 143."""
 
 
 class ReconcilerError(Exception):

@@ -32,11 +32,13 @@ from reconciler.engine.waiter import (
     WaitOutcome,
     moving,
     poll_seconds,
+    waiting,
 )
 from reconciler.errors import (
     ApplyFailed,
     ConflictError,
     ExitCode,
+    ReconcilerError,
     RemoteError,
     UsageError,
 )
@@ -46,6 +48,7 @@ from reconciler.model import (
     MASS_ACTION,
     Action,
     Outcome,
+    Phase,
     latest_by_name,
 )
 from reconciler.views import conflicts_named, describe, render_text
@@ -85,9 +88,10 @@ def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, time
                    filters=dict(targets=tuple(targets), excludes=tuple(excludes), selectors=tuple(selectors)),
                    reruns=set(reruns))
         return run.go()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (errors.Terminated)
         if run is not None:
             run.outcome = "interrupted"
+            run.report_stopped()
         raise
     finally:
         session.close(run.outcome if run is not None else "error")
@@ -104,7 +108,8 @@ class _Run:
         self.outcome = "error"
         self.failed: set[str] = set()
         self.progress = Progress(out, tty=bool(getattr(out, "isatty", lambda: False)()))
-        self.applier = Applier(session.client, LedgerJournal(session, crash=crash), root=settings.root,
+        self.journal = LedgerJournal(session, crash=crash)
+        self.applier = Applier(session.client, self.journal, root=settings.root,
                                lineage=session.ledger.lineage, parallelism=settings.parallelism)
         options = PlanOptions.from_cli(**filters, now=datetime.now(timezone.utc))
         specs = desired.by_name()
@@ -163,6 +168,30 @@ class _Run:
                             excludes=tuple(sorted(set(self.filters["excludes"]) | self.failed)),
                             selectors=self.filters["selectors"], reruns=tuple(sorted(self.reruns)),
                             desired=self.desired)
+
+    def report_stopped(self) -> None:
+        """On Ctrl-C or SIGTERM: what this run submitted, what stays unconfirmed, what keeps running in Zuora."""
+        self.progress.clear()
+        try:
+            jobs = self.session.ledger.jobs_matching(ids=self.journal.jobs) if self.journal.jobs else []
+        except ReconcilerError as err:
+            self.out.write(f"\nStopped; could not read what this run submitted ({err}): `reconciler status` shows it.\n")
+            return
+        sent = [j for j in jobs if j.remote_id]
+        unconfirmed = [j for j in jobs if j.phase == Phase.INTENT]
+        running = [j for j in sent if waiting(j)]
+        names = ", ".join(j.name for j in sent) or "none"
+        self.out.write(f"\nStopped: {count(len(sent), 'job')} submitted by this run ({names}).\n")
+        for job in unconfirmed:
+            self.out.write(f"  {job.name}: submission unconfirmed; the next apply resumes it with the same "
+                           "Idempotency-Key\n")
+        if running:
+            self.out.write("Still running in Zuora: " + ", ".join(f"{j.name} ({j.remote_status or j.phase})"
+                                                             for j in running)
+                           + "; `reconciler status --wait` follows them.\n")
+        else:
+            self.out.write("Nothing this run submitted is still running in Zuora.\n")
+        self.out.flush()
 
     def _confirmed(self) -> bool:
         if self.auto_approve:

@@ -61,6 +61,7 @@ class LedgerJournal:
         self.session = session
         self.ledger = session.ledger
         self.crash = crash
+        self.jobs: set[int] = set()  # the ledger ids of the jobs this run sent (or was about to send)
 
     def _crash(self, point: str, name: str) -> None:
         if self.crash and self.crash[0] == point and self.crash[1] in (None, name):
@@ -82,6 +83,7 @@ class LedgerJournal:
             idempotency_key=key, detail={k: change.detail[k] for k in INTENT_DETAIL if k in change.detail},
             rerun=change.rerun, lock_id=lock_id,
         ))
+        self.jobs.add(job.id)
         if job.phase != Phase.INTENT:
             raise StateError(f"{change.name}: the ledger already records job {job.remote_id} (generation "
                                   f"{job.generation}, phase {job.phase}) for this submission; run plan again")
