@@ -215,6 +215,8 @@ def test_credentials_in_the_file_are_refused(repo, text):
     ("ledger: null\n", "ledger: must be a non-empty string (got None)"),
     ("zuora: {version: 211.0}\n", "zuora.version: must be a non-empty string (got 211.0); quote it"),
     ("zuora: [a, b]\n", "zuora: must be a mapping of entity_ids, org_ids, version"),
+    ("zuora: {entity_ids: café}\n", "zuora.entity_ids: must be printable ASCII, as an HTTP header value is"),
+    ("zuora: {org_ids: \"a\\tb\"}\n", "zuora.org_ids: must be printable ASCII"),
     ("apply: fast\n", "apply: must be a mapping of parallelism, custom_object_slots"),
     ("- specs\n", "must be a mapping of settings"),
     ("specs: specs\nspecs: other\n", "duplicate key 'specs'"),

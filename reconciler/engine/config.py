@@ -337,6 +337,8 @@ def _check_value(path: Path, key: str, value: object, rule, nullable: bool = Tru
     if not isinstance(value, str) or not value.strip():
         return [f"{path}: {key}: must be a non-empty string (got {value!r}); "
                 "quote it if YAML reads it as something else"]
+    if key.startswith("zuora.") and not all(" " <= ch <= "~" for ch in value):
+        return [f"{path}: {key}: must be printable ASCII, as an HTTP header value is (got {value!r})"]
     return []
 
 
