@@ -6,6 +6,7 @@ import none of yaml, jsonschema, httpx or sqlite-utils.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -35,6 +36,30 @@ class Context:
 
 
 pass_ctx = click.make_pass_decorator(Context)
+
+
+class Duration(click.ParamType):
+    """Seconds, plain (`90`, `2.5`) or Terraform-style (`30s`, `2m`, `1h30m`)."""
+
+    name = "duration"
+    _PART = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+    _UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip()
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        parts = self._PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text or len({u for _, u in parts}) != len(parts):
+            self.fail(f"{value!r} is not a duration: give seconds (90) or e.g. 30s, 2m, 1h30m", param, ctx)
+        return sum(float(n) * self._UNIT[u] for n, u in parts)
+
+
+DURATION = Duration()
 
 _filter_options = [
     click.option("--target", "targets", multiple=True, metavar="NAME", help="Only these specs (repeatable)."),
@@ -124,9 +149,9 @@ def plan(c, out_file, as_json, markdown, detailed_exitcode, no_refresh, targets,
 @click.argument("plan_file", required=False, type=click.Path(dir_okay=False))
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--wait", is_flag=True, help="Keep going until every job is terminal, submitting dependents as they unblock.")
-@click.option("--timeout", type=float, default=None, metavar="SECONDS", help="Give up waiting after this long (with --wait).")
+@click.option("--timeout", type=DURATION, default=None, metavar="DURATION", help="Give up waiting after this long (with --wait): 90, 30s, 2m, 1h30m.")
 @click.option("--parallelism", type=click.IntRange(1, 40), default=None, help="Concurrent remote calls (default from reconciler.yaml).")
-@click.option("--lock-timeout", type=float, default=0.0, show_default=True, metavar="SECONDS", help="How long to wait for another run's lock.")
+@click.option("--lock-timeout", type=DURATION, default=0.0, show_default=True, metavar="DURATION", help="How long to wait for another run's lock: 90, 30s, 2m, 1h30m.")
 @filter_options
 @pass_ctx
 def apply(c, plan_file, auto_approve, wait, timeout, parallelism, lock_timeout, targets, excludes, selectors, reruns):
@@ -145,7 +170,7 @@ def apply(c, plan_file, auto_approve, wait, timeout, parallelism, lock_timeout, 
 @click.argument("names", nargs=-1)
 @click.option("--refresh", is_flag=True, help="Fetch live status first (records drift).")
 @click.option("--wait", is_flag=True, help="Poll until every listed job is terminal.")
-@click.option("--timeout", type=float, default=None, metavar="SECONDS", help="Give up waiting after this long.")
+@click.option("--timeout", type=DURATION, default=None, metavar="DURATION", help="Give up waiting after this long: 90, 30s, 2m, 1h30m.")
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
 @pass_ctx
 def status(c, names, refresh, wait, timeout, as_json):

@@ -50,3 +50,4 @@ def test_a_bad_selector_is_refused_before_the_ledger_is_touched(repo, command):
     assert proc.returncode == 1 and "--selector 'teamfinance': expected KEY=VALUE" in proc.stderr, proc.stderr
     assert state_files(repo) == before  # no run row, no stale lock
     assert cli(repo, "lock", "status").stdout.startswith("not locked")
+
