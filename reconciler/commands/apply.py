@@ -34,6 +34,7 @@ from reconciler.engine.waiter import (
 )
 from reconciler.errors import (
     ApplyFailed,
+    AuthError,
     ConflictError,
     ExitCode,
     RemoteError,
@@ -48,6 +49,7 @@ from reconciler.model import (
     latest_by_name,
 )
 from reconciler.views import conflicts_named, describe, render_text
+from reconciler.zuora.auth import credentials_for
 
 PROMPT = "Apply these changes? Only 'yes' is accepted: "
 
@@ -75,6 +77,7 @@ def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, time
     from reconciler.spec.load import load_desired
 
     desired = load_desired(settings)  # invalid specs stop here, before the ledger is touched
+    credentials_for(settings, settings.credentials)  # so does a real Zuora without credentials
     session = Session(settings, command="apply", lock_timeout=lock_timeout, plan_digest=digest)
     run = _Run(settings, out, session, desired, saved=saved, crash=crash, auto_approve=auto_approve, wait=wait,
                timeout=timeout, color=color, answers=answers,
@@ -110,6 +113,8 @@ class _Run:
 
     def go(self) -> int:
         """Plan, confirm, execute, wait; the exit code."""
+        # Authenticate before any intent is written: refused credentials end the run here, with one message.
+        self.session.client.authenticate()
         plan = self._first_plan()
         render_text(plan, self.out, color=self.color)
         if plan.has_conflicts:
@@ -146,6 +151,8 @@ class _Run:
         try:
             for line in recover_in_doubt(self.session):
                 self.out.write(line + "\n")
+        except AuthError:
+            raise
         except RemoteError as err:
             self.out.write(f"could not look for in-doubt submissions ({err}); the plan shows them as conflicts\n")
         return self._plan()
