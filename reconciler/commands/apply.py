@@ -113,8 +113,6 @@ class _Run:
 
     def go(self) -> int:
         """Plan, confirm, execute, wait; the exit code."""
-        # Authenticate before any intent is written: refused credentials end the run here, with one message.
-        self.session.client.authenticate()
         plan = self._first_plan()
         render_text(plan, self.out, color=self.color)
         if plan.has_conflicts:
@@ -144,10 +142,12 @@ class _Run:
             self.outcome = "stale"
             check_fresh(self.saved, lineage=ledger.lineage, serial=ledger.serial, spec_digest=self.desired.digest,
                         environment=self.settings.environment)
+            self._authenticate()  # after the freshness check: its remote_call event moves the serial
             if self.saved.changes:
                 check_same_changes(self.saved, replan_saved(self.settings, ledger, self.desired, self.saved))
             self.outcome = "error"
             return self.saved
+        self._authenticate()
         try:
             for line in recover_in_doubt(self.session):
                 self.out.write(line + "\n")
@@ -156,6 +156,10 @@ class _Run:
         except RemoteError as err:
             self.out.write(f"could not look for in-doubt submissions ({err}); the plan shows them as conflicts\n")
         return self._plan()
+
+    def _authenticate(self) -> None:
+        """Before any intent is written: refused credentials end the run here, with one message (AuthError)."""
+        self.session.client.authenticate()
 
     def _plan(self) -> Plan:
         targets = self.filters["targets"]
