@@ -91,6 +91,15 @@ class RemoteError(ReconcilerError):
         super().__init__(f"{prefix}{message}{suffix}")
 
 
+class AuthError(RemoteError):
+    """Zuora did not authenticate us: the token endpoint refused the client credentials or failed, or Zuora
+    refused the bearer token (a static ZUORA_ACCESS_TOKEN, or a freshly issued one).
+
+    It ends the whole run and is never a verdict on the request that was waiting for the token: a
+    submission being sent or resumed keeps its intent, and the next run resumes it with the same key.
+    """
+
+
 class StateError(ReconcilerError):
     """What was asked does not fit the job's state: not submitted yet, still running, missing in Zuora,
     or recorded differently in the ledger than the plan expects."""

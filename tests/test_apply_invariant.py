@@ -7,11 +7,14 @@ import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from apply_support import (
     admin, assert_exactly_once, cli, ledger_events, ledger_jobs, make_repo, remote_jobs, sandbox_token,
     served_sandbox, settings_of, zuora_http,
 )
-from reconciler.engine.applier import UNKNOWN_HINT, Applier
+from reconciler.engine.applier import Applier
+from reconciler.errors import AuthError
 from reconciler.engine.journal import LedgerJournal
 from reconciler.engine.planning import compute_plan
 from reconciler.ledger.store import Actor, Ledger
@@ -58,11 +61,12 @@ def test_a_refusal_after_a_lost_answer_is_no_rejection_and_the_job_is_resumed_no
             plan = compute_plan(session.settings, session=session, refresh=True)
             admin(url, "faults", {"error_after_rate": 1.0})  # the job is created, the answer is a 500
             applier = Applier(session.client, LedgerJournal(session), root=repo, lineage=session.ledger.lineage)
-            [result] = applier.run(plan.actionable)
+            with pytest.raises(AuthError) as refused:  # a refused token ends the run; it judges no request
+                applier.run(plan.actionable)
         finally:
             admin(url, "faults", {})
             session.close("failed")
-        assert result.failed and "HTTP 401" in result.error and result.hint == UNKNOWN_HINT, result
+        assert "HTTP 401" in str(refused.value) and "outcome unknown" in str(refused.value)
         [intent] = ledger_jobs(repo)
         assert (intent.phase, intent.remote_status) == ("intent", None)
         [(remote_id, key)] = remote_jobs(url)

@@ -36,6 +36,7 @@ from reconciler.engine.waiter import (
 )
 from reconciler.errors import (
     ApplyFailed,
+    AuthError,
     ConflictError,
     ExitCode,
     ReconcilerError,
@@ -52,6 +53,7 @@ from reconciler.model import (
     latest_by_name,
 )
 from reconciler.views import conflicts_named, describe, render_text
+from reconciler.zuora.auth import credentials_for
 
 PROMPT = "Apply these changes? Only 'yes' is accepted: "
 
@@ -80,6 +82,7 @@ def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, time
 
     desired = load_desired(settings)  # invalid specs stop here, before the ledger is touched
     check_filters(settings, desired, targets=targets, excludes=excludes, selectors=selectors, reruns=reruns)
+    credentials_for(settings, settings.credentials)  # so does a real Zuora without credentials
     session = Session(settings, command="apply", lock_timeout=lock_timeout, plan_digest=digest)
     run = None
     try:
@@ -149,16 +152,24 @@ class _Run:
             here = self.settings.environment  # a plan made under another spelling of it is still this one's
             check_fresh(self.saved, lineage=ledger.lineage, serial=ledger.serial, spec_digest=self.desired.digest,
                         environment=self.saved.environment if same_environment(self.saved.environment, here) else here)
+            self._authenticate()  # after the freshness check: its remote_call event moves the serial
             if self.saved.changes:
                 check_same_changes(self.saved, replan_saved(self.settings, ledger, self.desired, self.saved))
             self.outcome = "error"
             return self.saved
+        self._authenticate()
         try:
             for line in recover_in_doubt(self.session):
                 self.out.write(line + "\n")
+        except AuthError:
+            raise
         except RemoteError as err:
             self.out.write(f"could not look for in-doubt submissions ({err}); the plan shows them as conflicts\n")
         return self._plan()
+
+    def _authenticate(self) -> None:
+        """Before any intent is written: refused credentials end the run here, with one message (AuthError)."""
+        self.session.client.authenticate()
 
     def _plan(self) -> Plan:
         targets = self.filters["targets"]

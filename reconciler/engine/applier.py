@@ -18,7 +18,9 @@ of DESIGN §5:
 - retire: journal only.
 
 Changes in one call to `run` are independent (the planner holds dependents back as `wait`), so they
-run concurrently on `parallelism` threads. A failed change is a `Result`, never an exception.
+run concurrently on `parallelism` threads. A failed change is a `Result`, never an exception, except
+an `AuthError`: the run cannot authenticate, so it ends (changes under way finish, queued ones never
+start) and no intent is closed on its account.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 from reconciler.engine.plan import Change, MassTarget
-from reconciler.errors import ReconcilerError, RemoteError
+from reconciler.errors import AuthError, ReconcilerError, RemoteError
 from reconciler.model import (
     CUSTOM_OBJECT_JOB,
     MASS_ACTION,
@@ -138,8 +140,12 @@ def idempotency_key(lineage: str, name: str, fingerprint: str, generation: int) 
 
 
 def is_definitive(err: RemoteError) -> bool:
-    """True when Zuora answered and refused: nothing was created, so the request may be forgotten."""
-    if err.status is None or err.retryable:
+    """True when Zuora answered and refused: nothing was created, so the request may be forgotten.
+
+    A failure to authenticate (an AuthError: the token endpoint's answer, or a refused token) is never
+    a verdict on the request that waited for the token.
+    """
+    if isinstance(err, AuthError) or err.status is None or err.retryable:
         return False
     if 400 <= err.status < 500:
         return err.status not in (408, 409, 429)
@@ -183,6 +189,7 @@ class Applier:
         self.parallelism = max(1, int(parallelism))
         self.sleep = sleep
         self.confirm_polls = confirm_polls
+        self._auth_failed: AuthError | None = None  # once set, no further change starts (no intent is written)
 
     def run(self, changes: Sequence[Change]) -> list[Result]:
         """Carry out every actionable change concurrently; one Result per change, in plan order."""
@@ -204,9 +211,14 @@ class Applier:
         """Carry out one change; failures come back as a failed Result."""
         handlers = {Action.SUBMIT: self._submit, Action.UPLOAD: self._upload, Action.REPLACE: self._replace,
                     Action.STOP: self._stop, Action.CANCEL: self._cancel, Action.RETIRE: self._retire}
+        if self._auth_failed is not None:
+            raise self._auth_failed  # the run cannot authenticate: a change not yet started writes no intent
         with self.journal.working_on(change.name):
             try:
                 return handlers[change.action](change)
+            except AuthError as err:
+                self._auth_failed = err
+                raise  # the run cannot authenticate: it ends (Applier.run), nothing is judged by it
             except ChangeFailed as err:
                 return Result(change.name, change.action, Outcome.FAILED, err.remote_id or change.remote_id,
                               error=str(err), hint=err.hint)
@@ -256,6 +268,8 @@ class Applier:
                                                  idempotency_key=key)
                 remote_id, status = body["Id"], body.get("status")
             phase = phase_after(change.kind, status, awaiting_upload=change.awaiting_upload)
+        except AuthError:
+            raise  # not Zuora's answer to this submission: the intent stays, resumed with the same key
         except RemoteError as err:
             if is_definitive(err):
                 self.journal.rejected(job, change, error=str(err))
@@ -284,6 +298,8 @@ class Applier:
             raise ChangeFailed(str(err), err.hint, err.remote_id or remote_id) from err
         try:
             body = self.remote.upload_co_file(remote_id, path, idempotency_key=upload_key)
+        except AuthError:
+            raise
         except RemoteError as err:
             if not is_definitive(err):
                 raise ChangeFailed(f"job {remote_id} created, but the upload failed: {err}",
@@ -302,6 +318,8 @@ class Applier:
             self.journal.cancel_intent(change, remote_id=remote_id, key=cancel_key)
             try:
                 self.remote.cancel_co_job(remote_id, idempotency_key=cancel_key)
+            except AuthError:
+                raise
             except RemoteError:
                 pass  # reported below through the job's observed status
             obs = self._observe(change, remote_id)
@@ -324,9 +342,13 @@ class Applier:
             else:
                 self.journal.cancel_intent(change, remote_id=remote_id, key=cancel_key)
                 self.remote.cancel_co_job(remote_id, idempotency_key=cancel_key)
+        except AuthError:
+            raise
         except RemoteError as err:
             try:
                 obs = self._observe(change, remote_id)
+            except AuthError:
+                raise
             except RemoteError:
                 obs = None
             if obs is not None and obs.status in STOPPED_OR_STOPPING:
@@ -377,6 +399,8 @@ class Applier:
             obs = self._observe(change, old_id)
             if is_terminal(kind, obs.status):
                 self.journal.retired(change, remote_id=old_id, reason=f"replaced by generation {change.generation}")
+        except AuthError:
+            raise
         except ReconcilerError:
             pass  # the old job stays as recorded; refresh keeps following it
 

@@ -15,7 +15,7 @@ from typing import Callable, Sequence, TextIO
 
 from reconciler.engine.applier import Result
 from reconciler.engine.plan import Change, Plan
-from reconciler.errors import RemoteError
+from reconciler.errors import AuthError, RemoteError
 from reconciler.model import Action, JobRecord, Phase
 from reconciler.zuora.wire import is_sandbox
 
@@ -133,6 +133,8 @@ class Waiter:
             self.sleep(self.poll if remaining is None else min(self.poll, remaining))
             try:
                 plan = self.plan_next()
+            except AuthError:
+                raise  # the run cannot authenticate: it ends
             except RemoteError as err:  # one bad poll must not abandon jobs that are running fine
                 refresh_failures += 1
                 if refresh_failures >= MAX_REFRESH_FAILURES:

@@ -62,6 +62,20 @@ def set_faults(ctx: Context) -> Response:
     return json_response(200, faults.configure(ctx.conn, _payload(ctx)))
 
 
+def tokens(ctx: Context) -> Response:
+    """POST /_sandbox/tokens {"revoke_after": N}: let N more authorized calls through, then revoke every
+    token issued so far (N = 0: at once). New tokens are issued as usual; a static token stays refused."""
+    after = _payload(ctx).get("revoke_after", 0)
+    if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+        raise ApiError(400, "revoke_after must be a non-negative integer")
+    if after == 0:
+        ctx.conn.execute("DELETE FROM tokens")
+        ctx.conn.execute("DELETE FROM meta WHERE key = 'revoke_after'")
+    else:
+        ctx.conn.set_meta("revoke_after", after)
+    return json_response(200, {"revoke_after": after})
+
+
 def reset(ctx: Context) -> Response:
     """POST /_sandbox/reset: empty the tenant and clear faults; tokens and the clock offset stay."""
     for table in TENANT_TABLES:

@@ -61,6 +61,7 @@ ROUTES = [
     ("GET", "/_sandbox/faults", ADMIN_ROUTE, admin.get_faults),
     ("POST", "/_sandbox/faults", ADMIN_ROUTE, admin.set_faults),
     ("POST", "/_sandbox/reset", ADMIN_ROUTE, admin.reset),
+    ("POST", "/_sandbox/tokens", ADMIN_ROUTE, admin.tokens),
     ("GET", "/_sandbox/records", ADMIN_ROUTE, admin.list_records),
 ]
 COMPILED = [

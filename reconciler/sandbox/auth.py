@@ -83,3 +83,10 @@ def check_bearer(conn, req: Request, now: float) -> None:
     row = conn.one("SELECT expires_at FROM tokens WHERE token_hash = ?", (_hash(token.strip()),))
     if row is None or row["expires_at"] <= now:
         raise unauthorized()
+    left = conn.meta("revoke_after")  # POST /_sandbox/tokens: revoke every token after N more calls
+    if left is not None:
+        if int(left) <= 1:
+            conn.execute("DELETE FROM tokens")
+            conn.execute("DELETE FROM meta WHERE key = 'revoke_after'")
+        else:
+            conn.set_meta("revoke_after", int(left) - 1)

@@ -13,12 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from reconciler.errors import ConfigError, RemoteError
-from reconciler.zuora.retry import restate
+from reconciler.errors import AuthError, ConfigError, RemoteError
 from reconciler.model import REDACTED
-from reconciler.zuora.wire import Redactor
+from reconciler.zuora.wire import Redactor, Target, is_sandbox
 
-__all__ = ["TOKEN_MARGIN", "Auth", "Credentials", "TokenCache"]
+__all__ = ["TOKEN_MARGIN", "Auth", "Credentials", "TokenCache", "credentials_for", "missing_credentials"]
 
 TOKEN_MARGIN = 300.0  # refresh this long before expiry (or 10 % of the lifetime, if shorter)
 DEFAULT_LIFETIME = 3600.0  # Zuora documents one hour
@@ -44,6 +43,30 @@ class Credentials:
     def usable(self) -> bool:
         """True when they can authenticate: a static token, or both halves of a client credential."""
         return bool(self.access_token or (self.client_id and self.client_secret))
+
+
+def missing_credentials(base_url: str | None) -> ConfigError:
+    """The one error for a real Zuora environment without credentials, naming the variables."""
+    return ConfigError(f"no Zuora credentials for {base_url}: set ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET "
+                       "(OAuth client credentials), or ZUORA_ACCESS_TOKEN")
+
+
+def credentials_for(settings: Target, credentials: Credentials | None) -> Credentials:
+    """The credentials a client for `settings` authenticates with; ConfigError when a real Zuora has none.
+
+    The embedded sandbox (`environment: local`) always uses its documented default client, whatever
+    ZUORA_* variables are exported (they may be a real tenant's); a served loopback sandbox uses them
+    when they are set, else the defaults. Anything else needs them: checked before a ledger is written.
+    """
+    if is_sandbox(settings):
+        from reconciler.sandbox.defaults import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
+
+        if settings.is_local or not (credentials and credentials.usable):
+            return Credentials(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
+        return credentials
+    if not (credentials and credentials.usable):
+        raise missing_credentials(settings.base_url)
+    return credentials
 
 
 class TokenCache:
@@ -101,19 +124,23 @@ class Auth:
         """POST /oauth/token with the client credentials: (access token, lifetime in seconds)."""
         client_id, client_secret = self._credentials.client_id, self._credentials.client_secret
         if not (client_id and client_secret):
-            raise ConfigError(f"no Zuora credentials for {self._base_url}: set ZUORA_CLIENT_ID and "
-                              "ZUORA_CLIENT_SECRET (OAuth client credentials), or ZUORA_ACCESS_TOKEN")
+            raise missing_credentials(self._base_url)
         form = {"client_id": client_id, "client_secret": client_secret, "grant_type": "client_credentials"}
+        # Every failure here is an AuthError: whatever waits for this token was not sent with it, so no
+        # answer from /oauth/token may ever be taken for Zuora's verdict on that request.
         try:
             data = self._request_token(form)
         except RemoteError as exc:
-            if exc.status not in (400, 401, 403):
-                raise
-            raise restate(exc, f"Zuora refused the OAuth client credentials ({exc.remote_message}): "
-                               "check ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET") from exc
+            if exc.status in (400, 401, 403):
+                message = (f"Zuora refused the OAuth client credentials ({exc.remote_message}): "
+                           "check ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET")
+            else:
+                message = f"could not get an OAuth token from Zuora ({exc.remote_message})"
+            raise AuthError(message, status=exc.status, code=exc.code, request_id=exc.request_id,
+                            endpoint=exc.endpoint, retryable=exc.retryable) from exc
         token = data.get("access_token")
         if not isinstance(token, str) or not token:
-            raise RemoteError("the token answer has no access_token", endpoint=f"POST {TOKEN_PATH}")
+            raise AuthError("the token answer has no access_token", endpoint=f"POST {TOKEN_PATH}")
         expires_in = data.get("expires_in")
         if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in > 0:
             return token, float(expires_in)

@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 import httpx
 
 from reconciler import __version__
-from reconciler.errors import RemoteError
+from reconciler.errors import AuthError, RemoteError
 from reconciler.model import Condition, Observation
-from reconciler.zuora.auth import TOKEN_PATH, Auth, Credentials
+from reconciler.zuora.auth import TOKEN_PATH, Auth, Credentials, credentials_for
 from reconciler.zuora.operations import CHUNK, CO_PAGE_SIZE_MAX, Body, ZuoraOperations, file_error, parse_count
 from reconciler.zuora.retry import (
     RETRYABLE_CATEGORIES,
@@ -113,6 +113,20 @@ class Connection:
 
         return self._call("GET", path, handle)
 
+    def authenticate(self) -> None:
+        """Check the credentials before anything is written: fetch the OAuth token (kept for the calls that
+        follow), or try a static token on one cheap GET. AuthError when Zuora refuses them; other failures
+        of that GET say nothing about the token and are left to the calls that follow."""
+        if not self.auth.static:
+            self.auth.bearer()
+            return
+        try:
+            self._call("GET", "/objects/jobs", self._json_of, params={"pageSize": 1})
+        except AuthError:
+            raise
+        except RemoteError:
+            pass
+
     def _request_token(self, form: dict[str, str]) -> dict[str, Any]:
         """POST /oauth/token with `form`, without a bearer; resent freely (a token request acts on nothing)."""
         return self._call("POST", TOKEN_PATH, self._json_of, body=lambda stack: {"data": form}, bearer=False,
@@ -139,6 +153,10 @@ class Connection:
         while True:
             attempt += 1
             headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+            # Getting (or refreshing, between two attempts) the token is part of this call: its failure is
+            # an AuthError, which ends the run and never counts as Zuora's answer to this request (which
+            # this attempt did not send; an earlier attempt of a keyed call may have, so its outcome stays
+            # unknown and the next run resumes it with the same key).
             token = self.auth.bearer() if bearer else None
             if token:
                 headers["Authorization"] = f"Bearer {token}"
@@ -155,6 +173,8 @@ class Connection:
                 self._report(method, path, error.status, error.request_id, idempotency_key,
                              outcome_of(failure, decision), attempt, t0, str(error))
                 if isinstance(decision, GiveUp):
+                    if failure.unauthorized and bearer:  # the token was refused, not the request
+                        raise _refused_token(decision.error, static=self.auth.static) from failure.__cause__
                     raise decision.error from failure.__cause__
                 if decision.refresh:
                     refreshed = True
@@ -267,17 +287,10 @@ class ZuoraClient:
     def from_settings(cls, settings: Any, *, on_call: Callable[[Call], None] | None = None,
                       track_id: str | None = None, retry: RetryPolicy | None = None, **kw: Any) -> "ZuoraClient":
         """A client for `settings`: the embedded sandbox as transport when local, the network otherwise."""
-        credentials = settings.credentials
+        credentials = settings.credentials  # a real Zuora without any fails at the first call (lazily)
         transport = None
         if is_sandbox(settings):
-            # Only the defaults: a served sandbox needs no simulator code in this process.
-            from reconciler.sandbox.defaults import (
-                DEFAULT_CLIENT_ID,
-                DEFAULT_CLIENT_SECRET,
-            )
-
-            if not (credentials and credentials.usable):  # a sandbox accepts its documented defaults
-                credentials = Credentials(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)
+            credentials = credentials_for(settings, credentials)  # local: the defaults, whatever is exported
             if settings.is_local:
                 from reconciler.sandbox import make_app
 
@@ -310,6 +323,10 @@ class ZuoraClient:
         self.close()
 
     # The operations (reconciler.zuora.operations says what each sends and checks)
+
+    def authenticate(self) -> None:
+        """Fetch the OAuth token, or check a static one, before anything is written (AuthError if refused)."""
+        self._connection.authenticate()
 
     def submit_mass_action(self, action_type: str, file_path: Path, *, idempotency_key: str | None) -> str:
         return self._ops.submit_mass_action(action_type, file_path, idempotency_key=idempotency_key)
@@ -345,6 +362,16 @@ class ZuoraClient:
 
     def observe(self, kind: str, remote_id: str) -> Observation:
         return self._ops.observe(kind, remote_id)
+
+
+def _refused_token(error: RemoteError, *, static: bool) -> AuthError:
+    """Zuora's 401 to a call as the run-level AuthError it is: the token was refused, not the request."""
+    message = error.remote_message
+    if not static and "ZUORA_" not in message:
+        message = (f"Zuora refused a freshly issued OAuth token ({message}): the token was revoked or the client "
+                   "lost its access; check ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET")
+    return AuthError(message, status=error.status, code=error.code, request_id=error.request_id,
+                     endpoint=error.endpoint, retryable=error.retryable)
 
 
 def _loads(raw: bytes, response: httpx.Response) -> Any:
