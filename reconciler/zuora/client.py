@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
+import httpcore
 import httpx
 
 from reconciler import __version__
@@ -48,13 +50,16 @@ from reconciler.zuora.wire import (
     validate_track_id,
 )
 
-__all__ = ["Call", "Connection", "Credentials", "RetryPolicy", "ZuoraClient", "parse_count"]
+__all__ = ["DEFAULT_CALL_TIMEOUT", "MAX_JSON_BYTES", "Call", "Connection", "Credentials", "RetryPolicy", "ZuoraClient",
+           "parse_count"]
 
 log = logging.getLogger("reconciler.zuora")
 
 T = TypeVar("T")
 Handle = Callable[[httpx.Response, str], T]  # (2xx response, "METHOD /path") -> the call's value
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)  # Zuora's gateway gives up after 120 s
+DEFAULT_CALL_TIMEOUT = 120.0  # the wall-clock bound of one attempt, whole body included (zuora.call_timeout)
+MAX_JSON_BYTES = 8 * 1024 * 1024  # no JSON answer of these APIs comes near it; a hostile one stops here
 _RESENDABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _KEYED_METHODS = frozenset({"POST", "PATCH"})
 _NO_CONNECTION = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)  # nothing was sent
@@ -69,8 +74,12 @@ class Connection:
                  org_ids: str | Sequence[str] | None = None, zuora_version: str | None = None,
                  track_id: str | None = None, parallelism: int = 16, on_call: Callable[[Call], None] | None = None,
                  retry: RetryPolicy | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, call_timeout: float = DEFAULT_CALL_TIMEOUT):
         self.base_url = validate_base_url(base_url)
+        if not call_timeout > 0:
+            raise ValueError(f"call_timeout must be above 0 seconds, got {call_timeout!r}")
+        self.call_timeout = float(call_timeout)
+        self.deadline: float | None = None  # time.monotonic() past which no call is sent or waited on (apply --timeout)
         self.track_id = validate_track_id(track_id) if track_id is not None else new_track_id()
         credentials = credentials or Credentials()
         self._redact = Redactor(credentials.client_secret, credentials.access_token)
@@ -88,10 +97,12 @@ class Connection:
         size = max(1, int(parallelism))
         # Plain http (a loopback sandbox) never does TLS: skip loading the CA bundle (~0.15 s at start-up).
         verify = not self.base_url.lower().startswith("http://")
+        limits = httpx.Limits(max_connections=size + 2, max_keepalive_connections=size)  # +2: token refresh, polling
+        if transport is None:
+            transport = _deadline_transport(verify=verify, limits=limits)
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, transport=transport, timeout=timeout, follow_redirects=False,
-            verify=verify,
-            limits=httpx.Limits(max_connections=size + 2, max_keepalive_connections=size),  # +2: token refresh, polling
+            verify=verify, limits=limits,
         )
 
     def close(self) -> None:
@@ -109,7 +120,7 @@ class Connection:
         def handle(response: httpx.Response, endpoint: str) -> T:
             if "json" in response.headers.get("content-type", "").lower():
                 self._json_of(response, endpoint)  # a JSON answer here is an error body in disguise
-            return consume(response.iter_bytes(CHUNK))  # network failures here are httpx errors
+            return consume(_on_time(response.iter_bytes(CHUNK)))  # network failures here are httpx errors
 
         return self._call("GET", path, handle)
 
@@ -131,6 +142,9 @@ class Connection:
         if resendable is None:
             resendable = method in _RESENDABLE_METHODS or idempotency_key is not None
         endpoint = f"{method} {path}"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise RemoteError("the run's time limit (--timeout) ran out before this call was sent", endpoint=endpoint,
+                              retryable=True)
         policy = self._retry
         started = policy.clock()
         refreshed = False
@@ -156,6 +170,8 @@ class Connection:
                              outcome_of(failure, decision), attempt, t0, str(error))
                 if isinstance(decision, GiveUp):
                     raise decision.error from failure.__cause__
+                if self.deadline is not None and time.monotonic() + (decision.after or 0) >= self.deadline:
+                    raise failure.error from failure.__cause__  # another attempt would outlive the run's limit
                 if decision.refresh:
                     refreshed = True
                     self.auth.invalidate(token)
@@ -167,8 +183,18 @@ class Connection:
 
     def _attempt(self, method: str, path: str, endpoint: str, params: Mapping[str, Any] | None,
                  body: Body | None, headers: dict[str, str], handle: Handle[T]) -> tuple[T, int, str | None]:
-        """Send once; return (value, status, request id) or raise `Failure`."""
+        """Send once; return (value, status, request id) or raise `Failure`.
+
+        The attempt, body included, ends by its deadline: `call_timeout` from now, or the run's `deadline` if
+        sooner. Every socket read and write is bounded by what is left of it (a server trickling bytes gets a
+        timeout, not a hang), and so is every chunk of the body whatever the transport.
+        """
+        limit = self.call_timeout
+        at = time.monotonic() + limit
+        if self.deadline is not None and self.deadline < at:
+            at, limit = self.deadline, -1.0
         with ExitStack() as stack:
+            stack.enter_context(_deadline(at))
             try:
                 kwargs = body(stack) if body else {}
             except OSError as exc:
@@ -178,7 +204,7 @@ class Connection:
             try:
                 response = self._http.send(request, stream=True)
             except (httpx.TransportError, OSError) as exc:  # OSError: the WSGI sandbox dropped us
-                raise self._transport_failure(exc, endpoint) from exc
+                raise self._transport_failure(exc, endpoint, overdue=_overdue(at, limit)) from exc
             stack.callback(response.close)
             request_id = response.headers.get("zuora-request-id")
             try:
@@ -188,13 +214,15 @@ class Connection:
             except httpx.DecodingError as exc:
                 raise Failure(self._error(f"undecodable response body: {exc}", response, endpoint)) from exc
             except httpx.TransportError as exc:  # the body was cut off
-                raise self._transport_failure(exc, endpoint, response) from exc
+                raise self._transport_failure(exc, endpoint, response, overdue=_overdue(at, limit)) from exc
 
-    def _transport_failure(self, exc: Exception, endpoint: str, response: httpx.Response | None = None) -> Failure:
-        timed_out = isinstance(exc, httpx.TimeoutException)
+    def _transport_failure(self, exc: Exception, endpoint: str, response: httpx.Response | None = None, *,
+                           overdue: str | None = None) -> Failure:
+        timed_out = isinstance(exc, httpx.TimeoutException) or overdue is not None
         what = "timed out" if timed_out else "connection failed" if response is None else "connection lost mid-answer"
+        text = overdue or f"{what} ({type(exc).__name__}: {exc})"
         error = RemoteError(
-            self._redact(f"{what} ({type(exc).__name__}: {exc})"), endpoint=endpoint,
+            self._redact(text), endpoint=endpoint,
             status=response.status_code if response is not None else None,
             request_id=response.headers.get("zuora-request-id") if response is not None else None,
             retryable=not isinstance(exc, _HOPELESS),
@@ -203,7 +231,7 @@ class Connection:
 
     def _http_failure(self, response: httpx.Response, endpoint: str, *, keyed: bool) -> Failure:
         status = response.status_code
-        raw = response.read()
+        raw = self._read_capped(response, endpoint)
         details = error_details(_loads(raw, response))
         message, code = details or (describe_body(raw, response.headers.get("content-type"), "a Zuora error body"),
                                     None)
@@ -218,7 +246,7 @@ class Connection:
 
     def _json_of(self, response: httpx.Response, endpoint: str) -> dict[str, Any]:
         """The JSON object of a 2xx answer; `success: false` inside it is an error too."""
-        raw = response.read()
+        raw = self._read_capped(response, endpoint)
         data = _loads(raw, response)
         if not isinstance(data, dict):
             message = describe_body(raw, response.headers.get("content-type"), "a JSON object")
@@ -228,6 +256,20 @@ class Connection:
             retryable = code_category(code) in RETRYABLE_CATEGORIES
             raise Failure(self._error(message, response, endpoint, code=code, retryable=retryable))
         return data
+
+    def _read_capped(self, response: httpx.Response, endpoint: str) -> bytes:
+        """The whole (decoded) body, refused past MAX_JSON_BYTES: an endless or huge answer never fills memory."""
+        declared = response.headers.get("content-length", "")
+        too_big = Failure(self._error(f"the answer is larger than {MAX_JSON_BYTES >> 20} MB, far above any Zuora "
+                                      "JSON answer; refusing it", response, endpoint))
+        if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+            raise too_big
+        body = bytearray()
+        for chunk in _on_time(response.iter_bytes(CHUNK)):
+            body += chunk
+            if len(body) > MAX_JSON_BYTES:
+                raise too_big
+        return bytes(body)
 
     def _error(self, message: str, response: httpx.Response, endpoint: str, *, code: str | int | None = None,
                retryable: bool = False) -> RemoteError:
@@ -256,11 +298,11 @@ class ZuoraClient:
                  org_ids: str | Sequence[str] | None = None, zuora_version: str | None = None,
                  track_id: str | None = None, parallelism: int = 16, on_call: Callable[[Call], None] | None = None,
                  retry: RetryPolicy | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, call_timeout: float = DEFAULT_CALL_TIMEOUT):
         self._connection = Connection(
             base_url=base_url, credentials=credentials, transport=transport, entity_ids=entity_ids, org_ids=org_ids,
             zuora_version=zuora_version, track_id=track_id, parallelism=parallelism, on_call=on_call, retry=retry,
-            timeout=timeout, clock=clock)
+            timeout=timeout, clock=clock, call_timeout=call_timeout)
         self._ops = ZuoraOperations(self._connection)
 
     @classmethod
@@ -287,7 +329,8 @@ class ZuoraClient:
                 transport = httpx.WSGITransport(app=make_app(db_path=str(db) if db is not None else None))
         return cls(base_url=settings.base_url, credentials=credentials, transport=transport,
                    entity_ids=settings.entity_ids, org_ids=settings.org_ids, zuora_version=settings.zuora_version,
-                   track_id=track_id, parallelism=settings.parallelism, on_call=on_call, retry=retry, **kw)
+                   track_id=track_id, parallelism=settings.parallelism, on_call=on_call, retry=retry,
+                   **{"call_timeout": getattr(settings, "call_timeout", DEFAULT_CALL_TIMEOUT), **kw})
 
     @property
     def base_url(self) -> str:
@@ -302,6 +345,10 @@ class ZuoraClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._connection.close()
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """No call is sent, or waited on, past `deadline` (a time.monotonic() value; None: no limit)."""
+        self._connection.deadline = deadline
 
     def __enter__(self) -> "ZuoraClient":
         return self
@@ -345,6 +392,104 @@ class ZuoraClient:
 
     def observe(self, kind: str, remote_id: str) -> Observation:
         return self._ops.observe(kind, remote_id)
+
+
+# The wall-clock deadline of the attempt running in this thread (a call runs in the thread that makes it).
+
+_DEADLINE = threading.local()
+
+
+@contextmanager
+def _deadline(at: float) -> Iterator[None]:
+    """Bound this thread's socket operations by `at` (an outer deadline, a token fetched mid-call, is kept)."""
+    outer = getattr(_DEADLINE, "at", None)
+    _DEADLINE.at = at if outer is None else min(outer, at)
+    try:
+        yield
+    finally:
+        _DEADLINE.at = outer
+
+
+def _left(timeout: float | None, error: type[Exception]) -> float | None:
+    """`timeout` shortened to what is left of this thread's deadline; `error` once nothing is left."""
+    at = getattr(_DEADLINE, "at", None)
+    if at is None:
+        return timeout
+    left = at - time.monotonic()
+    if left <= 0:
+        raise error("the call's deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+def _on_time(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """`chunks`, ended by a timeout once this thread's deadline passed (any transport, the sandbox's too)."""
+    for chunk in chunks:
+        _left(None, httpx.ReadTimeout)
+        yield chunk
+
+
+def _overdue(at: float, limit: float) -> str | None:
+    """Why an attempt that failed at its deadline failed, in words; None when it failed before."""
+    if time.monotonic() < at - 0.01:
+        return None
+    if limit < 0:
+        return "timed out: the run's time limit (--timeout) ran out while waiting for the answer"
+    return (f"timed out: no complete answer within {limit:g} s (the call deadline, zuora.call_timeout "
+            "in reconciler.yaml)")
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A socket whose every read and write ends by the deadline of the attempt using it."""
+
+    def __init__(self, inner: httpcore.NetworkStream):
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+                                                     _left(timeout, httpcore.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend, its connections made `_DeadlineStream`s."""
+
+    def __init__(self, inner: httpcore.NetworkBackend):
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(host, port, _left(timeout, httpcore.ConnectTimeout),
+                                                       local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _left(timeout, httpcore.ConnectTimeout),
+                                                               socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _deadline_transport(*, verify: bool, limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's own transport, its sockets bounded by each attempt's deadline (httpx's timeouts are per read:
+    a server sending one byte a second would never trip them)."""
+    transport = httpx.HTTPTransport(verify=verify, limits=limits)
+    pool = getattr(transport, "_pool", None)
+    if isinstance(pool, httpcore.ConnectionPool):  # httpx's internals; without them the per-chunk check remains
+        pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return transport
 
 
 def _loads(raw: bytes, response: httpx.Response) -> Any:
