@@ -340,3 +340,18 @@ def test_c_two_concurrent_downloads_of_one_result_both_succeed(tmp_path):
     assert outcomes == {1: expected, 2: expected}
     assert dest.read_bytes() == payload
     assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]  # no temporary file left behind
+
+
+def test_call_timeout_is_read_from_reconciler_yaml_and_checked(tmp_path):
+    from reconciler.errors import ConfigError
+
+    repo = repo_on(tmp_path, "http://127.0.0.1:9", yaml_extra="zuora:\n  call_timeout: 7\n")
+    assert settings_of(repo).call_timeout == 7
+    with ZuoraClient.from_settings(settings_of(repo)) as client:
+        assert client._connection.call_timeout == 7
+    (repo / "reconciler.yaml").write_text("environment: http://127.0.0.1:9\nzuora:\n  call_timeout: 0\n")
+    with pytest.raises(ConfigError, match="call_timeout: must be an integer from 1 to 600"):
+        settings_of(repo)
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "reconciler.yaml").write_text("environment: local\n")
+    assert settings_of(tmp_path / "default").call_timeout == 120
