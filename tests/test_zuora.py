@@ -446,7 +446,7 @@ class Recorder:
 
 
 JSON = [("Content-Type", "application/json")]
-JOB = ("200 OK", JSON, b'{"Id": "j-1", "status": "pending"}')
+JOB = ("200 OK", JSON, b'{"Id": "7006ce52-91c9-11ed-a1eb-0242ac120002", "status": "pending"}')
 
 
 def recorded_client(app, clock, **kw) -> ZuoraClient:
@@ -459,7 +459,7 @@ def test_headers_sent_on_every_call(clock):
     app = Recorder(JOB)
     client = recorded_client(app, clock, entity_ids=["e1", "e2"], org_ids="o1", zuora_version="2025-08-12")
     client.create_co_job(namespace="default", object="vehicle", operation="delete", idempotency_key="key-1")
-    client.get_co_job("j-1")
+    client.get_co_job("7006ce52-91c9-11ed-a1eb-0242ac120002")
     post, get = app.requests
     for request in (post, get):
         assert request["HTTP_ZUORA_TRACK_ID"] == client.track_id and client.track_id.startswith("reconciler-")
@@ -494,10 +494,10 @@ def test_invalid_idempotency_keys_are_refused_before_sending(clock):
     "answer, fragment",
     [
         (("200 OK", [("Content-Type", "text/html")], b"<html><body>Maintenance</body></html>"), "text/html: Maintenance"),
-        (("200 OK", JSON, b'{"Id": "j-1", "stat'), "expected a JSON object"),
+        (("200 OK", JSON, b'{"Id": "7006ce52-91c9-11ed-a1eb-0242ac120002", "stat'), "expected a JSON object"),
         (("200 OK", JSON, b""), "empty body"),
         (("200 OK", JSON, b'["a", "list"]'), "expected a JSON object"),
-        (("200 OK", [("Content-Type", "text/plain")], b'{"Id": "j-1"}'), "text/plain"),
+        (("200 OK", [("Content-Type", "text/plain")], b'{"Id": "7006ce52-91c9-11ed-a1eb-0242ac120002"}'), "text/plain"),
         (("200 OK", JSON, b'{"status": "pending"}'), "no `Id`"),
         (("400 Bad Request", [("Content-Type", "text/html")], b"<h1>Bad</h1>"), "HTTP 400: expected a Zuora error body"),
         (("404 Not Found", JSON, b"{not json"), "HTTP 404"),
@@ -506,8 +506,8 @@ def test_invalid_idempotency_keys_are_refused_before_sending(clock):
 def test_garbage_is_a_remote_error_naming_the_endpoint(clock, answer, fragment):
     client = recorded_client(Recorder(answer), clock)
     with pytest.raises(RemoteError, match=fragment) as caught:
-        client.get_co_job("j-1")
-    assert caught.value.endpoint == "GET /objects/jobs/j-1" and "GET /objects/jobs/j-1" in str(caught.value)
+        client.get_co_job("7006ce52-91c9-11ed-a1eb-0242ac120002")
+    assert caught.value.endpoint == "GET /objects/jobs/7006ce52-91c9-11ed-a1eb-0242ac120002" and "GET /objects/jobs/7006ce52-91c9-11ed-a1eb-0242ac120002" in str(caught.value)
 
 
 def test_success_false_inside_a_200_is_an_error_and_retried_only_for_transient_categories(clock):
@@ -525,12 +525,12 @@ def test_success_false_inside_a_200_is_an_error_and_retried_only_for_transient_c
 
 
 def test_gzipped_answers_are_decoded(clock):
-    body = json.dumps({"Id": "j-1", "status": "pending", "pad": "x" * 5000}).encode()
+    body = json.dumps({"Id": "7006ce52-91c9-11ed-a1eb-0242ac120002", "status": "pending", "pad": "x" * 5000}).encode()
     app = Recorder(("200 OK", JSON + [("Content-Encoding", "gzip")], gzip.compress(body)))
-    assert recorded_client(app, clock).get_co_job("j-1")["pad"] == "x" * 5000
+    assert recorded_client(app, clock).get_co_job("7006ce52-91c9-11ed-a1eb-0242ac120002")["pad"] == "x" * 5000
     broken = Recorder(("200 OK", JSON + [("Content-Encoding", "gzip")], b"not gzip at all"))
     with pytest.raises(RemoteError, match="undecodable"):
-        recorded_client(broken, clock).get_co_job("j-1")
+        recorded_client(broken, clock).get_co_job("7006ce52-91c9-11ed-a1eb-0242ac120002")
 
 
 def test_legacy_and_401_shapes(clock):
@@ -546,8 +546,8 @@ def test_legacy_and_401_shapes(clock):
 def test_409_in_flight_is_retried_with_the_same_key(clock):
     in_flight = ("409 Conflict", JSON, b'{"code": 71013050, "message": "request in progress"}')
     app = Recorder(in_flight, JOB)
-    job = recorded_client(app, clock).cancel_co_job("j-1", idempotency_key="cancel-1")
-    assert job["Id"] == "j-1"
+    job = recorded_client(app, clock).cancel_co_job("7006ce52-91c9-11ed-a1eb-0242ac120002", idempotency_key="cancel-1")
+    assert job["Id"] == "7006ce52-91c9-11ed-a1eb-0242ac120002"
     assert [r["HTTP_IDEMPOTENCY_KEY"] for r in app.requests] == ["cancel-1", "cancel-1"]
     app = Recorder(in_flight)
     with pytest.raises(RemoteError):  # without a key a 409 is an answer, not a reason to repeat
@@ -587,7 +587,7 @@ def test_an_unreadable_file_is_a_clear_error_not_a_crash(clock, tmp_path):
     with pytest.raises(ReconcilerError, match="missing.csv"):
         client.submit_mass_action("ImportFXRate", tmp_path / "missing.csv", idempotency_key="k")
     with pytest.raises(ReconcilerError, match="missing.csv"):
-        client.upload_co_file("j-1", tmp_path / "missing.csv", idempotency_key="k")
+        client.upload_co_file("7006ce52-91c9-11ed-a1eb-0242ac120002", tmp_path / "missing.csv", idempotency_key="k")
 
 
 # Mass Updater and custom object flows against the simulator

@@ -109,6 +109,7 @@ class _Run:
         self.saved, self.auto_approve, self.wait, self.timeout = saved, auto_approve, wait, timeout
         self.color, self.answers, self.filters, self.reruns = color, answers, filters, reruns
         self.outcome = "error"
+        self.deadline: float | None = None
         self.failed: set[str] = set()
         self.progress = Progress(out, tty=bool(getattr(out, "isatty", lambda: False)()))
         self.journal = LedgerJournal(session, crash=crash)
@@ -122,6 +123,11 @@ class _Run:
 
     def go(self) -> int:
         """Plan, confirm, execute, wait; the exit code."""
+        # --timeout bounds the whole run, every remote call included (the client sends nothing, and waits for
+        # nothing, past it); only the time a person takes to answer the confirmation is not counted.
+        self.deadline = time.monotonic() + self.timeout if self.timeout else None
+        if self.deadline is not None:
+            self.session.client.set_deadline(self.deadline)
         plan = self._first_plan()
         render_text(plan, self.out, color=self.color)
         if plan.has_conflicts:
@@ -140,9 +146,8 @@ class _Run:
             self.out.write("Apply cancelled.\n")
             self.outcome = "cancelled"
             return ExitCode.ERROR
-        deadline = time.monotonic() + self.timeout if self.timeout else None
         results = self._execute(todo) if todo else []
-        waited = self._wait(deadline) if self.wait else None
+        waited = self._wait(self.deadline) if self.wait else None
         return self._finish(results, waited)
 
     def _first_plan(self) -> Plan:
@@ -213,7 +218,12 @@ class _Run:
                              "Review the plan above, then run again with --auto-approve (as CI does)")
         self.out.write("\n" + PROMPT)
         self.out.flush()
-        return self.answers.readline().strip() == "yes"
+        asked = time.monotonic()
+        answer = self.answers.readline().strip()
+        if self.deadline is not None:  # the person's time is not the run's
+            self.deadline += time.monotonic() - asked
+            self.session.client.set_deadline(self.deadline)
+        return answer == "yes"
 
     def _execute(self, changes) -> list[Result]:
         self._check_lock()

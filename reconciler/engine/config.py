@@ -33,7 +33,7 @@ _ALLOWED = {
     "specs": str,
     "ledger": str,
     "environment": str,
-    "zuora": {"entity_ids": str, "org_ids": str, "version": str},
+    "zuora": {"entity_ids": str, "org_ids": str, "version": str, "call_timeout": (1, 600)},
     "apply": {"parallelism": (1, 40), "custom_object_slots": (1, 5)},
 }
 _DEFAULTS = {"specs": "specs", "ledger": "state/{environment}/ledger.db", "environment": "local"}
@@ -64,6 +64,7 @@ class Settings:
     credentials: Credentials
     parallelism: int = 16
     custom_object_slots: int = 5
+    call_timeout: float = 120.0  # seconds one HTTP attempt may take, whole answer included (Zuora's gateway: 120)
     cwd: Path | None = None  # where relative command-line paths start (--chdir or the current directory)
 
     @property
@@ -135,6 +136,7 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
         credentials=_credentials(env),
         parallelism=apply.get("parallelism", 16),
         custom_object_slots=apply.get("custom_object_slots", 5),
+        call_timeout=float(zuora.get("call_timeout") or 120),
         cwd=base,
     )
 

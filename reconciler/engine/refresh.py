@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,8 @@ from reconciler.model import CUSTOM_OBJECT_JOB, JobRecord, Observation, Observed
 log = logging.getLogger("reconciler.session")
 
 REFRESHABLE = (Phase.CREATED, Phase.ACTIVE)
+# One path component that cannot climb or hide: letters, digits, `.`, `_`, `-`, not starting with a dot.
+_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def refresh(session: Session, names: Iterable[str] | None = None) -> ObservedState:
@@ -61,13 +64,12 @@ def record_observation(session: Session, job: JobRecord, obs: Observation, *, so
 
 def archive(session: Session, job: JobRecord, obs: Observation) -> str | None:
     """Store a finished job's result under state/<env>/results/ and its sha256 in the ledger."""
-    results = session.settings.results_dir / job.name
-    stem = f"g{job.generation}-{job.remote_id}"
     assert job.remote_id is not None
     try:
+        suffix = ".errors.json" if job.kind == CUSTOM_OBJECT_JOB else ".csv.zip"
+        dest = archive_path(session.settings, job.name, job.generation, job.remote_id, suffix)
         if job.kind == CUSTOM_OBJECT_JOB:
             errors = session.client.co_job_errors(job.remote_id)
-            dest = results / f"{stem}.errors.json"
             dest.parent.mkdir(parents=True, exist_ok=True)
             payload = json.dumps({"job": job.remote_id, "errors": errors}, indent=2, sort_keys=True).encode()
             _write_atomic(dest, payload)
@@ -79,10 +81,9 @@ def archive(session: Session, job: JobRecord, obs: Observation) -> str | None:
             url = obs.output_url or job.detail.get("output_url")
             if not url:  # Failed, or stopped while Pending: Zuora makes no response file
                 return None
-            dest = results / f"{stem}.csv.zip"
             dest.parent.mkdir(parents=True, exist_ok=True)
             digest = session.client.download_file(url, dest)
-    except (RemoteError, OSError) as err:
+    except (RemoteError, OSError, UnsafePath) as err:
         log.warning("could not archive the result of %s (%s): %s", job.name, job.remote_id, err)
         session.ledger.record_event(
             run_id=session.run_id, event_type="result_archive_failed", name=job.name,
@@ -92,6 +93,25 @@ def archive(session: Session, job: JobRecord, obs: Observation) -> str | None:
     relative = dest.relative_to(session.settings.root).as_posix()
     session.ledger.record_result(job.id, path=relative, sha256=digest, run_id=session.run_id)
     return relative
+
+
+class UnsafePath(ValueError):
+    """An archive path that would not be a plain file under state/ (a hostile name or remote id)."""
+
+
+def archive_path(settings, name: str, generation: int, remote_id: str, suffix: str) -> Path:
+    """state/<env>/results/<name>/g<generation>-<remote id><suffix>, built only from plain path parts and
+    checked to resolve inside state/ (symlinks followed): a remote id like `x/../../tmp/PWNED` never
+    becomes a path. Raises UnsafePath otherwise."""
+    stem = f"g{int(generation)}-{remote_id}"
+    for part in (name, remote_id):
+        if not isinstance(part, str) or not _SAFE_PART.fullmatch(part) or ".." in part:
+            raise UnsafePath(f"{part!r} cannot be part of a result file's path; not archiving it")
+    dest = settings.results_dir / name / f"{stem}{suffix}"
+    state = (settings.root / "state").resolve()
+    if not dest.resolve().is_relative_to(state):
+        raise UnsafePath(f"{dest} resolves outside {state}; not archiving it")
+    return dest
 
 
 def _row_counts(obs: Observation, errors: list) -> Observation:

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
 
 import httpx
 
+from reconciler.zuora import deadline
+
 from reconciler import __version__
 from reconciler.errors import AuthError, RemoteError
 from reconciler.model import Condition, Observation
@@ -48,13 +50,16 @@ from reconciler.zuora.wire import (
     validate_track_id,
 )
 
-__all__ = ["Call", "Connection", "Credentials", "RetryPolicy", "ZuoraClient", "parse_count"]
+__all__ = ["DEFAULT_CALL_TIMEOUT", "MAX_JSON_BYTES", "Call", "Connection", "Credentials", "RetryPolicy", "ZuoraClient",
+           "parse_count"]
 
 log = logging.getLogger("reconciler.zuora")
 
 T = TypeVar("T")
 Handle = Callable[[httpx.Response, str], T]  # (2xx response, "METHOD /path") -> the call's value
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=10.0)  # Zuora's gateway gives up after 120 s
+DEFAULT_CALL_TIMEOUT = 120.0  # the wall-clock bound of one attempt, whole body included (zuora.call_timeout)
+MAX_JSON_BYTES = 8 * 1024 * 1024  # no JSON answer of these APIs comes near it; a hostile one stops here
 _RESENDABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 _KEYED_METHODS = frozenset({"POST", "PATCH"})
 _NO_CONNECTION = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)  # nothing was sent
@@ -69,8 +74,12 @@ class Connection:
                  org_ids: str | Sequence[str] | None = None, zuora_version: str | None = None,
                  track_id: str | None = None, parallelism: int = 16, on_call: Callable[[Call], None] | None = None,
                  retry: RetryPolicy | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, call_timeout: float = DEFAULT_CALL_TIMEOUT):
         self.base_url = validate_base_url(base_url)
+        if not call_timeout > 0:
+            raise ValueError(f"call_timeout must be above 0 seconds, got {call_timeout!r}")
+        self.call_timeout = float(call_timeout)
+        self.deadline: float | None = None  # time.monotonic() past which no call is sent or waited on (apply --timeout)
         self.track_id = validate_track_id(track_id) if track_id is not None else new_track_id()
         credentials = credentials or Credentials()
         self._redact = Redactor(credentials.client_secret, credentials.access_token)
@@ -88,10 +97,12 @@ class Connection:
         size = max(1, int(parallelism))
         # Plain http (a loopback sandbox) never does TLS: skip loading the CA bundle (~0.15 s at start-up).
         verify = not self.base_url.lower().startswith("http://")
+        limits = httpx.Limits(max_connections=size + 2, max_keepalive_connections=size)  # +2: token refresh, polling
+        if transport is None:
+            transport = deadline.deadline_transport(verify=verify, limits=limits)
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, transport=transport, timeout=timeout, follow_redirects=False,
-            verify=verify,
-            limits=httpx.Limits(max_connections=size + 2, max_keepalive_connections=size),  # +2: token refresh, polling
+            verify=verify, limits=limits,
         )
 
     def close(self) -> None:
@@ -109,7 +120,7 @@ class Connection:
         def handle(response: httpx.Response, endpoint: str) -> T:
             if "json" in response.headers.get("content-type", "").lower():
                 self._json_of(response, endpoint)  # a JSON answer here is an error body in disguise
-            return consume(response.iter_bytes(CHUNK))  # network failures here are httpx errors
+            return consume(deadline.on_time(response.iter_bytes(CHUNK)))  # network failures here are httpx errors
 
         return self._call("GET", path, handle)
 
@@ -145,6 +156,9 @@ class Connection:
         if resendable is None:
             resendable = method in _RESENDABLE_METHODS or idempotency_key is not None
         endpoint = f"{method} {path}"
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise RemoteError("the run's time limit (--timeout) ran out before this call was sent", endpoint=endpoint,
+                              retryable=True)
         policy = self._retry
         started = policy.clock()
         refreshed = False
@@ -176,6 +190,8 @@ class Connection:
                     if failure.unauthorized and bearer:  # the token was refused, not the request
                         raise _refused_token(decision.error, static=self.auth.static) from failure.__cause__
                     raise decision.error from failure.__cause__
+                if self.deadline is not None and time.monotonic() + (decision.after or 0) >= self.deadline:
+                    raise failure.error from failure.__cause__  # another attempt would outlive the run's limit
                 if decision.refresh:
                     refreshed = True
                     self.auth.invalidate(token)
@@ -187,8 +203,18 @@ class Connection:
 
     def _attempt(self, method: str, path: str, endpoint: str, params: Mapping[str, Any] | None,
                  body: Body | None, headers: dict[str, str], handle: Handle[T]) -> tuple[T, int, str | None]:
-        """Send once; return (value, status, request id) or raise `Failure`."""
+        """Send once; return (value, status, request id) or raise `Failure`.
+
+        The attempt, body included, ends by its deadline: `call_timeout` from now, or the run's `deadline` if
+        sooner. Every socket read and write is bounded by what is left of it (a server trickling bytes gets a
+        timeout, not a hang), and so is every chunk of the body whatever the transport.
+        """
+        limit = self.call_timeout
+        at = time.monotonic() + limit
+        if self.deadline is not None and self.deadline < at:
+            at, limit = self.deadline, -1.0
         with ExitStack() as stack:
+            stack.enter_context(deadline.bounded(at))
             try:
                 kwargs = body(stack) if body else {}
             except OSError as exc:
@@ -198,7 +224,7 @@ class Connection:
             try:
                 response = self._http.send(request, stream=True)
             except (httpx.TransportError, OSError) as exc:  # OSError: the WSGI sandbox dropped us
-                raise self._transport_failure(exc, endpoint) from exc
+                raise self._transport_failure(exc, endpoint, overdue=deadline.overdue(at, limit)) from exc
             stack.callback(response.close)
             request_id = response.headers.get("zuora-request-id")
             try:
@@ -208,13 +234,15 @@ class Connection:
             except httpx.DecodingError as exc:
                 raise Failure(self._error(f"undecodable response body: {exc}", response, endpoint)) from exc
             except httpx.TransportError as exc:  # the body was cut off
-                raise self._transport_failure(exc, endpoint, response) from exc
+                raise self._transport_failure(exc, endpoint, response, overdue=deadline.overdue(at, limit)) from exc
 
-    def _transport_failure(self, exc: Exception, endpoint: str, response: httpx.Response | None = None) -> Failure:
-        timed_out = isinstance(exc, httpx.TimeoutException)
+    def _transport_failure(self, exc: Exception, endpoint: str, response: httpx.Response | None = None, *,
+                           overdue: str | None = None) -> Failure:
+        timed_out = isinstance(exc, httpx.TimeoutException) or overdue is not None
         what = "timed out" if timed_out else "connection failed" if response is None else "connection lost mid-answer"
+        text = overdue or f"{what} ({type(exc).__name__}: {exc})"
         error = RemoteError(
-            self._redact(f"{what} ({type(exc).__name__}: {exc})"), endpoint=endpoint,
+            self._redact(text), endpoint=endpoint,
             status=response.status_code if response is not None else None,
             request_id=response.headers.get("zuora-request-id") if response is not None else None,
             retryable=not isinstance(exc, _HOPELESS),
@@ -223,7 +251,7 @@ class Connection:
 
     def _http_failure(self, response: httpx.Response, endpoint: str, *, keyed: bool) -> Failure:
         status = response.status_code
-        raw = response.read()
+        raw = self._read_capped(response, endpoint)
         details = error_details(_loads(raw, response))
         message, code = details or (describe_body(raw, response.headers.get("content-type"), "a Zuora error body"),
                                     None)
@@ -238,7 +266,7 @@ class Connection:
 
     def _json_of(self, response: httpx.Response, endpoint: str) -> dict[str, Any]:
         """The JSON object of a 2xx answer; `success: false` inside it is an error too."""
-        raw = response.read()
+        raw = self._read_capped(response, endpoint)
         data = _loads(raw, response)
         if not isinstance(data, dict):
             message = describe_body(raw, response.headers.get("content-type"), "a JSON object")
@@ -248,6 +276,20 @@ class Connection:
             retryable = code_category(code) in RETRYABLE_CATEGORIES
             raise Failure(self._error(message, response, endpoint, code=code, retryable=retryable))
         return data
+
+    def _read_capped(self, response: httpx.Response, endpoint: str) -> bytes:
+        """The whole (decoded) body, refused past MAX_JSON_BYTES: an endless or huge answer never fills memory."""
+        declared = response.headers.get("content-length", "")
+        too_big = Failure(self._error(f"the answer is larger than {MAX_JSON_BYTES >> 20} MB, far above any Zuora "
+                                      "JSON answer; refusing it", response, endpoint))
+        if declared.isdigit() and int(declared) > MAX_JSON_BYTES:
+            raise too_big
+        body = bytearray()
+        for chunk in deadline.on_time(response.iter_bytes(CHUNK)):
+            body += chunk
+            if len(body) > MAX_JSON_BYTES:
+                raise too_big
+        return bytes(body)
 
     def _error(self, message: str, response: httpx.Response, endpoint: str, *, code: str | int | None = None,
                retryable: bool = False) -> RemoteError:
@@ -276,11 +318,11 @@ class ZuoraClient:
                  org_ids: str | Sequence[str] | None = None, zuora_version: str | None = None,
                  track_id: str | None = None, parallelism: int = 16, on_call: Callable[[Call], None] | None = None,
                  retry: RetryPolicy | None = None, timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, call_timeout: float = DEFAULT_CALL_TIMEOUT):
         self._connection = Connection(
             base_url=base_url, credentials=credentials, transport=transport, entity_ids=entity_ids, org_ids=org_ids,
             zuora_version=zuora_version, track_id=track_id, parallelism=parallelism, on_call=on_call, retry=retry,
-            timeout=timeout, clock=clock)
+            timeout=timeout, clock=clock, call_timeout=call_timeout)
         self._ops = ZuoraOperations(self._connection)
 
     @classmethod
@@ -300,7 +342,8 @@ class ZuoraClient:
                 transport = httpx.WSGITransport(app=make_app(db_path=str(db) if db is not None else None))
         return cls(base_url=settings.base_url, credentials=credentials, transport=transport,
                    entity_ids=settings.entity_ids, org_ids=settings.org_ids, zuora_version=settings.zuora_version,
-                   track_id=track_id, parallelism=settings.parallelism, on_call=on_call, retry=retry, **kw)
+                   track_id=track_id, parallelism=settings.parallelism, on_call=on_call, retry=retry,
+                   **{"call_timeout": getattr(settings, "call_timeout", DEFAULT_CALL_TIMEOUT), **kw})
 
     @property
     def base_url(self) -> str:
@@ -315,6 +358,10 @@ class ZuoraClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._connection.close()
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """No call is sent, or waited on, past `deadline` (a time.monotonic() value; None: no limit)."""
+        self._connection.deadline = deadline
 
     def __enter__(self) -> "ZuoraClient":
         return self
@@ -372,6 +419,7 @@ def _refused_token(error: RemoteError, *, static: bool) -> AuthError:
                    "lost its access; check ZUORA_CLIENT_ID and ZUORA_CLIENT_SECRET")
     return AuthError(message, status=error.status, code=error.code, request_id=error.request_id,
                      endpoint=error.endpoint, retryable=error.retryable)
+
 
 
 def _loads(raw: bytes, response: httpx.Response) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Mapping, Protocol, Sequence, TypeVar
@@ -19,11 +20,16 @@ from typing import IO, Any, Callable, Iterator, Mapping, Protocol, Sequence, Typ
 from reconciler.errors import LocalFileError, RemoteError
 from reconciler.model import CUSTOM_OBJECT_JOB, MASS_ACTION, Condition, Observation
 from reconciler.zuora.retry import code_category, error_details
-from reconciler.zuora.wire import file_id_of, path_segment
+from reconciler.zuora.wire import bulk_key as checked_bulk_key
+from reconciler.zuora.wire import co_job_id, file_id_of, path_segment
 
-__all__ = ["CHUNK", "CO_PAGE_SIZE_MAX", "Body", "Transport", "ZuoraOperations", "file_error", "parse_count"]
+__all__ = ["CHUNK", "CO_PAGE_SIZE_MAX", "MAX_RESULT_FILE_BYTES", "Body", "Transport", "ZuoraOperations", "file_error",
+           "parse_count"]
 
 CHUNK = 1 << 16
+# A response file is the uploaded rows (at most 4 MB, as a zip at most a 64 MB CSV: engine.results'
+# MAX_CSV_BYTES) plus result columns, zipped: 64 MB is far above any real one and bounds a hostile one.
+MAX_RESULT_FILE_BYTES = 64 * 1024 * 1024
 CO_PAGE_SIZE_MAX = 40  # the SDK's bound for GET /objects/jobs (the docs say 100)
 
 T = TypeVar("T")
@@ -62,7 +68,7 @@ class ZuoraOperations:
             return {"data": {"params": params}, "files": {"file": (path.name, handle, content_type)}}
 
         data = self._transport.request("POST", "/v1/bulk", body=body, idempotency_key=idempotency_key)
-        return _required_str(data, "bulkKey", "POST /v1/bulk")
+        return checked_bulk_key(_required_str(data, "bulkKey", "POST /v1/bulk"), "POST /v1/bulk")
 
     def get_mass_action(self, bulk_key: str) -> dict:
         """GET /v1/bulk/{key}: the raw mass action body."""
@@ -80,20 +86,31 @@ class ZuoraOperations:
                 raise
 
     def download_file(self, url_or_id: str, dest: Path) -> str:
-        """GET /v1/files/{id} on our base URL, streamed to `dest`; returns the file's sha256 hex."""
+        """GET /v1/files/{id} on our base URL, streamed to `dest`; returns the file's sha256 hex.
+
+        The bytes go to a temporary file of this call's own (two processes archiving one result never
+        share one) renamed onto `dest`; a body above MAX_RESULT_FILE_BYTES is refused (RemoteError).
+        """
         path = f"/v1/files/{path_segment(file_id_of(url_or_id))}"
         dest = Path(dest)
-        part = dest.with_name(dest.name + ".part")
+        parts: list[Path] = []
 
         def save(chunks: Iterator[bytes]) -> str:
             digest = hashlib.sha256()
+            size = 0
             try:
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                with part.open("wb") as handle:
+                fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+                parts.append(Path(name))
+                with os.fdopen(fd, "wb") as handle:
                     for chunk in chunks:  # a network failure here fails (and may retry) the whole download
+                        size += len(chunk)
+                        if size > MAX_RESULT_FILE_BYTES:
+                            raise RemoteError(f"the file is larger than {MAX_RESULT_FILE_BYTES >> 20} MB, far above "
+                                              "any Zuora response file; refusing it", endpoint=f"GET {path}")
                         digest.update(chunk)
                         handle.write(chunk)
-                os.replace(part, dest)
+                os.replace(name, dest)
             except OSError as exc:
                 raise file_error(Path(exc.filename or dest), exc) from exc
             return digest.hexdigest()
@@ -101,7 +118,8 @@ class ZuoraOperations:
         try:
             return self._transport.stream(path, save)
         finally:
-            part.unlink(missing_ok=True)
+            for part in parts:  # every attempt's own; the one renamed onto `dest` is gone already
+                part.unlink(missing_ok=True)
 
     # Custom object bulk jobs
 
@@ -147,7 +165,10 @@ class ZuoraOperations:
             jobs = data.get("jobs")
             if not isinstance(jobs, list):
                 raise RemoteError("the answer has no `jobs` list", endpoint="GET /objects/jobs")
-            yield from (job for job in jobs if isinstance(job, dict))
+            jobs = [job for job in jobs if isinstance(job, dict)]
+            for job in jobs:
+                co_job_id(job.get("Id"), "GET /objects/jobs")
+            yield from jobs
             cursor = data.get("cursor")
             if not jobs or not isinstance(cursor, str) or not cursor or cursor in seen:
                 return
@@ -224,7 +245,7 @@ def file_error(path: Path, exc: OSError) -> LocalFileError:
 
 
 def _job(data: dict, endpoint: str) -> dict:
-    _required_str(data, "Id", endpoint)
+    co_job_id(_required_str(data, "Id", endpoint), endpoint)
     return data
 
 

@@ -140,6 +140,35 @@ def path_segment(value: str) -> str:
     return quote(value, safe="")
 
 
+_BULK_KEY = re.compile(r"[0-9A-Fa-f]{32}")
+_UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+_FILE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def bulk_key(value: object, endpoint: str) -> str:
+    """`value` if it is a Mass Updater bulkKey (32 hexadecimal characters), else a RemoteError.
+
+    Ids Zuora returns become URL paths and archive file names: one of any other shape is refused at the
+    boundary. The RemoteError has no status, so a POST answered this way stays in doubt (never rejected).
+    """
+    if not isinstance(value, str) or not _BULK_KEY.fullmatch(value):
+        raise RemoteError(f"the answer's bulkKey {_shown(value)} is not 32 hexadecimal characters; refusing it",
+                          endpoint=endpoint)
+    return value
+
+
+def co_job_id(value: object, endpoint: str) -> str:
+    """`value` if it is a custom object bulk job Id (a UUID, 8-4-4-4-12 hexadecimal), else a RemoteError."""
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        raise RemoteError(f"the answer's job Id {_shown(value)} is not a UUID; refusing it", endpoint=endpoint)
+    return value
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def file_id_of(url_or_id: str) -> str:
     """The id of a Zuora file from an outputURL or a bare id: the URL's host is never used."""
     text = (url_or_id or "").strip()
@@ -148,7 +177,9 @@ def file_id_of(url_or_id: str) -> str:
         if not match:
             raise RemoteError(f"{text!r} is not a Zuora file URL (.../v1/files/<id>)", endpoint="GET /v1/files")
         text = match.group(1)
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", text):
+    # Zuora documents 32-character object ids (hex in every example) but no shape for file ids: any
+    # 1-64 letters, digits, `_` and `-` pass; nothing that could climb a path (`.`, `/`, `%`) does.
+    if not _FILE_ID.fullmatch(text):
         raise RemoteError(f"{text!r} is not a Zuora file id", endpoint="GET /v1/files")
     return text
 
