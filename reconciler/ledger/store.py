@@ -1,7 +1,7 @@
-"""The ledger's store interface and its SQLite implementation (DESIGN §6): jobs, runs, events, the run lock.
+"""The ledger's SQLite store (DESIGN §6): jobs, runs, events, the run lock.
 
-`LedgerStore` names every operation the engine and the commands use; a future PostgreSQL store
-implements the same protocol. `Ledger` is the SQLite store: it opens, validates, creates and migrates
+`Ledger` implements `LedgerStore` (interface.py), the operations the engine and the commands use,
+which a future PostgreSQL store implements too. `Ledger` it opens, validates, creates and migrates
 the file and composes three collaborators over one LedgerConnection (connection.py): the job book
 (jobs.py: runs and the job lifecycle), the event log (events.py; chain.py keeps the hash chain) and
 the lease lock (lock.py). Rows map to values in rows.py; the schema is schema.py's one definition.
@@ -51,7 +51,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import LedgerError
 from reconciler.ledger import schema
@@ -81,11 +81,13 @@ from reconciler.model import JobRecord, Observation, RecordedState
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
+    from reconciler.ledger.interface import LedgerStore
+
 # Actor, redact, REDACTED, COUNT_FIELDS and events_query live in the collaborators and are re-exported
 # so `reconciler.ledger.store` stays the one import for the ledger's whole public API.
 __all__ = [
     "BUSY_TIMEOUT_SECONDS", "COUNT_FIELDS", "WAL_LIMIT_BYTES", "Checkpoint", "wal_path", "wal_size", "REDACTED", "SCHEMA_VERSION", "Actor", "Binding", "Ledger",
-    "LedgerStore", "events_query", "redact",
+    "events_query", "redact",
 ]
 
 
@@ -107,66 +109,6 @@ class Binding:
     environment: str
     base_url: str
     identity: Callable[[str, str], object] = field(default=_as_spelled, compare=False, repr=False)
-
-
-class LedgerStore(Protocol):
-    """The operations the engine and the commands use on an open ledger; `Ledger` is the SQLite one."""
-
-    path: Path
-    read_only: bool
-    lineage: str
-    schema_version: int
-
-    @property
-    def serial(self) -> int: ...
-
-    # jobs and runs
-    def recorded_state(self, names: Iterable[str] | None = None) -> RecordedState: ...
-    def jobs(self, name: str | None = None) -> list[JobRecord]: ...
-    def live_jobs(self) -> list[JobRecord]: ...
-    def jobs_matching(self, *, ids: Iterable[int] = (), remote_ids: Iterable[str] = (), live: bool = False,
-                      ) -> list[JobRecord]: ...
-    def next_generation(self, name: str) -> int: ...
-    def job(self, job_id: int) -> JobRecord: ...
-    def job_by_remote_id(self, remote_id: str) -> JobRecord | None: ...
-    def start_run(self, command: str, actor: Actor, plan_digest: str | None = None) -> int: ...
-    def finish_run(self, run_id: int, outcome: str) -> None: ...
-    def add_intent(
-        self, *, run_id: int | None, name: str, kind: str, generation: int, fingerprint: str,
-        fingerprint_version: int, revision: int, idempotency_key: str, detail: Mapping[str, object],
-        rerun: bool = False, lock_id: str | None = None,
-    ) -> JobRecord: ...
-    def record_submitted(
-        self, job_id: int, *, remote_id: str, status: str | None, phase: str,
-        counts: Mapping[str, Any] | None = None, event: Mapping[str, Any],
-    ) -> JobRecord: ...
-    def record_uploaded(self, job_id: int, *, status: str | None, event: Mapping[str, Any]) -> JobRecord: ...
-    def record_rejected(self, job_id: int, *, error: str, event: Mapping[str, Any]) -> JobRecord: ...
-    def record_observation(self, job_id: int, obs: Observation, *, run_id: int | None, source: str) -> bool: ...
-    def record_retired(self, job_id: int, *, run_id: int | None, reason: str, actor: Actor) -> JobRecord: ...
-    def record_result(self, job_id: int, *, path: str, sha256: str, run_id: int | None) -> None: ...
-
-    # the event log
-    def record_event(
-        self, *, run_id: int | None, event_type: str, name: str | None = None, method: str | None = None,
-        path: str | None = None, http_status: int | None = None, request_id: str | None = None,
-        track_id: str | None = None, idempotency_key: str | None = None, outcome: str | None = None,
-        actor: Actor | None = None, detail: Mapping[str, object] | None = None, lock_id: str | None = None,
-    ) -> int: ...
-    def events(self, name: str | None = None, limit: int | None = None, before_id: int | None = None,
-               ) -> list[Row]: ...
-    def iter_events(self) -> Iterator[Row]: ...
-    def verify(self) -> AuditReport: ...
-
-    # the run lock
-    def acquire_lock(self, holder: Actor, *, lease_seconds: float = 60, timeout: float = 0,
-                     now: Clock = time.time) -> str: ...
-    def heartbeat(self, lock_id: str, *, now: Clock = time.time) -> None: ...
-    def release_lock(self, lock_id: str, *, by: Actor | None = None, forced: bool = False) -> None: ...
-    def release_own_lock(self, lock_id: str, *, run_id: int | None) -> str | None: ...
-    def current_lock(self, *, now: Clock = time.time) -> Row | None: ...
-
-    def close(self) -> None: ...
 
 
 def _new_ledger(db: Database, binding: Binding, version: int) -> None:
