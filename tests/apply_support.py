@@ -226,10 +226,3 @@ def sleeps_with_file_open(pid: int, path: Path) -> bool:
         return False
     return opened and "nanosleep" in wchan
 
-
-def can_see_sleeps() -> bool:
-    """Whether /proc tells which kernel function a process waits in (it does on Linux)."""
-    try:
-        return Path("/proc/self/wchan").exists() and Path(f"/proc/{os.getpid()}/fd").is_dir()
-    except OSError:
-        return False

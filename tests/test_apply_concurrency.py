@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from apply_support import (
-    admin, assert_exactly_once, can_see_sleeps, cli, ledger_events, make_repo, remote_jobs, served_sandbox,
+    admin, assert_exactly_once, cli, ledger_events, make_repo, remote_jobs, served_sandbox,
     settings_of, sleeps_with_file_open, start_cli, wait_until,
 )
 from reconciler.ledger.store import Actor, Ledger
@@ -30,7 +30,6 @@ def _finished(proc) -> bool:
     return proc.poll() is not None
 
 
-@pytest.mark.skipif(not can_see_sleeps(), reason="needs Linux /proc to see that a run waits for the lock")
 def test_a_held_lock_refuses_a_second_apply_naming_the_holder(tmp_path):
     with served_sandbox() as url:
         repo = make_repo(tmp_path, url)
