@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
 from dataclasses import dataclass
 
 import click
 
 from reconciler import __version__
-from reconciler.errors import ExitCode, ReconcilerError, SpecError, Terminated
+from reconciler.errors import ExitCode, ReconcilerError, SpecError, Terminated, stop_like_ctrl_c_on_sigterm
 
 
 @dataclass
@@ -343,7 +342,7 @@ def main(argv=None) -> None:
     """Entry point: run the group and turn every outcome into a documented exit code."""
     args = sys.argv[1:] if argv is None else list(argv)
     ctx: click.Context | None = None
-    previous = _on_sigterm_stop_like_ctrl_c()
+    previous = stop_like_ctrl_c_on_sigterm()
     try:
         ctx = cli.make_context("reconciler", args)  # parses the global options (-v in any spelling: -vC .)
         with ctx:
@@ -389,16 +388,3 @@ def main(argv=None) -> None:
 def _verbose(ctx: click.Context | None) -> bool:
     """-v/--verbose as click parsed it (False when the arguments did not parse)."""
     return bool(ctx is not None and ctx.params.get("verbose"))
-
-
-def _on_sigterm_stop_like_ctrl_c():
-    """SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so a cancelled CI job's run stops as
-    on Ctrl-C: nothing new is sent, calls in flight are recorded, the lock is released, exit 143."""
-    import signal
-
-    def stop(signum, frame):
-        raise Terminated()
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, stop)  # the handler it replaces, restored when main ends

@@ -1,4 +1,4 @@
-"""The one exception hierarchy and the exit-code contract (DESIGN §8)."""
+"""The one exception hierarchy, the exit-code contract (DESIGN §8), and SIGTERM turned into one of them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,21 @@ class ExitCode(IntEnum):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread: a run stops as on Ctrl-C, and exits 143."""
+
+
+def stop_like_ctrl_c_on_sigterm():
+    """From now on SIGTERM raises Terminated (a KeyboardInterrupt) in the main thread, so a cancelled CI job's
+    run stops as on Ctrl-C: nothing new is sent, calls in flight are recorded, the lock is released, exit 143.
+    Returns the handler it replaced (None off the main thread, where nothing is installed)."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, stop)
 
 
 class ReconcilerError(Exception):

@@ -29,18 +29,17 @@ import hashlib
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 from reconciler.engine.plan import Change, MassTarget
+from reconciler.engine.ports import Journal, Remote
 from reconciler.errors import AuthError, ReconcilerError, RemoteError
 from reconciler.model import (
     CUSTOM_OBJECT_JOB,
     MASS_ACTION,
     Action,
-    Condition,
     Observation,
     Outcome,
     Phase,
@@ -53,55 +52,6 @@ KEY_SUFFIX_ROOM = 32  # "-upload", "-cancel-g<generation>" must still fit
 STOPPED_OR_STOPPING = frozenset({"Stopping", "Stopped", "cancelled"})
 UNKNOWN_HINT = "outcome unknown; run apply again to resume it with the same Idempotency-Key"
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
-
-
-class Remote(Protocol):
-    """The remote operations the applier needs (reconciler.zuora.client.ZuoraClient has them)."""
-
-    def submit_mass_action(self, action_type: str, file_path: Path, *, idempotency_key: str | None) -> str: ...
-
-    def stop_mass_action(self, bulk_key: str) -> None: ...
-
-    def create_co_job(self, *, namespace: str, object: str, operation: str, conditions: Sequence[Condition] = (),
-                      idempotency_key: str | None) -> dict: ...
-
-    def upload_co_file(self, job_id: str, file_path: Path, *, idempotency_key: str | None) -> dict: ...
-
-    def cancel_co_job(self, job_id: str, *, idempotency_key: str | None) -> dict: ...
-
-    def observe(self, kind: str, remote_id: str) -> Observation: ...
-
-
-class Journal(Protocol):
-    """Where the applier reports intents and results; each call is committed before it returns."""
-
-    def working_on(self, name: str) -> AbstractContextManager: """Attribute this thread's remote calls to `name`."""
-
-    def intent(self, change: Change, key: str) -> int: """Commit an intent row before the POST; its job handle."""
-
-    def submitted(self, job: int, change: Change, *, remote_id: str, status: str | None, phase: Phase) -> None:
-        """Record the remote job a submission created."""
-
-    def rejected(self, job: int, change: Change, *, error: str) -> None:
-        """Record that Zuora refused the submission: nothing exists remotely."""
-
-    def uploaded(self, change: Change, *, remote_id: str, status: str | None) -> None:
-        """Record that a custom object job's file was uploaded."""
-
-    def stop_requested(self, change: Change, *, remote_id: str) -> None: """Event: a stop is about to be sent."""
-
-    def stop_answered(self, change: Change, *, remote_id: str) -> None: """Event: Zuora accepted the stop."""
-
-    def upload_intent(self, change: Change, *, remote_id: str, key: str) -> None:
-        """Event: a custom object job's file is about to be uploaded with this key."""
-
-    def cancel_intent(self, change: Change, *, remote_id: str, key: str) -> None:
-        """Event: a cancel with this key is about to be sent."""
-
-    def observed(self, change: Change, obs: Observation) -> None: """Record a job's live status."""
-
-    def retired(self, change: Change, *, remote_id: str | None, reason: str) -> None:
-        """Retire the job (ledger only)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The ledger's store interface: every operation the engine and the commands use on an open ledger.
+"""The ledger's store interface: the environment a ledger is bound to, and every operation the engine and the
+commands use on an open ledger.
 
 `store.Ledger` is the SQLite store and is checked against it by mypy; a PostgreSQL store implements
 the same protocol.
@@ -7,7 +8,8 @@ the same protocol.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,6 +18,26 @@ from reconciler.ledger.connection import Row
 from reconciler.ledger.lock import Clock
 from reconciler.ledger.rows import Actor
 from reconciler.model import JobRecord, Observation, RecordedState
+
+
+def _as_spelled(environment: str, base_url: str) -> object:
+    return environment, base_url.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Binding:
+    """The environment a ledger belongs to; a ledger refuses to serve any other.
+
+    `environment` is the key used in paths (Settings.env_key: the name, or a URL's host-port), so
+    the refusal can point at the right ledger. `identity` maps an (environment, base_url) to what is
+    compared, the stored one and this one alike, so that a ledger bound under another spelling of the
+    same environment still opens; the engine passes its canonical form (engine.config), and the
+    default compares both as spelled, the base URL without a trailing slash.
+    """
+
+    environment: str
+    base_url: str
+    identity: Callable[[str, str], object] = field(default=_as_spelled, compare=False, repr=False)
 
 
 class LedgerStore(Protocol):

@@ -48,8 +48,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,6 +71,7 @@ from reconciler.ledger.connection import (
     wal_size,
 )
 from reconciler.ledger.events import EventLog, events_query
+from reconciler.ledger.interface import Binding
 from reconciler.ledger.jobs import COUNT_FIELDS, JobBook
 from reconciler.ledger.lock import Clock, LeaseLock
 from reconciler.ledger.rows import REDACTED, Actor, now, redact
@@ -89,26 +89,6 @@ __all__ = [
     "BUSY_TIMEOUT_SECONDS", "COUNT_FIELDS", "WAL_LIMIT_BYTES", "Checkpoint", "wal_path", "wal_size", "REDACTED", "SCHEMA_VERSION", "Actor", "Binding", "Ledger",
     "events_query", "redact",
 ]
-
-
-def _as_spelled(environment: str, base_url: str) -> object:
-    return environment, base_url.rstrip("/")
-
-
-@dataclass(frozen=True)
-class Binding:
-    """The environment a ledger belongs to; a ledger refuses to serve any other.
-
-    `environment` is the key used in paths (Settings.env_key: the name, or a URL's host-port), so
-    the refusal can point at the right ledger. `identity` maps an (environment, base_url) to what is
-    compared, the stored one and this one alike, so that a ledger bound under another spelling of the
-    same environment still opens; the engine passes its canonical form (engine.config), and the
-    default compares both as spelled, the base URL without a trailing slash.
-    """
-
-    environment: str
-    base_url: str
-    identity: Callable[[str, str], object] = field(default=_as_spelled, compare=False, repr=False)
 
 
 def _new_ledger(db: Database, binding: Binding, version: int) -> None:
@@ -146,12 +126,7 @@ class Ledger:
         if not path.exists():
             return None
         check_file(path)
-        conn = connect(path.resolve().as_uri() + "?mode=ro", path, uri=True)
-        try:
-            return cls(conn, path, binding, read_only=True)
-        except BaseException:
-            conn.close()
-            raise
+        return cls._over(connect(path.resolve().as_uri() + "?mode=ro", path, uri=True), path, binding, read_only=True)
 
     @classmethod
     def open_write(cls, path: Path, binding: Binding, *, migrate_to: int = SCHEMA_VERSION,
@@ -191,9 +166,13 @@ class Ledger:
             raise LedgerError(f"there is no ledger at {path}: nothing to checkpoint (check `ledger:` in "
                               "reconciler.yaml and the environment)")
         check_file(path)
-        conn = connect(path.resolve().as_uri() + "?mode=rw", path, uri=True)
+        return cls._over(connect(path.resolve().as_uri() + "?mode=rw", path, uri=True), path, binding, read_only=False)
+
+    @classmethod
+    def _over(cls, conn: sqlite3.Connection, path: Path, binding: Binding, *, read_only: bool) -> Ledger:
+        """A Ledger over `conn`; the connection is closed when the file is no ledger of this environment."""
         try:
-            return cls(conn, path, binding, read_only=False)
+            return cls(conn, path, binding, read_only=read_only)
         except BaseException:
             conn.close()
             raise
