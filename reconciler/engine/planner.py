@@ -1,7 +1,7 @@
 """The pure planner: desired + recorded + observed + options -> Plan (DESIGN §4). No I/O.
 
 It pairs by spec name, classifies each name on its own, then applies the two rules that look across
-names — dependencies and custom object slots, in planrules.py — and sorts: dependency depth first (a spec comes after
+names — dependencies and custom object slots, in rules.py — and sorts: dependency depth first (a spec comes after
 everything it depends on), then name. The applier may walk the changes in that order.
 
 Choices the table of DESIGN §4 leaves open, decided here:

@@ -25,7 +25,7 @@ _PATTERNS = {  # full-match patterns of the value kinds (dates are also checked 
     "currency_or_id": re.compile(r"[A-Za-z]{3}|[0-9a-fA-F]{32}"),
     "invoices": re.compile(rf"{_INVOICE}(?:\|{_INVOICE})*"),
 }
-# A whole column in one regex call: values joined by NUL, which csvcheck has already refused in the file.
+# A whole column in one regex call: values joined by NUL, which datafiles.py has already refused in the file.
 _COLUMNS = {kind: re.compile(rf"(?:{p.pattern})(?:\0(?:{p.pattern}))*") for kind, p in _PATTERNS.items()}
 _REAL_DATES: set[str] = set()  # values that passed the date checks, written YYYY-MM-DD
 MAX_REMEMBERED_DATES = 100_000

@@ -26,7 +26,7 @@ from reconciler.model import (
     DesiredState,
     Problem,
 )
-from reconciler.spec import datafiles as csvcheck
+from reconciler.spec import datafiles
 
 FINGERPRINT_VERSION = 1
 
@@ -141,9 +141,9 @@ class DataFiles:
             problems.append(doc.problem(at, f"not a regular file: {display}"))
             return False
         if kind == MASS_ACTION:
-            mode, check = spec.get("actionType"), csvcheck.check_mass_action_file
+            mode, check = spec.get("actionType"), datafiles.check_mass_action_file
         else:
-            mode, check = spec.get("operation"), csvcheck.check_custom_object_file
+            mode, check = spec.get("operation"), datafiles.check_custom_object_file
         if not isinstance(mode, str) or mode not in (MASS_ACTIONS if kind == MASS_ACTION else FILE_OPERATIONS):
             return False  # the schema already said why
         key = (real, kind, mode)
