@@ -220,12 +220,13 @@ def audit():
 
 
 @audit.command("verify")
+@click.option("--head", metavar="HASH[:COUNT]", help="Also check the ledger still extends this head (as apply prints it).")
 @pass_ctx
-def audit_verify(c):
-    """Recompute the hash chain; exit 1 naming the first bad row."""
+def audit_verify(c, head):
+    """Recompute the hash chain and the job rows it binds; exit 1 naming the first bad row."""
     from reconciler.commands.audit import verify as run
 
-    return run(c.settings(), c.out)
+    return run(c.settings(), c.out, head=head)
 
 
 @audit.command("export")

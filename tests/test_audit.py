@@ -47,7 +47,8 @@ def test_verify_ok_names_the_count_and_the_head(repo):
         head = ledger.events(limit=1)[0]
     code, text = run_verify(repo)
     assert code == 0
-    assert text == f"OK: {head['id']} events, head {head['hash']} (state/local/ledger.db)\n"
+    assert text == f"OK: {head['id']} events and the job rows they bind, head {head['hash']}:{head['id']} " \
+                   "(state/local/ledger.db)\n"
     proc = cli(repo, "audit", "verify")
     assert proc.returncode == 0 and proc.stdout.startswith(f"OK: {head['id']} events")
 
@@ -103,7 +104,7 @@ def test_jsonl_export_is_one_event_per_line_that_an_auditor_can_recheck(repo, tm
         assert list(event) == sorted(EVENT_FIELDS) and event["id"] == number
         assert event["prev_hash"] == previous and recompute(event) == event["hash"]
         previous = event["hash"]
-    assert run_verify(repo)[1].split("head ")[1].split()[0] == previous
+    assert run_verify(repo)[1].split("head ")[1].split()[0] == f"{previous}:{len(lines)}"
 
 
 def test_jsonl_export_to_standard_output_is_pure(repo):

@@ -232,6 +232,30 @@ def test_b_apply_timeout_is_a_hard_bound_on_the_whole_run(tmp_path):
     assert lock_is_free(repo)
 
 
+def test_b_status_wait_timeout_is_a_hard_bound_too(tmp_path):
+    # The job exists; every status read trickles. `status --wait --timeout 3` ends at 3 s, not at the
+    # 120 s call deadline, says the wait timed out, and leaves the job as recorded.
+    routes: dict[tuple[str, str], Route] = {
+        ("POST", "/v1/bulk"): lambda h: send_json(h, {"success": True, "bulkKey": GOOD_KEY}),
+        ("GET", "/v1/bulk/"): trickle,
+    }
+    with hostile(routes) as (url, seen):
+        repo = repo_on(tmp_path, url)
+        submitted = cli(repo, "apply", "--auto-approve", timeout=60)
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        started = time.monotonic()
+        proc = cli(repo, "status", "--wait", "--timeout", "3", timeout=90)
+        elapsed = time.monotonic() - started
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "timed out after 3s; still running: fx-a" in output
+    assert elapsed < 12, elapsed  # 3 s, plus the process's start-up
+    assert f"GET /v1/bulk/{GOOD_KEY}" in seen
+    (job,) = ledger_jobs(repo)
+    assert job.remote_id == GOOD_KEY and job.phase == Phase.ACTIVE
+    assert lock_is_free(repo)
+
+
 def test_b_an_oversized_json_answer_is_refused_without_filling_memory(tmp_path):
     sent: list[int] = []
 

@@ -276,6 +276,9 @@ class _Run:
         self.out.write(f"\nApply complete: {moves}; {len(failed)} failed.\n")
         for result in failed:
             self.out.write(f"  ! {result.name}: {result.error}\n      {result.hint}\n")
+        head = self.session.ledger.head()
+        self.out.write(f"Audit head: {head} (give it to `reconciler audit verify --head` later to prove this history "
+                       "was kept)\n")
         problems = [f"{count(len(failed), 'change')} failed"] if failed else []
         if waited is not None:
             problems += self._report_wait(waited)

@@ -1,5 +1,8 @@
 """`reconciler audit verify | export`: recompute the event log's hash chain, or export it for an auditor.
 
+`verify` checks the chain, the job rows and runs bound to it (ledger/audit.py) and, given `--head`, that
+the ledger still extends a head printed before (by an apply, in a CI log).
+
 `export --format jsonl` writes one event per line and nothing else: the canonical JSON of every
 field, `prev_hash` and `hash` included, so `sha256(chain.canonical_event(event)) == event["hash"]`
 can be checked line by line outside the tool (see the ops README). `--format csv` is for
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from typing import TextIO
 
 from reconciler.commands._common import (
@@ -22,28 +26,47 @@ from reconciler.commands._common import (
     no_ledger,
     user_path,
 )
-from reconciler.errors import ExitCode
-from reconciler.ledger.chain import EVENT_FIELDS, canonical_json
+from reconciler.errors import ExitCode, UsageError
+from reconciler.ledger.chain import EVENT_FIELDS, Head, canonical_json
 
 
-def verify(settings, out: TextIO) -> int:
-    """Recompute the chain; exit 0 with `OK: N events, head <hash>`, 1 naming the first bad row."""
+def verify(settings, out: TextIO, *, head: str | None = None) -> int:
+    """Recompute the chain and check the records it binds; exit 0 with `OK: N events, head <hash>`, 1 naming
+    the first bad row. Given `head` (HASH[:COUNT], as apply prints it), the chain must also extend it."""
     from reconciler.engine.run import read_ledger
 
+    witness = parse_head(head) if head is not None else None
     ledger = read_ledger(settings)
     if ledger is None:
         out.write(no_ledger(settings) + "\n")
-        return ExitCode.OK
+        return ExitCode.OK if witness is None else ExitCode.ERROR
     with ledger:
-        report = ledger.verify()
+        report = ledger.verify(witness)
     where = display_path(settings, settings.ledger_path)
     if report.ok:
-        out.write(f"OK: {count(report.count, 'event')}, head {report.head_hash} ({where})\n")
+        extends = f"; it extends {witness}" if witness is not None else ""
+        out.write(f"OK: {count(report.count, 'event')} and the job rows they bind, head {report.head_hash}:{report.count}"
+                  f"{extends} ({where})\n")
         return ExitCode.OK
+    if report.first_bad_id is None:  # the chain holds; a record bound to it does not
+        out.write(f"FAILED: {report.message} ({where}; its {count(report.count, 'event')} verified)\n")
+        return ExitCode.ERROR
     message = report.message.removeprefix(f"event {report.first_bad_id}: ")  # said once is enough
     out.write(f"FAILED: event {report.first_bad_id}: {message} ({where}; {count(report.count, 'event')} "
               "before it verified)\n")
     return ExitCode.ERROR
+
+
+_HEAD = re.compile(r"([0-9a-f]{64})(?::([1-9][0-9]{0,17}))?")
+
+
+def parse_head(text: str) -> Head:
+    """`HASH[:COUNT]` as `apply` and `audit verify` print it (UsageError otherwise)."""
+    match = _HEAD.fullmatch(text.strip().lower())
+    if match is None:
+        raise UsageError(f"--head {text!r}: expected the 64-hex-digit hash of an event, optionally with its count "
+                         "(HASH:COUNT), as `reconciler apply` and `reconciler audit verify` print it")
+    return Head(match[1], int(match[2]) if match[2] else None)
 
 
 def export(settings, out: TextIO, *, fmt: str = "jsonl", output: str | None = None) -> int:

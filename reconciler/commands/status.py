@@ -12,7 +12,8 @@ Choices:
   Jobs that polling cannot move are not waited for, with a note: an unconfirmed submission (intent),
   a custom object job whose file is not uploaded yet, a job missing remotely (404).
 - Exit 1 when a listed job's status is Failed (Mass Updater) or failed (custom object), or when
-  `--wait` reaches `--timeout` (after printing the table).
+  `--wait` reaches `--timeout` (after printing the table). The timeout bounds the calls too: one
+  still unanswered when it passes is cut (zuora.client.set_deadline).
 """
 
 from __future__ import annotations
@@ -31,12 +32,13 @@ from reconciler.commands._common import (
     no_ledger,
     write_json,
 )
-from reconciler.errors import ExitCode, UsageError, WaitTimedOut
+from reconciler.errors import ExitCode, RemoteError, UsageError, WaitTimedOut
 from reconciler.model import (
     Phase,
     JOB_FAILED,
     DesiredSpec,
     JobRecord,
+    ObservedState,
     iso,
     latest_by_name,
 )
@@ -108,14 +110,24 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
     from reconciler.engine.run import Session
 
     session = Session(settings, command="status --wait" if wait else "status --refresh")
+    # --timeout bounds every call too: one that would end past it is cut, and the wait ends as timed out
+    deadline = time.monotonic() + timeout if wait and timeout is not None else None
+    if deadline is not None:
+        session.client.set_deadline(deadline)
     outcome = "error"
     tty = progress and wait and _isatty(out)
     seen: dict[str, str | None] = {}
     noted: set[str] = set()
     started = clock()
     try:
+        out_of_time = False
         while True:
-            observed = refresh(session, targets)
+            try:
+                observed = refresh(session, targets)
+            except RemoteError:
+                if deadline is None or time.monotonic() < deadline:
+                    raise
+                observed, out_of_time = ObservedState(), True  # cut inside a call: what is recorded is the answer
             missing = {o.remote_id for o in observed.observations if o.missing}
             latest = latest_by_name(session.ledger.jobs())
             jobs = [latest[n] for n in targets]
@@ -133,7 +145,7 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
             elapsed = clock() - started
             if progress:
                 _report(out, jobs, seen, tty=tty, elapsed=elapsed)
-            if not pending or (timeout is not None and elapsed >= timeout):
+            if not pending or out_of_time or (timeout is not None and elapsed >= timeout):
                 if tty:
                     out.write("\n")
                 outcome = "timeout" if pending else "ok"

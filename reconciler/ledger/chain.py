@@ -12,6 +12,10 @@ whole algorithm here and re-implement it:
    first event's is 64 zeros. Ids start at 1 and go up by one.
 4. The ledger's `meta` row keeps the last event's hash (`head_hash`) and the number of events
    (`events_count`), written in the same transaction as each insert, so a truncated tail shows.
+5. The `jobs` rows the planner decides from are bound to the chain: every event that changes a row
+   carries `job_sha256` in its detail, the sha256 of canonical JSON over that row's JOB_FIELDS (stored
+   values, `detail` as its text) just after the change, and each job's `intent` event names its spec,
+   kind, generation, fingerprint, revision and rerun flag. A row must match both (ledger/audit.py).
 
 An export (`audit export --format jsonl`) carries the same fields, so each line can be checked with
 `event_hash(json.loads(line)) == line["hash"]`.
@@ -26,7 +30,8 @@ from dataclasses import dataclass
 from reconciler.model import canonical_json
 
 __all__ = [  # canonical_json stays importable here: the chain is where auditors look for it
-    "EVENT_FIELDS", "GENESIS_HASH", "AuditReport", "canonical_event", "canonical_json", "event_hash", "verify_chain",
+    "EVENT_FIELDS", "GENESIS_HASH", "JOB_FIELDS", "AuditReport", "Head", "canonical_event", "canonical_json", "event_hash",
+    "job_digest", "verify_chain",
 ]
 
 GENESIS_HASH = "0" * 64
@@ -50,6 +55,28 @@ EVENT_FIELDS = (
     "hash",
 )
 
+# The columns of a `jobs` row that decide what the planner does with it (not its progress counts,
+# times, or `superseded`, which verify recomputes from the other rows).
+JOB_FIELDS = (
+    "id",
+    "name",
+    "kind",
+    "generation",
+    "fingerprint",
+    "fingerprint_version",
+    "revision",
+    "remote_id",
+    "idempotency_key",
+    "phase",
+    "remote_status",
+    "uploaded",
+    "detail",
+    "result_path",
+    "result_sha256",
+    "rerun",
+    "run_id",
+)
+
 
 def canonical_event(event: Mapping[str, object]) -> bytes:
     """The bytes an event's hash covers: every field except `hash`, canonical JSON."""
@@ -61,6 +88,22 @@ def event_hash(event: Mapping[str, object]) -> str:
     return hashlib.sha256(canonical_event(event)).hexdigest()
 
 
+def job_digest(row: Mapping[str, object]) -> str:
+    """sha256 (hex) of a stored `jobs` row's JOB_FIELDS, as its latest event's `job_sha256` records it."""
+    return hashlib.sha256(canonical_json({k: row.get(k) for k in JOB_FIELDS}).encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Head:
+    """A chain head seen elsewhere (`audit verify --head HASH[:COUNT]`, what `apply` prints): the event hash, and its id if known."""
+
+    hash: str
+    count: int | None = None
+
+    def __str__(self) -> str:
+        return self.hash if self.count is None else f"{self.hash}:{self.count}"
+
+
 @dataclass(frozen=True)
 class AuditReport:
     """The outcome of recomputing the chain: ok, or the first bad row and why."""
@@ -70,6 +113,7 @@ class AuditReport:
     message: str
     first_bad_id: int | None = None
     head_hash: str | None = None  # hash of the last event read
+    bad_job: int | None = None  # ledger id of the first job row that does not match the chain
 
 
 def verify_chain(events: Iterable[Mapping[str, object]], *, head_hash: str, events_count: int) -> AuditReport:

@@ -308,6 +308,13 @@ class LedgerConnection:
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         return rows_of(self.conn.execute(sql, params))
 
+    def iter_rows(self, sql: str, params: Params = ()) -> Iterator[Row]:
+        """Rows streamed from one cursor, inside the caller's transaction (for reads of every row)."""
+        cursor = self.conn.execute(sql, params)
+        names = [d[0] for d in cursor.description]
+        for values in cursor:
+            yield dict(zip(names, values))
+
     def row(self, sql: str, params: Params = ()) -> Row | None:
         rows = self.rows(sql, params)
         return rows[0] if rows else None

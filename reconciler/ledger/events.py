@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
-from reconciler.ledger.chain import AuditReport, event_hash, verify_chain
+from reconciler.ledger.chain import event_hash
 from reconciler.ledger.connection import LedgerConnection, Params, Row
 from reconciler.ledger.rows import Actor, clean_detail, event_from_row, now, redact_path
 from reconciler.model import canonical_json
@@ -72,15 +72,6 @@ class EventLog:
                 return
             yield from (event_from_row(r) for r in chunk)
             last = chunk[-1]["id"]
-
-    def verify(self) -> AuditReport:
-        """Recompute the event chain and compare it with the head hash and count in meta."""
-        with self._c.reading():
-            head_hash, events_count = self._c.conn.execute(
-                "SELECT head_hash, events_count FROM meta WHERE id = 1"
-            ).fetchone()
-            top = self.last_id()
-        return verify_chain(self._events_upto(top), head_hash=head_hash, events_count=events_count)
 
     # --- writes ---------------------------------------------------------------------------------
 

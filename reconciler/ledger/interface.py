@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from reconciler.ledger.chain import AuditReport
+from reconciler.ledger.chain import AuditReport, Head
 from reconciler.ledger.connection import Row
 from reconciler.ledger.lock import Clock
 from reconciler.ledger.rows import Actor
@@ -87,7 +87,8 @@ class LedgerStore(Protocol):
     def events(self, name: str | None = None, limit: int | None = None, before_id: int | None = None,
                ) -> list[Row]: ...
     def iter_events(self) -> Iterator[Row]: ...
-    def verify(self) -> AuditReport: ...
+    def head(self) -> Head: ...
+    def verify(self, witness: Head | None = None) -> AuditReport: ...
 
     # the run lock
     def acquire_lock(self, holder: Actor, *, lease_seconds: float = 60, timeout: float = 0,

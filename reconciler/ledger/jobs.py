@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from reconciler.errors import LedgerError
+from reconciler.ledger.chain import job_digest
 from reconciler.ledger.connection import LedgerConnection, Row
 from reconciler.ledger.events import EventLog
 from reconciler.ledger.lock import LeaseLock
@@ -178,6 +179,7 @@ class JobBook:
                     )
                 tx.bump = False
                 return job_from_row(existing)
+            self._refuse_a_deleted_generation(name, generation)
             stamp, cleaned = now(), clean_detail(detail)
             job_id = self._c.insert("jobs", {
                 "name": name, "kind": kind, "generation": generation, "fingerprint": fingerprint,
@@ -187,12 +189,32 @@ class JobBook:
                 "created_at": stamp, "updated_at": stamp, "run_id": run_id,
             })
             facts = cleaned if isinstance(cleaned, dict) else {}
-            self._events.append(
-                run_id=run_id, event_type="intent", name=name, idempotency_key=idempotency_key,
+            row = self._row_event(
+                job_id, run_id=run_id, event_type="intent", name=name, idempotency_key=idempotency_key,
                 detail={**facts, "kind": kind, "generation": generation, "fingerprint": fingerprint,
                         "revision": revision, "rerun": rerun},
             )
-            return job_from_row(self._job_row(job_id))
+            return job_from_row(row)
+
+    def _refuse_a_deleted_generation(self, name: str, generation: int) -> None:
+        """LedgerError when the audit log holds an intent of this generation or later but the jobs table does not.
+
+        A new generation is the next after the rows recorded, so a deleted row would otherwise make its
+        spec run again; the events (append-only, indexed by name) still say it ran.
+        """
+        seen = self._c.row(
+            "SELECT id, json_extract(detail, '$.generation') AS generation FROM events WHERE name = ? "
+            "AND event_type = 'intent' AND json_valid(detail) ORDER BY id DESC LIMIT 1", (name,),
+        )
+        if seen is None or not isinstance(seen["generation"], int) or seen["generation"] < generation:
+            return
+        recorded = self._c.value("SELECT coalesce(max(generation), 0) FROM jobs WHERE name = ?", (name,))
+        if seen["generation"] > recorded:  # else the row is there, and the unique index refuses a second one
+            raise LedgerError(
+                f"{self._c.path}: refusing to record {name} generation {generation}: the audit log holds the intent of "
+                f"generation {seen['generation']} (event {seen['id']}) but the jobs table has no such row, so it was "
+                "edited by hand; restore the ledger (e.g. `git checkout` its file) and run `reconciler audit verify`"
+            )
 
     def record_submitted(
         self, job_id: int, *, remote_id: str, status: str | None, phase: str,
@@ -203,8 +225,7 @@ class JobBook:
         with self._c.transaction():
             job = self._job_row(job_id)
             self._set_job(job_id, {"remote_id": remote_id, "remote_status": status, "phase": phase, **_counts(counts)})
-            self._job_event(job, event, "submitted", {"remote_id": remote_id, "status": status})
-            return job_from_row(self._job_row(job_id))
+            return job_from_row(self._job_event(job, event, "submitted", {"remote_id": remote_id, "status": status}))
 
     def record_uploaded(self, job_id: int, *, status: str | None, event: Mapping[str, Any]) -> JobRecord:
         """Record that a custom object job's file was uploaded."""
@@ -212,8 +233,7 @@ class JobBook:
             job = self._job_row(job_id)
             phase = _observed_phase({**job, "uploaded": 1}, status)
             self._set_job(job_id, {"uploaded": 1, "remote_status": status, "phase": phase})
-            self._job_event(job, event, "uploaded", {"remote_id": job["remote_id"], "status": status})
-            return job_from_row(self._job_row(job_id))
+            return job_from_row(self._job_event(job, event, "uploaded", {"remote_id": job["remote_id"], "status": status}))
 
     def record_rejected(self, job_id: int, *, error: str, event: Mapping[str, Any]) -> JobRecord:
         """Record that Zuora refused an intent's submission (nothing exists remotely): phase done, status rejected."""
@@ -226,8 +246,7 @@ class JobBook:
             detail = {**(detail if isinstance(detail, dict) else {}), "error": error}
             self._set_job(job_id, {"phase": Phase.DONE, "remote_status": REJECTED,
                                    "detail": canonical_json(clean_detail(detail))})
-            self._job_event(job, event, "rejected", {"status": REJECTED, "error": error})
-            return job_from_row(self._job_row(job_id))
+            return job_from_row(self._job_event(job, event, "rejected", {"status": REJECTED, "error": error}))
 
     def record_observation(self, job_id: int, obs: Observation, *, run_id: int | None, source: str) -> bool:
         """Store a refreshed remote status and counts; True (plus a status_change event) when the status moved.
@@ -255,10 +274,10 @@ class JobBook:
                 return False
             self._set_job(job_id, changes)
             moved = "remote_status" in changes
-            if moved:
-                self._events.append(
-                    run_id=run_id, event_type="status_change", name=job["name"],
-                    idempotency_key=job["idempotency_key"], outcome=obs.status,
+            if moved or changes.keys() - set(COUNT_FIELDS):  # progress alone is not a decision: no event
+                self._row_event(
+                    job_id, run_id=run_id, event_type="status_change" if moved else "detail_change",
+                    name=job["name"], idempotency_key=job["idempotency_key"], outcome=obs.status,
                     detail={"remote_id": job["remote_id"], "from": job["remote_status"], "to": obs.status,
                             "source": source, **counts},
                 )
@@ -272,32 +291,42 @@ class JobBook:
                 tx.bump = False
                 return job_from_row(job)
             self._set_job(job_id, {"phase": Phase.RETIRED})
-            self._events.append(
-                run_id=run_id, event_type="retired", name=job["name"], idempotency_key=job["idempotency_key"],
+            return job_from_row(self._row_event(
+                job_id, run_id=run_id, event_type="retired", name=job["name"], idempotency_key=job["idempotency_key"],
                 actor=actor, detail={"reason": reason, "previous_phase": job["phase"], "remote_id": job["remote_id"]},
-            )
-            return job_from_row(self._job_row(job_id))
+            ))
 
     def record_result(self, job_id: int, *, path: str, sha256: str, run_id: int | None) -> None:
         """Record where a job's result file was archived and its sha256."""
         with self._c.transaction():
             job = self._job_row(job_id)
             self._set_job(job_id, {"result_path": path, "result_sha256": sha256})
-            self._events.append(
-                run_id=run_id, event_type="result_archived", name=job["name"],
+            self._row_event(
+                job_id, run_id=run_id, event_type="result_archived", name=job["name"],
                 idempotency_key=job["idempotency_key"], detail={"path": path, "sha256": sha256},
             )
 
     def _set_job(self, job_id: int, changes: Mapping[str, object]) -> None:
         self._c.update("jobs", job_id, {**changes, "updated_at": now()}, f"job {job_id}")
 
-    def _job_event(self, job: Row, event: Mapping[str, Any], default_type: str, facts: Mapping[str, object]) -> int:
+    def _job_event(self, job: Row, event: Mapping[str, Any], default_type: str, facts: Mapping[str, object]) -> Row:
         fields: dict[str, Any] = {
             "run_id": job["run_id"], "event_type": default_type, "name": job["name"],
             "idempotency_key": job["idempotency_key"], **event,
         }
         fields["detail"] = {**facts, **(fields.get("detail") or {})}
-        return self._events.append(**fields)
+        return self._row_event(job["id"], **fields)
+
+    def _row_event(self, job_id: int, **fields: Any) -> Row:
+        """Append the event of a change to job `job_id`, binding the changed row to the chain; returns the row.
+
+        The event's detail gets `job_sha256`, the digest of the row as it now is (chain.job_digest), which
+        `audit verify` recomputes: a row changed without an event, or by hand, no longer matches.
+        """
+        row = self._job_row(job_id)
+        fields["detail"] = {**(fields.get("detail") or {}), "job_sha256": job_digest(row)}
+        self._events.append(**fields)
+        return row
 
 
 def _check_phase(phase: str) -> None:

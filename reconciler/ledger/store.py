@@ -54,7 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import LedgerError
 from reconciler.ledger import schema
-from reconciler.ledger.chain import GENESIS_HASH, AuditReport
+from reconciler.ledger.audit import verify_ledger
+from reconciler.ledger.chain import GENESIS_HASH, AuditReport, Head
 from reconciler.ledger.connection import (
     BUSY_TIMEOUT_SECONDS,
     WAL_LIMIT_BYTES,
@@ -354,9 +355,16 @@ class Ledger:
         """Every event oldest first, streamed in short read transactions (writers are not held up)."""
         return self._events.iter_events()
 
-    def verify(self) -> AuditReport:
-        """Recompute the event chain and compare it with the head hash and count in meta."""
-        return self._events.verify()
+    def head(self) -> Head:
+        """The chain's head as meta records it: the last event's hash and the number of events."""
+        with self._c.reading():
+            row = self._c.row("SELECT head_hash, events_count FROM meta WHERE id = 1")
+        assert row is not None  # _meta checked the row when the ledger was opened
+        return Head(row["head_hash"], row["events_count"])
+
+    def verify(self, witness: Head | None = None) -> AuditReport:
+        """Recompute the event chain, check the job rows and runs against it and that it extends `witness`."""
+        return verify_ledger(self._c, self._jobs.schema_version, witness)
 
     # --- the run lock (lock.py) -----------------------------------------------------------------
 
