@@ -59,7 +59,13 @@ class ActionType:
     one_of: tuple[str, ...] = ()  # the header needs at least one of these, and each row a value in one
     natural_key: tuple[str, ...] = ()  # the columns naming the record a row is about (shown for failed rows)
     idempotent: bool = True  # False: running the file twice creates its records twice
+    row_key: tuple[str, ...] | None = None  # pairs an edited row with its earlier version; None: natural_key
     result_columns: tuple[str, ...] = DEFAULT_RESULT_COLUMNS  # appended to the input columns in the response
+
+    @property
+    def pairing_key(self) -> tuple[str, ...]:
+        """The columns that say an edited row is the same record as an earlier row."""
+        return self.natural_key if self.row_key is None else self.row_key
 
     @property
     def optional(self) -> tuple[str, ...]:
@@ -117,6 +123,7 @@ MASS_ACTIONS: dict[str, ActionType] = {a.name: a for a in (
          "Reference ID": Column()},
         required=("Payment Amount", "Currency", "Payment Date", "Payment Method ID"),
         natural_key=("Billing Account ID", "Payment Amount", "Currency", "Reference ID"),
+        row_key=("Reference ID",),  # a payment whose amount was corrected is the same payment
         idempotent=False,
         result_columns=(SUCCESS, ERROR_MESSAGE, "Payment ID", "Gateway Response Code", "Gateway Response Message",
                         "Payment Status"),
@@ -155,7 +162,7 @@ class Operation:
 
 
 OPERATIONS: dict[str, Operation] = {o.name: o for o in (
-    Operation("create", takes_file=True, record_id="forbidden", idempotent=False),
+    Operation("create", takes_file=True, record_id="forbidden", idempotent=False, natural_key=()),
     Operation("update", takes_file=True, record_id="required"),
     Operation("delete", takes_file=False, record_id=""),
 )}

@@ -170,9 +170,58 @@ class DesiredSpec:
     file: str | None = None  # relative to the repo root
     file_sha256: str | None = None
     file_size: int | None = None
+    resend: str | None = None  # spec.resend as written; None: the action type's default (dataset.facts)
 
     def label_dict(self) -> dict[str, str]:
         return dict(self.labels)
+
+
+RESEND_ALL, RESEND_NEW_ROWS = "all", "new-rows"  # spec.resend: what a run after an earlier one sends
+
+
+@dataclass(frozen=True)
+class Since:
+    """The earlier job a change's data is compared with: the latest generation that ran."""
+
+    generation: int
+    revision: int | None
+    remote_id: str | None
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a change does to Zuora's data, from the spec's file and the rows earlier jobs applied.
+
+    `send` is None when it cannot be known yet (a result is missing, or a running job is being
+    replaced); `added`/`changed`/`removed` are None without an earlier file to compare with.
+    `sent_sha256` is the file a new-rows change sends (the rows not applied yet, archived under
+    state/<env>/sent/); None when the spec's file goes whole. Counts, totals and key values only.
+    """
+
+    rows: int | None  # data rows in the spec's file; None for a job without a file (delete)
+    send: int | None
+    already_applied: int = 0
+    added: int | None = None
+    changed: int | None = None
+    removed: int | None = None
+    since: Since | None = None
+    totals: tuple[tuple[str, str], ...] = ()  # (currency, exact decimal sum) over the rows sent
+    summary: tuple[tuple[str, str | tuple[str, ...]], ...] = ()
+    resend: str = RESEND_ALL
+    sent_sha256: str | None = None
+    missing: str | None = None  # why the rows already applied are not known
+
+    def document(self) -> dict:
+        """The plan document's `detail.data` object, keys in their documented order."""
+        since = self.since
+        return {
+            "rows": self.rows, "send": self.send, "already_applied": self.already_applied, "added": self.added,
+            "changed": self.changed, "removed": self.removed,
+            "since": None if since is None else {"generation": since.generation, "revision": since.revision,
+                                                 "remote_id": since.remote_id},
+            "totals": dict(self.totals), "summary": {k: v if isinstance(v, str) else list(v) for k, v in self.summary},
+            "resend": self.resend, "sent_sha256": self.sent_sha256, "missing": self.missing,
+        }
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Rendering of plans (text, JSON, pull-request markdown) and aligned tables, to an injected stream.
 
-Nothing here decides anything: a view shows what the Plan holds. No CSV contents and no secrets
-ever reach a Plan, so none can reach a view.
+Nothing here decides anything: a view shows what the Plan holds. No CSV contents (only counts, totals
+and key values) and no secrets ever reach a Plan, so none can reach a view.
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from datetime import timezone
 from typing import TextIO
 
-from reconciler.engine.plan import ROLLBACK_NOTE, Change, ObjectTarget, Plan
+from reconciler.actions import MASS_ACTIONS, OPERATIONS
+from reconciler.engine.plan import ROLLBACK_NOTE, Change, MassTarget, ObjectTarget, Plan
 from reconciler.engine.planfile import to_document
-from reconciler.model import Action
+from reconciler.model import RESEND_ALL, Action
 
 _RESET = "\x1b[0m"
 _COLORS = {
@@ -62,6 +63,70 @@ def highlights(change: Change) -> list[str]:
     return found
 
 
+def data_line(change: Change) -> str | None:
+    """What a change does to the data, compactly: `MPU · 5 rows · sends 2 (3 already applied) · USD 580.00`."""
+    data = change.data
+    if data is None:
+        return None
+    target = change.target
+    if isinstance(target, MassTarget):
+        parts = [target.action_type]
+    elif isinstance(target, ObjectTarget):
+        parts = [f"{target.object} {target.operation}"]
+    else:
+        parts = []
+    summary = dict(data.summary)
+    if data.rows is None:  # a delete: what it selects is its warning
+        return " · ".join(parts) if parts else None
+    parts.append(f"{data.rows} row{'s' * (data.rows != 1)}")
+    if data.send is None:
+        parts.append("sends ? (rows already applied unknown)" if data.missing else "sends the rows not applied yet")
+    elif data.already_applied:
+        parts.append(f"sends {data.send} ({data.already_applied} already applied)")
+    elif data.send != data.rows:
+        parts.append(f"sends {data.send}")
+    if data.since is not None and data.added is not None:
+        parts.append(f"+{data.added} ~{data.changed} -{data.removed} since generation {data.since.generation}")
+    parts += [f"{currency} {total}" for currency, total in data.totals]
+    for key in ("pairs", "dates", "object_types"):
+        value = summary.get(key)
+        if value:
+            parts.append(value if isinstance(value, str) else ", ".join(value))
+    return " · ".join(parts)
+
+
+def data_and_warning(change: Change) -> str:
+    """The data line and the warning of a change, as the line below it and the markdown data column show them."""
+    warned = warnings(change) if change.progress is None else None  # rows kept are said on the change's line
+    return " · ".join(text for text in (data_line(change), warned) if text)
+
+
+def warnings(change: Change) -> str | None:
+    """Why a reviewer must look twice: a delete, every record deleted, a stop of a Processing job, a resend."""
+    target, data = change.target, change.data
+    if isinstance(target, ObjectTarget) and target.operation == "delete" and change.action.actionable:
+        selects = dict(data.summary).get("selects") if data is not None else None
+        return f"deletes {selects}" if selects else "deletes custom object records"
+    if change.action in (Action.STOP, Action.CANCEL, Action.REPLACE) and (change.status == "Processing" or (
+            change.replaces is not None and change.replaces.status == "Processing")):
+        return f"{change.action}s a job while it is Processing: rows already processed are not rolled back"
+    if data is not None and change.action.actionable and _resends(change):
+        return f"sends again rows an earlier generation applied (resend: all): {data.rows} rows"
+    return None
+
+
+def _resends(change: Change) -> bool:
+    """A change of an action type Zuora does not run idempotently that sends every row after an earlier run."""
+    data, target = change.data, change.target
+    if data is None or data.since is None or data.resend != RESEND_ALL:
+        return False
+    if isinstance(target, MassTarget):
+        action = MASS_ACTIONS.get(target.action_type)
+        return action is not None and not action.idempotent
+    operation = OPERATIONS.get(target.operation) if isinstance(target, ObjectTarget) else None
+    return operation is not None and not operation.idempotent
+
+
 def describe(change: Change) -> str:
     """The reason with its highlights, as one line."""
     return " — ".join([change.reason, *highlights(change)])
@@ -82,6 +147,11 @@ def render_text(plan: Plan, stream: TextIO, *, color: bool) -> None:
         if color:
             symbol = f"{_COLORS[change.action]}{symbol}{_RESET}"
         stream.write(f"  {symbol} {line}\n")
+        below = data_and_warning(change)
+        if below:
+            stream.write(f"      {below}\n")
+    for name, note in plan.notes:
+        stream.write(f"  = {name}: {note}\n")
     if plan.drift:
         if plan.changes:
             stream.write("\n")
@@ -106,7 +176,8 @@ def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000) ->
     """A pull-request comment: summary table, conflicts on top, changes folded, cut to limit_bytes."""
     head = _markdown_head(plan)
     change_rows = [
-        f"| `{c.action.symbol}` | {_md(c.name)} | {c.kind} | {_md(c.remote_id or '')} | {_md(describe(c))} |"
+        f"| `{c.action.symbol}` | {_md(c.name)} | {c.kind} | {_md(c.remote_id or '')} | {_md(describe(c))} | "
+        f"{_md(data_and_warning(c))} |"
         for c in plan.changes
     ]
     drift_rows = [
@@ -124,7 +195,7 @@ def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000) ->
         if change_rows:
             kept = sorted(order[:changes_shown])
             lines += ["", f"<details><summary>{len(change_rows)} change{'s' * (len(change_rows) != 1)}</summary>",
-                      "", "| | name | kind | remote id | reason |", "|:-:|---|---|---|---|",
+                      "", "| | name | kind | remote id | reason | data |", "|:-:|---|---|---|---|---|",
                       *(change_rows[i] for i in kept), "", "</details>"]
         if drift_rows:
             lines += ["", "#### Drift (recorded → observed; not an action)", "",
@@ -156,6 +227,14 @@ def _markdown_head(plan: Plan) -> list[str]:
     lines += [f"**{summary_line(plan)}**", "", "| action | count |", "|---|--:|"]
     lines += [f"| `{a.symbol}` {a} | {summary[a]} |" for a in Action]
     lines.append(f"| unchanged | {summary['unchanged']} |")
+    warned = [(c, w) for c in plan.changes if (w := warnings(c))]
+    if warned:
+        lines += ["", f"#### ⚠ {len(warned)} change{'s' * (len(warned) != 1)} to review closely", ""]
+        lines += [f"- **{_md(c.name)}** ({c.action}): {_md(w)}" for c, w in warned[:_CONFLICTS_ON_TOP]]
+        if len(warned) > _CONFLICTS_ON_TOP:
+            lines.append(f"- … and {len(warned) - _CONFLICTS_ON_TOP} more in the changes below")
+    if plan.notes:
+        lines += ["", *(f"- `=` **{_md(name)}**: {_md(note)}" for name, note in plan.notes[:_CONFLICTS_ON_TOP])]
     conflicts = [c for c in plan.changes if c.action is Action.CONFLICT]
     if conflicts:
         lines += ["", f"#### `!` {len(conflicts)} conflict{'s' * (len(conflicts) != 1)}: apply refuses "
@@ -183,10 +262,10 @@ def _size(text: str) -> int:
 
 
 def _must_show(change: Change) -> bool:
-    """A conflict, or a change that destroys or cuts short: a stop, a cancel, a replace, a delete."""
+    """A conflict, or a change that destroys, cuts short or sends again: a stop, a cancel, a replace, a delete."""
     if change.action in (Action.CONFLICT, Action.STOP, Action.CANCEL, Action.REPLACE):
         return True
-    return isinstance(change.target, ObjectTarget) and change.target.operation == "delete"
+    return warnings(change) is not None
 
 
 def _md(text: str) -> str:

@@ -16,7 +16,7 @@ import pytest
 
 from reconciler import actions
 from reconciler.actions import MASS_ACTIONS, OPERATIONS
-from reconciler.engine import results
+from reconciler.dataset import results
 from reconciler.sandbox import customobjects, massupdater, records
 from reconciler.sandbox.web import ApiError
 from reconciler.spec import schema as specschema

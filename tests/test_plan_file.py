@@ -39,7 +39,7 @@ def sample_plan(**overrides) -> Plan:
 def test_document_has_the_shape_of_design_section_4():
     doc = to_document(sample_plan())
     assert list(doc) == ["format_version", "reconciler_version", "created_at", "environment", "ledger",
-                         "spec_digest", "changes", "drift", "summary"]
+                         "spec_digest", "changes", "drift", "summary", "notes"]
     assert doc["format_version"] == 1
     assert doc["created_at"] == "2026-11-03T12:00:07.123456Z"
     assert doc["ledger"] == {"lineage": "9d1c-lineage", "serial": 42}

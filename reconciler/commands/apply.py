@@ -18,6 +18,7 @@ from typing import TextIO
 
 from reconciler.commands._common import count, user_path
 from reconciler.engine.applier import Applier, Result
+from reconciler.engine.data import SentFiles
 from reconciler.engine.config import same_environment
 from reconciler.engine.journal import LedgerJournal, crash_point
 from reconciler.engine.recovery import recover_in_doubt
@@ -114,7 +115,8 @@ class _Run:
         self.progress = Progress(out, tty=bool(getattr(out, "isatty", lambda: False)()))
         self.journal = LedgerJournal(session, crash=crash)
         self.applier = Applier(session.client, self.journal, root=settings.root,
-                               lineage=session.ledger.lineage, parallelism=settings.parallelism)
+                               lineage=session.ledger.lineage, parallelism=settings.parallelism,
+                               outbox=SentFiles(settings, session.ledger, desired))
         options = PlanOptions.from_cli(**filters, now=datetime.now(timezone.utc))
         specs = desired.by_name()
         scope = {c.name for c in saved.changes} if saved is not None else None

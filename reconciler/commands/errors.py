@@ -23,12 +23,13 @@ from reconciler.commands._common import (
     user_path,
     write_json,
 )
-from reconciler.engine.results import (
+from reconciler.dataset.results import (
     Failures,
     custom_object_failures,
     failed_rows_table,
     mass_updater_failures,
 )
+from reconciler.actions import MASS_ACTIONS, OPERATIONS
 from reconciler.errors import ExitCode, ResultError, StateError
 from reconciler.model import (
     Phase,
@@ -159,6 +160,18 @@ def _render(out: TextIO, job: JobRecord, failures: Failures) -> None:
     if failures.unprocessed:
         out.write(f"{count(failures.unprocessed, 'row')} not processed: the job was stopped before reaching them\n")
     out.write(f"(from {job.result_path})\n")
+    if failures.rows or failures.unprocessed:
+        out.write(_way_out(job) + "\n")
+
+
+def _way_out(job: JobRecord) -> str:
+    """How to send the failed rows again, by what a bump sends for this action type (dataset.facts)."""
+    rule = MASS_ACTIONS.get(str(job.detail.get("actionType"))) or OPERATIONS.get(str(job.detail.get("operation")))
+    once = rule is not None and not rule.idempotent
+    sends = ("only the rows not applied yet are sent (resend: new-rows), so nothing that succeeded is sent twice"
+             if once else "every row is sent again, which is harmless here: Zuora applies this idempotently")
+    return (f"To fix them: correct the rows in the spec's file and bump its `revision`; {sends}. `plan` shows "
+            "how many rows it sends. Or write them out with --failed-rows FILE for a spec of their own.")
 
 
 def _write_failed_rows(settings, job: JobRecord, failures: Failures, given: str) -> tuple[str, str]:

@@ -5,7 +5,8 @@ no records itself: every intent and result goes to a `Journal` (the apply comman
 the ledger; this module never imports the ledger). The order of calls is the crash-safety contract
 of DESIGN §5:
 
-- submit: file re-hashed and compared with the plan -> `journal.intent` (committed) -> POST with the
+- submit: file re-hashed and compared with the plan (a new-rows change sends the file its `outbox`
+  writes: the rows not applied yet) -> `journal.intent` (committed) -> POST with the
   deterministic Idempotency-Key -> `journal.submitted`, or `journal.rejected` when Zuora definitively
   refused it (a 4xx other than 408/409/429: nothing was created). Any other failure leaves the intent
   as it is: the outcome is unknown, and the next plan resumes it with the same key, so Zuora replays
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from reconciler.engine.plan import Change, MassTarget
-from reconciler.engine.ports import Journal, Remote
+from reconciler.engine.ports import Journal, Outbox, Remote
 from reconciler.errors import AuthError, ReconcilerError, RemoteError
 from reconciler.model import (
     CUSTOM_OBJECT_JOB,
@@ -131,9 +132,10 @@ class Applier:
     """Carries out changes against `remote`, reporting to `journal`; `root` resolves spec files."""
 
     def __init__(self, remote: Remote, journal: Journal, *, root: Path, lineage: str, parallelism: int = 16,
-                 sleep: Callable[[float], None] = time.sleep, confirm_polls: int = 8):
+                 sleep: Callable[[float], None] = time.sleep, confirm_polls: int = 8, outbox: Outbox | None = None):
         self.remote = remote
         self.journal = journal
+        self.outbox = outbox
         self.root = Path(root)
         self.lineage = lineage
         self.parallelism = max(1, int(parallelism))
@@ -197,7 +199,8 @@ class Applier:
         if change.file is None or actual != change.file.sha256:
             raise ChangeFailed(f"{relative}: file changed since the plan; run plan again",
                                "review the new plan, then apply it")
-        return path
+        sent = self.outbox.file_for(change) if self.outbox is not None else None
+        return path if sent is None else sent  # new-rows: the rows not applied yet, written before the intent
 
     def _submit(self, change: Change, *, replacing: tuple[str, str] | None = None) -> Result:
         """Submit the change; `replacing` is the (remote id, kind) of the job it replaces, retired after."""

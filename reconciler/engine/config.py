@@ -72,6 +72,11 @@ class Settings:
         """Where archived result files go."""
         return self.state_dir / "results"
 
+    @property
+    def sent_dir(self) -> Path:
+        """Where the files new-rows changes sent are archived (dataset.facts)."""
+        return self.state_dir / "sent"
+
 
 def find_config(start: Path) -> Path:
     """The reconciler.yaml in `start` or its nearest parent directory."""

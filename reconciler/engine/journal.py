@@ -21,6 +21,7 @@ from typing import Mapping
 
 from reconciler.engine.refresh import record_observation
 from reconciler.engine.applier import ChangeFailed
+from reconciler.engine.data import intent_facts
 from reconciler.engine.plan import Change
 from reconciler.errors import LockHeldError, StateError, UsageError
 from reconciler.model import (
@@ -80,7 +81,8 @@ class LedgerJournal:
         job = self._holding(lambda lock_id: self.ledger.add_intent(
             run_id=self.session.run_id, name=change.name, kind=change.kind, generation=change.generation or 1,
             fingerprint=change.fingerprint, fingerprint_version=FINGERPRINT_VERSION, revision=change.revision or 1,
-            idempotency_key=key, detail={k: change.detail[k] for k in INTENT_DETAIL if k in change.detail},
+            idempotency_key=key, detail={**{k: change.detail[k] for k in INTENT_DETAIL if k in change.detail},
+                                         **intent_facts(self.session.settings, change)},
             rerun=change.rerun, lock_id=lock_id,
         ))
         self.jobs.add(job.id)

@@ -2,7 +2,8 @@
 
 A plan is pinned to what it was computed from — the environment, the ledger's lineage and serial,
 and the digest of every spec and file — so `apply FILE` can refuse a stale one (planfile.check_fresh).
-A plan never holds secrets or CSV contents: only names, hashes, remote ids and reasons.
+A plan never holds secrets or CSV contents: only names, hashes, remote ids, reasons and, per change,
+row counts, totals and key values (model.DataFacts).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from reconciler.model import (
     MASS_ACTION,
     Action,
     Condition,
+    DataFacts,
     DesiredSpec,
 )
 
@@ -160,6 +162,7 @@ class Change:
     waiting_for: str | None = None  # "job", "dependency" or "slot"
     dependencies: tuple[str, ...] = ()  # waiting_for "dependency": the ones not done
     then: Action | None = None  # what a held change becomes once it may go
+    data: DataFacts | None = None  # what it does to the data (engine.data adds it after planning)
 
     @property
     def detail(self) -> dict:
@@ -200,6 +203,8 @@ class Change:
             if self.waiting_for == "dependency":
                 out["dependencies"] = list(self.dependencies)
             out["then"] = None if self.then is None else str(self.then)
+        if self.data is not None:
+            out["data"] = self.data.document()
         return out
 
     @property
@@ -232,6 +237,7 @@ class Plan:
     changes: tuple[Change, ...] = ()
     drift: tuple[Drift, ...] = ()
     unchanged: int = 0
+    notes: tuple[tuple[str, str], ...] = ()  # (name, why it needs nothing) for specs whose change sends no row
 
     @property
     def summary(self) -> dict[str, int]:

@@ -27,7 +27,7 @@ from reconciler.engine.plan import (
     Replaced,
 )
 from reconciler.errors import PlanFileError
-from reconciler.model import KINDS, Action, Condition
+from reconciler.model import KINDS, RESEND_ALL, RESEND_NEW_ROWS, Action, Condition, DataFacts, Since
 
 MAX_PLAN_FILE_BYTES = 50 * 1024 * 1024
 
@@ -62,6 +62,7 @@ def to_document(plan: Plan) -> dict:
             for d in plan.drift
         ],
         "summary": plan.summary,
+        "notes": [{"name": name, "note": note} for name, note in plan.notes],
     }
 
 
@@ -74,7 +75,14 @@ def from_document(doc: object, source: str) -> Plan:
         hint = "a newer reconciler wrote it; upgrade" if version > FORMAT_VERSION else "make the plan again"
         raise PlanFileError(f"{source}: format_version {version} is not supported (this reconciler reads "
                             f"{FORMAT_VERSION}); {hint}")
-    top = r.obj(doc, "", _TOP_KEYS)
+    top = r.obj(doc, "", _TOP_KEYS, exact=False)
+    for key in top:
+        if key not in (*_TOP_KEYS, "notes"):  # notes came later in format 1: optional
+            r.fail(str(key), "unknown field")
+    notes = []
+    for i, item in enumerate(r.get(top, "notes", list, "") if "notes" in top else ()):
+        note = r.obj(item, f"notes[{i}]", ("name", "note"))
+        notes.append((r.get(note, "name", str, f"notes[{i}]"), r.get(note, "note", str, f"notes[{i}]")))
     ledger = r.obj(top["ledger"], "ledger", ("lineage", "serial"))
     changes = tuple(_read_change(r, item, f"changes[{i}]") for i, item in enumerate(r.get(top, "changes", list, "")))
     drift = tuple(_read_drift(r, item, f"drift[{i}]") for i, item in enumerate(r.get(top, "drift", list, "")))
@@ -92,6 +100,7 @@ def from_document(doc: object, source: str) -> Plan:
         changes=changes,
         drift=drift,
         unchanged=summary["unchanged"],
+        notes=tuple(notes),
     )
     if plan.summary != summary:
         raise PlanFileError(f"{source}: summary does not match the changes listed; the file was edited "
@@ -215,7 +224,9 @@ def _read_change(r: _Reader, item: object, where: str) -> Change:
 
 _DETAIL_KEYS = ("actionType", "namespace", "object", "operation", "file", "file_sha256", "conditions",
                 "allowDeleteAll", "status", "remote_action", "replaces", "processed", "total", "note", "resume",
-                "rerun", "previous_status", "resolve", "waiting_for", "dependencies", "then")
+                "rerun", "previous_status", "resolve", "waiting_for", "dependencies", "then", "data")
+_DATA_KEYS = ("rows", "send", "already_applied", "added", "changed", "removed", "since", "totals", "summary",
+              "resend", "sent_sha256", "missing")
 _ACTIONS = tuple(str(a) for a in Action)
 
 
@@ -261,12 +272,38 @@ def _read_detail(r: _Reader, detail: dict, where: str) -> dict:
     fields["waiting_for"] = r.optional(detail, "waiting_for", where, (str,))
     if "dependencies" in detail:
         fields["dependencies"] = r.strings(detail, "dependencies", where)
+    if "data" in detail:
+        fields["data"] = _read_data(r, detail["data"], f"{where}.data")
     then = r.optional(detail, "then", where, (str,))
     if then is not None:
         if then not in _ACTIONS:
             r.fail(f"{where}.then", f"unknown action {then!r}")
         fields["then"] = Action(then)
     return fields
+
+
+def _read_data(r: _Reader, item: object, where: str) -> DataFacts:
+    data = r.obj(item, where, _DATA_KEYS)
+    counts = {k: r.get(data, k, (int, None), where) for k in ("rows", "send", "added", "changed", "removed")}
+    since = None
+    if data["since"] is not None:
+        obj = r.obj(data["since"], f"{where}.since", ("generation", "revision", "remote_id"))
+        since = Since(r.get(obj, "generation", int, f"{where}.since"), r.get(obj, "revision", (int, None), f"{where}.since"),
+                      r.get(obj, "remote_id", (str, None), f"{where}.since"))
+    totals = r.get(data, "totals", dict, where)
+    for currency, total in totals.items():
+        if not isinstance(total, str):
+            r.fail(f"{where}.totals.{currency}", "expected a string (an exact decimal)")
+    summary = []
+    for key, value in r.get(data, "summary", dict, where).items():
+        summary.append((key, value if isinstance(value, str) else r.strings(data["summary"], key, f"{where}.summary")))
+    resend = r.get(data, "resend", str, where)
+    if resend not in (RESEND_ALL, RESEND_NEW_ROWS):
+        r.fail(f"{where}.resend", f"expected {RESEND_ALL!r} or {RESEND_NEW_ROWS!r}")
+    return DataFacts(**counts, already_applied=r.get(data, "already_applied", int, where), since=since,
+                     totals=tuple(totals.items()), summary=tuple(summary), resend=resend,
+                     sent_sha256=r.get(data, "sent_sha256", (str, None), where),
+                     missing=r.get(data, "missing", (str, None), where))
 
 
 def _read_drift(r: _Reader, item: object, where: str) -> Drift:

@@ -1,4 +1,5 @@
-"""Making a plan from a repository: the specs, the ledger (refreshed or only read), the pure planner.
+"""Making a plan from a repository: the specs, the ledger (refreshed or only read), the pure planner, then
+what each change does to the data (engine.data).
 
 `compute_plan` is the one way `plan` and `apply` make a plan; `replan_saved` is what `apply FILE`
 compares a saved plan with.
@@ -10,6 +11,7 @@ from datetime import datetime, timezone
 
 from reconciler.engine.refresh import refresh as refresh_jobs
 from reconciler import __version__
+from reconciler.engine.data import with_data
 from reconciler.engine.plan import Plan, PlanOptions
 from reconciler.engine.planner import make_plan
 from reconciler.engine.rules import check_names
@@ -46,8 +48,9 @@ def compute_plan(settings, *, session: Session | None, refresh: bool, targets=()
     else:
         recorded, observed = read_only(settings, names), ObservedState()
         before = recorded
-    return make_plan(desired, recorded, observed, options, environment=settings.environment,
+    plan = make_plan(desired, recorded, observed, options, environment=settings.environment,
                      reconciler_version=__version__, drift_since=before)
+    return with_data(plan, desired, recorded, settings.root)
 
 
 def check_filters(settings, desired: DesiredState, *, targets=(), excludes=(), selectors=(), reruns=()) -> None:
@@ -67,8 +70,9 @@ def replan_saved(settings, ledger, desired: DesiredState, saved: Plan) -> Plan:
                                    custom_object_slots=settings.custom_object_slots)
     try:
         recorded = ledger.recorded_state({s.name for s in desired.specs} | names)
-        return make_plan(desired, recorded, ObservedState(), options,
+        plan = make_plan(desired, recorded, ObservedState(), options,
                          environment=settings.environment, reconciler_version=__version__)
+        return with_data(plan, desired, recorded, settings.root)
     except UsageError as err:  # it names a spec that is not there
         raise PlanFileError(f"plan is stale: {err}. Make a new plan with `reconciler plan --out FILE`") from err
 

@@ -31,6 +31,12 @@ class Remote(Protocol):
     def observe(self, kind: str, remote_id: str) -> Observation: ...
 
 
+class Outbox(Protocol):
+    """The file a change sends when it is not the spec's own (engine.data.SentFiles: the rows not applied yet)."""
+
+    def file_for(self, change: Change) -> Path | None: """The file to send, written before the intent; None: the spec's."""
+
+
 class Journal(Protocol):
     """Where the applier reports intents and results; each call is committed before it returns."""
 

@@ -84,6 +84,8 @@ def kind_problems(doc: Document) -> list[Problem]:
         if "file" in spec:
             out.append(doc.problem(("spec", "file"), "not allowed for operation delete; a delete job selects "
                                                      "its records with spec.filter"))
+        if "resend" in spec:
+            out.append(doc.problem(("spec", "resend"), "not allowed for operation delete; it sends no rows"))
         if "filter" not in spec and spec.get("allowDeleteAll") is not True:
             out.append(doc.problem(("spec", "operation"), f"a delete without a filter deletes every "
                                                           f"{spec.get('object')!r} record; add spec.filter, or set "
@@ -228,10 +230,13 @@ def _cycles(graph: dict) -> list[list[str]]:
 
 def fingerprint(*, kind: str, file_sha256: str | None, revision: int, action_type: str | None = None,
                 namespace: str | None = None, object: str | None = None, operation: str | None = None,
-                conditions: Sequence[Condition] = (), allow_delete_all: bool = False) -> str:
-    """sha256 over what is sent to Zuora (kind, action or object/operation/filter, file bytes) and the revision."""
+                conditions: Sequence[Condition] = (), allow_delete_all: bool = False, resend: str | None = None) -> str:
+    """sha256 over what is sent to Zuora (kind, action or object/operation/filter, file bytes, resend) and the
+    revision. `resend` counts only when the spec states it, so specs written before it keep their fingerprint."""
     body: dict = {"fingerprint_version": FINGERPRINT_VERSION, "kind": kind, "file_sha256": file_sha256,
                   "revision": revision}
+    if resend is not None:
+        body["resend"] = resend
     if kind == MASS_ACTION:
         body["actionType"] = action_type
     else:
@@ -246,7 +251,7 @@ def desired_spec(doc: Document, file_info) -> DesiredSpec:
     path, sha, size = file_info or (None, None, None)
     conditions = tuple(Condition(c["field"], c["operator"], c["value"])
                        for c in (spec.get("filter") or {}).get("conditions", ()))
-    fields = dict(kind=kind, revision=int(spec.get("revision", 1)), file_sha256=sha)
+    fields = dict(kind=kind, revision=int(spec.get("revision", 1)), file_sha256=sha, resend=spec.get("resend"))
     if kind == MASS_ACTION:
         fields.update(action_type=spec["actionType"])
     else:

@@ -1,4 +1,5 @@
-"""Reading archived job results: the failed rows of a Mass Updater response file or a custom object /errors.
+"""Reading archived job results: the rows of a Mass Updater response file, the failed rows of it or of a
+custom object /errors.
 
 Row numbers count the header as row 1, as Zuora's custom object /errors does; for a Mass Updater
 response file, data row i (from 0) is row i + 2. The response file repeats every input column and
@@ -49,15 +50,29 @@ class Failures:
     columns: tuple[str, ...] = ()
 
 
-def mass_updater_failures(path: Path, action_type: str) -> Failures:
-    """Rows whose Success is N in a zipped Mass Updater response file."""
+def mass_updater_rows(path: Path, action_type: str) -> tuple[tuple[str, ...], list[tuple[dict[str, str], str]]]:
+    """The input columns of a zipped Mass Updater response file, and each row's input values with its Success."""
+    header, data, added, inputs = _response_layout(path, action_type)
+    rows = []
+    for cells in data:
+        cells = cells + [""] * (len(header) - len(cells))
+        rows.append(({header[i]: cells[i] for i in inputs}, cells[added["Success"]].strip()))
+    return tuple(header[i] for i in inputs), rows
+
+
+def _response_layout(path: Path, action_type: str):
     header, data = _read_response(path)
     wanted = RESPONSE_COLUMNS.get(action_type, DEFAULT_RESPONSE_COLUMNS)
     # The response columns are appended, so the last column of each name is the response's own.
     added = {name: max(i for i, column in enumerate(header) if column == name) for name in wanted if name in header}
     if "Success" not in added:
         raise ResultError(f"{path}: the response file has no Success column; it is not a Mass Updater result")
-    inputs = [i for i in range(len(header)) if i not in added.values()]
+    return header, data, added, [i for i in range(len(header)) if i not in added.values()]
+
+
+def mass_updater_failures(path: Path, action_type: str) -> Failures:
+    """Rows whose Success is N in a zipped Mass Updater response file."""
+    header, data, added, inputs = _response_layout(path, action_type)
     columns = tuple(header[i] for i in inputs)
     keys = [c for c in ("Group ID", *KEY_COLUMNS.get(action_type, ())) if c in columns]
     rows, unprocessed = [], 0
