@@ -144,38 +144,6 @@ class Condition:
     value: str | int | float | bool
 
 
-@dataclass(frozen=True)
-class DesiredSpec:
-    """One validated spec: what should have run, exactly once per revision."""
-
-    name: str
-    kind: str
-    source: str  # spec file, relative to the repo root
-    line: int  # line of the document in that file
-    fingerprint: str
-    fingerprint_version: int
-    revision: int = 1
-    description: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-    depends_on: tuple[str, ...] = ()
-    # MassAction
-    action_type: str | None = None
-    # CustomObjectJob
-    namespace: str | None = None
-    object: str | None = None
-    operation: str | None = None
-    conditions: tuple[Condition, ...] = ()
-    allow_delete_all: bool = False
-    # The data file (both kinds; None for custom object delete)
-    file: str | None = None  # relative to the repo root
-    file_sha256: str | None = None
-    file_size: int | None = None
-    resend: str | None = None  # spec.resend as written; None: the action type's default (dataset.facts)
-
-    def label_dict(self) -> dict[str, str]:
-        return dict(self.labels)
-
-
 RESEND_ALL, RESEND_NEW_ROWS = "all", "new-rows"  # spec.resend: what a run after an earlier one sends
 
 
@@ -222,6 +190,39 @@ class DataFacts:
             "totals": dict(self.totals), "summary": {k: v if isinstance(v, str) else list(v) for k, v in self.summary},
             "resend": self.resend, "sent_sha256": self.sent_sha256, "missing": self.missing,
         }
+
+
+@dataclass(frozen=True)
+class DesiredSpec:
+    """One validated spec: what should have run, exactly once per revision."""
+
+    name: str
+    kind: str
+    source: str  # spec file, relative to the repo root
+    line: int  # line of the document in that file
+    fingerprint: str
+    fingerprint_version: int
+    revision: int = 1
+    description: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    depends_on: tuple[str, ...] = ()
+    # MassAction
+    action_type: str | None = None
+    # CustomObjectJob
+    namespace: str | None = None
+    object: str | None = None
+    operation: str | None = None
+    conditions: tuple[Condition, ...] = ()
+    allow_delete_all: bool = False
+    # The data file (both kinds; None for custom object delete)
+    file: str | None = None  # relative to the repo root
+    file_sha256: str | None = None
+    file_size: int | None = None
+    resend: str | None = None  # spec.resend as written; None: the action type's default (dataset.facts)
+    file_facts: DataFacts | None = None  # the file's rows, totals and summary, from the checks' one pass over it
+
+    def label_dict(self) -> dict[str, str]:
+        return dict(self.labels)
 
 
 @dataclass(frozen=True)

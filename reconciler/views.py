@@ -76,7 +76,9 @@ def data_line(change: Change) -> str | None:
     else:
         parts = []
     summary = dict(data.summary)
-    if data.rows is None:  # a delete: what it selects is its warning
+    if data.rows is None:  # a delete: what it selects (its warning says it when it is about to run)
+        if "selects" in summary and warnings(change) is None:
+            parts.append(str(summary["selects"]))
         return " · ".join(parts) if parts else None
     parts.append(f"{data.rows} row{'s' * (data.rows != 1)}")
     if data.send is None:

@@ -315,6 +315,28 @@ def in_sync():
                    [job("fx-rates", "Completed"), job("load-vehicles", "in_progress", kind=CO)])
 
 
+@case
+def what_changes_do_to_the_data():
+    """The data facts engine.data adds after planning, as the text plan shows them below each change."""
+    from dataclasses import replace as with_fields
+
+    from reconciler.model import DataFacts, Since
+
+    payments = with_fields(spec("payments", revision=2), action_type="MPU")
+    plan = plan_of([spec("fx-rates", revision=2), payments, spec("purge", CO, operation="delete")],
+                   [job("fx-rates", "Completed"), job("payments", "Completed")])
+    facts = {
+        "fx-rates": DataFacts(rows=20, send=20, added=2, changed=1, removed=0, since=Since(1, 1, "b" * 32),
+                              summary=(("pairs", ("EUR->USD", "GBP->USD")), ("dates", "2026-11-01..2026-11-20"))),
+        "payments": DataFacts(rows=5, send=2, already_applied=3, added=1, changed=1, removed=0,
+                              since=Since(1, 1, "c" * 32), totals=(("EUR", "80.00"), ("USD", "500.00")),
+                              resend="new-rows", sent_sha256="d" * 64),
+        "purge": DataFacts(rows=None, send=None, summary=(("selects", "vehicle records where year__c LT 2000"),)),
+    }
+    return with_fields(plan, changes=tuple(with_fields(c, data=facts[c.name]) for c in plan.changes),
+                       notes=(("load-cars", "nothing new to send (4 of 4 rows already applied)"),), unchanged=1)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_golden(name):
     rendered = text(CASES[name]())

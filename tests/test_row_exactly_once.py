@@ -246,3 +246,23 @@ def test_totals_are_exact_per_currency_over_many_decimals(tmp_path):
     facts = outgoing(spec, (), tmp_path).facts
     assert facts.totals == (("EUR", "3.005"), ("USD", "1234567890.423456789"))
     assert (facts.rows, facts.send, facts.resend, facts.since) == (5, 5, "new-rows", None)
+
+
+def test_the_digest_the_checks_make_is_the_one_a_full_read_gives(tmp_path):
+    """Without history a plan uses the spec checks' one-pass digest; it must equal reading the file again."""
+    from dataclasses import replace
+
+    from reconciler.dataset.facts import outgoing
+    from reconciler.spec.load import load_desired
+
+    root = make_repo(tmp_path / "repo", "http://127.0.0.1:9", mass=("fx-a",), create=("load-cars",), delete=())
+    write_payments(root, [*FIXED, payment("P-6", "0.015", currency="eur")])
+    specs = load_desired(settings_of(root)).specs
+    assert {s.name for s in specs} == {"fx-a", "load-cars", "pay"}
+    for spec in specs:
+        assert spec.file_facts is not None
+        fast, full = outgoing(spec, (), root), outgoing(replace(spec, file_facts=None), (), root)
+        assert fast.facts == full.facts, spec.name
+        if spec.name == "pay":
+            assert fast.facts.totals == (("EUR", "0.015"), ("USD", "780.00"))
+            assert full.payload == (root / "data" / "pay.csv").read_bytes()

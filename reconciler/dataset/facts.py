@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from reconciler.actions import MASS_ACTIONS, OPERATIONS
 from reconciler.dataset.applied import Archive, Unknown, applied_rows, ran, sent_rows
-from reconciler.dataset.table import Identity, Table, identity, key_of, parse, render
+from reconciler.dataset.summary import Tally
+from reconciler.dataset.table import Identity, identity, key_of, parse, render
 from reconciler.errors import ResultError
 from reconciler.model import (
     MASS_ACTION,
@@ -31,8 +31,6 @@ from reconciler.model import (
     JobRecord,
     Since,
 )
-
-LISTED = 5  # key values a summary names before it only counts
 
 
 @dataclass(frozen=True)
@@ -54,37 +52,47 @@ def outgoing(spec: DesiredSpec, jobs: Sequence[JobRecord], root: Path) -> Outgoi
     """The data facts of running `spec` now, after `jobs` (its earlier jobs, any order)."""
     if not spec.file:
         return Outgoing(DataFacts(rows=None, send=None, summary=_filter_summary(spec)))
+    mode = resend_mode(spec)
+    earlier = ran(jobs)
+    if not earlier and spec.file_facts is not None:  # no history: the digest the checks made on their pass
+        sha = spec.file_sha256 if mode == RESEND_NEW_ROWS else None
+        return Outgoing(replace(spec.file_facts, resend=mode, sent_sha256=sha))
     try:
         data = (root / spec.file).read_bytes()
         table = parse(data, spec.file)
     except OSError as exc:
         raise ResultError(f"{spec.file}: cannot read the file ({exc.strerror or exc})") from exc
     _, key = _rules(spec)
-    mode = resend_mode(spec)
     records = table.records()
-    earlier = ran(jobs)
     archive = Archive(root, spec.file, spec.file_sha256)
     added, changed, removed = _diff(sent_rows(earlier[-1], archive, spec.action_type), records, key) if earlier \
         else (None, None, None)
     since = Since(earlier[-1].generation, earlier[-1].revision, earlier[-1].remote_id) if earlier else None
 
-    def facts(send: int | None, sent: list[dict[str, str]], *, sha: str | None = None,
-              missing: str | None = None) -> DataFacts:
-        return DataFacts(rows=len(records), send=send, already_applied=len(records) - len(sent) if sha else 0,
-                         added=added, changed=changed, removed=removed, since=since,
-                         totals=_totals(sent) if spec.action_type == "MPU" else (),
-                         summary=tuple(_summary(spec, table, sent)), resend=mode, sent_sha256=sha, missing=missing)
+    def facts(chosen: list[int] | None, *, sha: str | None = None, missing: str | None = None) -> DataFacts:
+        tally = tally_of(spec, table.header)
+        tally.add(table.rows if chosen is None else [table.rows[i] for i in chosen])
+        return DataFacts(rows=len(records), send=None if missing else tally.rows,
+                         already_applied=len(records) - tally.rows if sha else 0, added=added, changed=changed,
+                         removed=removed, since=since, totals=tally.totals(), summary=tally.summary(), resend=mode,
+                         sent_sha256=sha, missing=missing)
 
     if mode == RESEND_ALL:
-        return Outgoing(facts(len(records), records))
+        return Outgoing(facts(None))
     try:
         applied = applied_rows(earlier, archive, spec.action_type)
     except Unknown as why:
-        return Outgoing(facts(None, records, missing=str(why)))
+        return Outgoing(facts(None, missing=str(why)))
     chosen = _not_applied(records, applied)
     payload = data if len(chosen) == len(records) else render(table.header, (table.rows[i] for i in chosen))
-    kept = [records[i] for i in chosen]
-    return Outgoing(facts(len(chosen), kept, sha=hashlib.sha256(payload).hexdigest()), payload)
+    return Outgoing(facts(chosen, sha=hashlib.sha256(payload).hexdigest()), payload)
+
+
+def tally_of(spec: DesiredSpec, header) -> Tally:
+    """A Tally for this spec's rows under `header`."""
+    if spec.kind == MASS_ACTION:
+        return Tally(spec.kind, header, action_type=spec.action_type)
+    return Tally(spec.kind, header, namespace=spec.namespace, object=spec.object, operation=spec.operation)
 
 
 def _rules(spec: DesiredSpec) -> tuple[bool, tuple[str, ...]]:
@@ -121,46 +129,6 @@ def _diff(before: list[dict[str, str]] | None, after: list[dict[str, str]], key:
     return sum(came.values()) - changed, changed, sum(gone.values()) - changed
 
 
-# --- totals and summaries: counts, sums and key values, never other cell contents ------------------
-
-
-def _totals(rows: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
-    sums: dict[str, Decimal] = {}
-    for row in rows:
-        currency = (row.get("Currency") or "").strip().upper()
-        try:
-            amount = Decimal((row.get("Payment Amount") or "").strip())
-        except InvalidOperation:
-            continue  # validation refuses such a file; nothing to add up
-        sums[currency] = sums.get(currency, Decimal(0)) + amount
-    return tuple((currency, format(total, "f")) for currency, total in sorted(sums.items()))
-
-
-def _summary(spec: DesiredSpec, table: Table, rows: list[dict[str, str]]):
-    columns = tuple(c for c in table.columns() if c and not c.startswith("#"))
-    if spec.kind != MASS_ACTION:
-        yield "object", f"{spec.namespace}.{spec.object}"
-        yield "operation", spec.operation or ""
-        yield "columns", columns
-        return
-    action = spec.action_type
-    if action == "ImportFXRate":
-        yield "pairs", _listed(f"{r.get('Currency (From)', '').strip()}->{r.get('Currency (To)', '').strip()}"
-                               for r in rows)
-        yield "dates", _span(r.get("Provider Exchange Rate Date", "") for r in rows)
-    elif action == "MPU":
-        yield "accounts", str(len({r.get("Billing Account ID", "").strip() for r in rows} - {""}))
-        yield "dates", _span(r.get("Payment Date", "") for r in rows)
-    elif action == "UpdateAccountingCode":
-        yield "object_types", _listed(r.get("Object Type", "") for r in rows)
-        yield "accounting_codes", _listed(r.get("Deferred Revenue Accounting Code", "") for r in rows)
-    elif action in ("UpdateRevenueSchedule", "DeleteRevenueSchedule"):
-        yield "revenue_schedules", str(len({r.get("Revenue Schedule Number", "").strip() for r in rows} - {""}))
-    elif action == "CreateRevenueSchedule":
-        yield "charges", str(len({(r.get("Subscription Charge Key", "").strip(),
-                                   r.get("Linked Transaction Key", "").strip()) for r in rows}))
-
-
 def _filter_summary(spec: DesiredSpec) -> tuple[tuple[str, str | tuple[str, ...]], ...]:
     """A job without a file (custom object delete): what it selects, in words."""
     what = f"{spec.namespace}.{spec.object}"
@@ -168,15 +136,3 @@ def _filter_summary(spec: DesiredSpec) -> tuple[tuple[str, str | tuple[str, ...]
         return (("object", what), ("operation", spec.operation or ""), ("selects", f"every {spec.object} record"))
     words = " and ".join(f"{c.field} {c.operator} {c.value!r}" for c in spec.conditions) or "no filter"
     return (("object", what), ("operation", spec.operation or ""), ("selects", f"{spec.object} records where {words}"))
-
-
-def _listed(values) -> tuple[str, ...]:
-    distinct = sorted({v.strip() for v in values} - {""})
-    return tuple(distinct[:LISTED]) + ((f"… {len(distinct) - LISTED} more",) if len(distinct) > LISTED else ())
-
-
-def _span(values) -> str:
-    dates = sorted({v.strip() for v in values} - {""})
-    if not dates:
-        return ""
-    return dates[0] if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"

@@ -159,7 +159,9 @@ class SentFiles:
             raise ChangeFailed(f"{change.name}: its spec is gone, so the file its submission sent cannot be made again",
                                "restore the spec, then plan and apply again")
         try:
-            out: Outgoing = outgoing(spec, tuple(self.ledger.jobs(change.name)), self.settings.root)
+            # without the checks' digest, so the file's bytes are read and the payload made
+            out: Outgoing = outgoing(replace(spec, file_facts=None), tuple(self.ledger.jobs(change.name)),
+                                     self.settings.root)
         except ResultError as err:
             raise ChangeFailed(str(err), "restore the file, then plan and apply again") from err
         if out.payload is None or out.facts.sent_sha256 != data.sent_sha256 or resend_mode(spec) != data.resend:

@@ -34,20 +34,43 @@ class _Unreadable(Exception):
     """The rest of the file cannot be read as CSV; the message says why."""
 
 
-def check_mass_action_file(path: Path, action_type: str, display: str, *, digest=None) -> list[Problem]:
-    """Every problem of a Mass Updater upload file (CSV, or a zip holding one CSV) for `action_type`."""
+def check_mass_action_file(path: Path, action_type: str, display: str, *, digest=None,
+                           observe=None) -> list[Problem]:
+    """Every problem of a Mass Updater upload file (CSV, or a zip holding one CSV) for `action_type`.
+
+    `observe(header)`, when given, returns an object whose `add(rows)` is fed every batch of rows checked
+    (a dataset.summary.Tally), so the file's digest needs no second read."""
     if action_type not in MASS_ACTIONS:
         return [Problem(display, f"unknown action type {action_type!r}")]
     return _check_file(os.fspath(path), display, "Mass Updater", MASS_ACTION_MAX_BYTES, True, digest,
-                       lambda header: mass_table(action_type, tuple(header)))
+                       _observed(lambda header: mass_table(action_type, tuple(header)), observe))
 
 
-def check_custom_object_file(path: Path, operation: str, display: str, *, digest=None) -> list[Problem]:
-    """Every problem of a custom object bulk job CSV for `operation` (create or update)."""
+def check_custom_object_file(path: Path, operation: str, display: str, *, digest=None,
+                             observe=None) -> list[Problem]:
+    """Every problem of a custom object bulk job CSV for `operation` (create or update); `observe` as above."""
     if operation not in OPERATIONS or not OPERATIONS[operation].takes_file:
         return [Problem(display, f"a custom object {operation} job takes no file")]
     return _check_file(os.fspath(path), display, "custom object", CUSTOM_OBJECT_MAX_BYTES, False, digest,
-                       lambda header: ObjectTable(operation, header))
+                       _observed(lambda header: ObjectTable(operation, header), observe))
+
+
+class _Observed:
+    """A table's checks that also feed each batch of rows to an observer."""
+
+    def __init__(self, table, observer):
+        self.table, self.observer = table, observer
+        self.header_problems = table.header_problems
+
+    def batch_problems(self, numbers, records: list):
+        self.observer.add(records)
+        return self.table.batch_problems(numbers, records)
+
+
+def _observed(make_table, observe):
+    if observe is None:
+        return make_table
+    return lambda header: _Observed(make_table(header), observe(header))
 
 
 def _check_file(path: str, display: str, what: str, limit: int, zip_ok: bool, digest, table) -> list[Problem]:

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from reconciler.actions import FILE_OPERATIONS, FILTER_OPERATIONS, MASS_ACTIONS
+from reconciler.dataset.summary import Tally
 from reconciler.model import (
+    DataFacts,
     canonical_json,
     CUSTOM_OBJECT_JOB,
     MASS_ACTION,
@@ -105,7 +107,8 @@ class DataFiles:
         self.seen: dict = {}
 
     def check(self, doc: Document, problems: list):
-        """(repo path, sha256, size) of the spec's file; None when it has none; False when it is unusable."""
+        """(repo path, sha256, size, its DataFacts digest) of the spec's file; None when it has none; False when it
+        is unusable."""
         raw, kind, spec = doc.get("spec", "file"), doc.get("kind"), doc.get("spec")
         if not isinstance(raw, str) or not raw or kind not in (MASS_ACTION, CUSTOM_OBJECT_JOB):
             return None
@@ -148,11 +151,22 @@ class DataFiles:
             mode, check = spec.get("operation"), datafiles.check_custom_object_file
         if not isinstance(mode, str) or mode not in (MASS_ACTIONS if kind == MASS_ACTION else FILE_OPERATIONS):
             return False  # the schema already said why
-        key = (real, kind, mode)
+        where = (spec.get("namespace", "default"), spec.get("object"))
+        key = (real, kind, mode, where)
         if key not in self.seen:
-            digest = hashlib.sha256()
-            found = check(real, mode, display, digest=digest)
-            self.seen[key] = (found, (display, digest.hexdigest(), info.st_size))
+            digest, tallies = hashlib.sha256(), []
+
+            def observe(header, kind=kind, mode=mode):
+                fields = dict(action_type=mode) if kind == MASS_ACTION else dict(
+                    namespace=where[0], object=where[1], operation=mode)
+                tallies.append(Tally(kind, header, **fields))
+                return tallies[-1]
+
+            found = check(real, mode, display, digest=digest, observe=observe)
+            tally = tallies[0] if tallies else None
+            facts = None if tally is None else DataFacts(rows=tally.rows, send=tally.rows, totals=tally.totals(),
+                                                         summary=tally.summary())
+            self.seen[key] = (found, (display, digest.hexdigest(), info.st_size, facts))
             problems.extend(found)
         found, result = self.seen[key]
         return False if found else result
@@ -248,7 +262,7 @@ def fingerprint(*, kind: str, file_sha256: str | None, revision: int, action_typ
 def desired_spec(doc: Document, file_info) -> DesiredSpec:
     """The DesiredSpec of a document that passed every check; file_info as DataFiles.check returned it."""
     meta, spec, kind = doc.value["metadata"], doc.value["spec"], doc.value["kind"]
-    path, sha, size = file_info or (None, None, None)
+    path, sha, size, facts = file_info or (None, None, None, None)
     conditions = tuple(Condition(c["field"], c["operator"], c["value"])
                        for c in (spec.get("filter") or {}).get("conditions", ()))
     fields = dict(kind=kind, revision=int(spec.get("revision", 1)), file_sha256=sha, resend=spec.get("resend"))
@@ -262,7 +276,7 @@ def desired_spec(doc: Document, file_info) -> DesiredSpec:
         name=meta["name"], source=doc.source, line=doc.line, fingerprint=fingerprint(**fields),
         fingerprint_version=FINGERPRINT_VERSION, description=meta.get("description"),
         labels=tuple(sorted((meta.get("labels") or {}).items())), depends_on=tuple(spec.get("dependsOn", ())),
-        file=path, file_size=size, **fields,
+        file=path, file_size=size, file_facts=facts, **fields,
     )
 
 

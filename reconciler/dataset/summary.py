@@ -1,0 +1,106 @@
+"""A data file's digest for a reviewer: its row count, MPU totals per currency, and a per-type summary.
+
+`Tally` takes the rows a batch at a time (lists of cells under one header), so the spec checks can
+feed it on their one pass over each file and a plan needs no second read where there is no history;
+dataset.facts feeds it the rows a change sends. It keeps counts, sums and key values only: FX
+currency pairs and date range; payments' accounts and dates; accounting codes' object types and
+codes; revenue schedules and charges counted; a custom object's object, operation and columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from decimal import Decimal, InvalidOperation
+
+from reconciler.model import MASS_ACTION
+
+LISTED = 5  # key values a summary names before it only counts
+
+Summary = tuple[tuple[str, str | tuple[str, ...]], ...]
+
+# Per action type: (summary key, how it shows, the columns it reads)
+_KEYS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
+    "ImportFXRate": (("pairs", "listed", ("Currency (From)", "Currency (To)")),
+                     ("dates", "span", ("Provider Exchange Rate Date",))),
+    "MPU": (("accounts", "counted", ("Billing Account ID",)), ("dates", "span", ("Payment Date",))),
+    "UpdateAccountingCode": (("object_types", "listed", ("Object Type",)),
+                             ("accounting_codes", "listed", ("Deferred Revenue Accounting Code",))),
+    "UpdateRevenueSchedule": (("revenue_schedules", "counted", ("Revenue Schedule Number",)),),
+    "DeleteRevenueSchedule": (("revenue_schedules", "counted", ("Revenue Schedule Number",)),),
+    "CreateRevenueSchedule": (("charges", "counted", ("Subscription Charge Key", "Linked Transaction Key")),),
+}
+
+
+class Tally:
+    """The digest of the rows added so far, for one spec's kind and action type or object/operation."""
+
+    def __init__(self, kind: str, header: Sequence[str], *, action_type: str | None = None,
+                 namespace: str | None = None, object: str | None = None, operation: str | None = None):
+        self.kind, self.action_type = kind, action_type
+        self.what = (namespace, object, operation)
+        names = [c.strip() for c in header]
+        self.columns = tuple(c for c in names if c and not c.startswith("#"))
+        index = {name: i for i, name in enumerate(names)}
+        self.keys: list[tuple[str, str, list[int | None], set]] = [(key, how, [index.get(c) for c in cols], set())
+                     for key, how, cols in (_KEYS.get(action_type or "", ()) if kind == MASS_ACTION else ())]
+        self.money = (index.get("Payment Amount"), index.get("Currency")) if action_type == "MPU" else None
+        self.sums: dict[str, Decimal] = {}
+        self.rows = 0
+
+    def add(self, rows: Iterable[Sequence[str]]) -> None:
+        """Count these rows (each as long as the header) into the digest."""
+        batch = rows if isinstance(rows, list) else list(rows)
+        self.rows += len(batch)
+        for _, _, at, seen in self.keys:
+            if len(at) == 1:
+                i = at[0]
+                if i is not None:
+                    seen.update(row[i].strip() for row in batch)
+            else:
+                seen.update(tuple("" if i is None else row[i].strip() for i in at) for row in batch)
+        if self.money is not None:
+            amount_at, currency_at = self.money
+            for row in batch:
+                self._add_amount(row, amount_at, currency_at)
+
+    def _add_amount(self, row: Sequence[str], amount_at: int | None, currency_at: int | None) -> None:
+        if amount_at is None or currency_at is None:
+            return
+        try:
+            amount = Decimal(row[amount_at].strip())
+        except InvalidOperation:
+            return  # validation refuses such a file; nothing to add up
+        currency = row[currency_at].strip().upper()
+        self.sums[currency] = self.sums.get(currency, Decimal(0)) + amount
+
+    def totals(self) -> tuple[tuple[str, str], ...]:
+        """(currency, exact decimal sum) of MPU rows, sorted by currency."""
+        return tuple((currency, format(total, "f")) for currency, total in sorted(self.sums.items()))
+
+    def summary(self) -> Summary:
+        """The per-type digest, in its documented key order."""
+        if self.kind != MASS_ACTION:
+            namespace, obj, operation = self.what
+            return (("object", f"{namespace}.{obj}"), ("operation", operation or ""), ("columns", self.columns))
+        out: list[tuple[str, str | tuple[str, ...]]] = []
+        for key, how, _, seen in self.keys:
+            values = {v for v in seen if v and (not isinstance(v, tuple) or any(v))}
+            if how == "counted":
+                out.append((key, str(len(values))))
+            elif how == "span":
+                out.append((key, _span(values)))
+            else:
+                out.append((key, _listed("->".join(v) if isinstance(v, tuple) else v for v in values)))
+        return tuple(out)
+
+
+def _listed(values: Iterable[str]) -> tuple[str, ...]:
+    distinct = sorted(set(values))
+    return tuple(distinct[:LISTED]) + ((f"… {len(distinct) - LISTED} more",) if len(distinct) > LISTED else ())
+
+
+def _span(dates: set) -> str:
+    ordered = sorted(dates)
+    if not ordered:
+        return ""
+    return ordered[0] if len(ordered) == 1 else f"{ordered[0]}..{ordered[-1]}"
