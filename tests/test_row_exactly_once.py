@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from apply_support import admin, cli, ledger_jobs, make_repo, settings_of
+from apply_support import admin, cli, ledger_jobs, make_repo, served_sandbox, settings_of
 
 HEADER = ("Group ID,Billing Account ID,Payment Invoice,Payment Amount,Currency,Payment Date,Payment Method ID,"
           "Payment Type,Reference ID,#Note")
@@ -266,3 +266,22 @@ def test_the_digest_the_checks_make_is_the_one_a_full_read_gives(tmp_path):
         if spec.name == "pay":
             assert fast.facts.totals == (("EUR", "0.015"), ("USD", "780.00"))
             assert full.payload == (root / "data" / "pay.csv").read_bytes()
+
+
+def test_an_edited_file_of_a_pending_job_stops_it_first_then_sends_what_it_did_not_apply(tmp_path):
+    with served_sandbox(pending_seconds=3600) as url:
+        root = make_repo(tmp_path / "repo", url, mass=(), create=(), delete=())
+        write_payments(root, PAYMENTS[:3])
+        assert cli(root, "apply", "--auto-approve").returncode == 0
+        write_payments(root, FIXED[:4])  # edited while the job waits in Pending
+        change = plan_data(root)["pay"]
+        assert change["action"] == "stop"
+        assert change["reason"] == ("spec changed: stop job (Pending) first; the rows it did not apply are sent once "
+                                    "it has ended")
+        stopped = cli(root, "apply", "--auto-approve")
+        assert stopped.returncode == 0 and "- pay: stopped" in stopped.stdout, stopped.stdout + stopped.stderr
+        assert plan_data(root)["pay"]["detail"]["data"]["send"] == 4  # the stopped job applied nothing
+        assert cli(root, "apply", "--auto-approve").returncode == 0
+        admin(url, "clock", {"advance_seconds": 7200})
+        assert cli(root, "status", "--refresh").returncode == 0
+        assert posted(url) == 4

@@ -192,6 +192,7 @@ class _Run:
         self.progress.clear()
         try:
             jobs = self.session.ledger.jobs_matching(ids=self.journal.jobs) if self.journal.jobs else []
+            jobs.sort(key=lambda j: (j.name, j.generation))  # by name: parallel submissions take ids in any order
         except ReconcilerError as err:
             self.out.write(f"\nStopped; could not read what this run submitted ({err}): `reconciler status` shows it.\n")
             return
