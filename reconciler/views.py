@@ -6,14 +6,13 @@ and key values) and no secrets ever reach a Plan, so none can reach a view.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import timezone
 from typing import TextIO
 
 from reconciler.actions import MASS_ACTIONS, OPERATIONS
 from reconciler.engine.plan import ROLLBACK_NOTE, Change, MassTarget, ObjectTarget, Plan
-from reconciler.engine.planfile import to_document
+from reconciler.engine.planfile import document_text
 from reconciler.model import RESEND_ALL, Action
 
 _RESET = "\x1b[0m"
@@ -170,8 +169,8 @@ def render_text(plan: Plan, stream: TextIO, *, color: bool) -> None:
 
 
 def render_json(plan: Plan, stream: TextIO) -> None:
-    """The plan document (what `plan --out` saves), indented, in document order."""
-    stream.write(json.dumps(to_document(plan), indent=2, ensure_ascii=False) + "\n")
+    """The plan document (what `plan --out` saves), a change a line, in document order."""
+    stream.write(document_text(plan))
 
 
 def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000) -> None:

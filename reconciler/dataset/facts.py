@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.actions import MASS_ACTIONS, OPERATIONS
@@ -43,9 +43,14 @@ class Outgoing:
 
 def resend_mode(spec: DesiredSpec) -> str:
     """spec.resend, else the action type's default: new-rows where Zuora would create records twice."""
-    if spec.resend is not None:
-        return spec.resend
-    return RESEND_ALL if _rules(spec)[0] else RESEND_NEW_ROWS
+    return resend_of(spec.kind, spec.action_type, spec.operation, spec.resend)
+
+
+def resend_of(kind: str, action_type: str | None, operation: str | None, resend: str | None) -> str:
+    """resend_mode from a spec's parts (the spec checks use it before the DesiredSpec exists)."""
+    if resend is not None:
+        return resend
+    return RESEND_ALL if _rules(kind, action_type, operation)[0] else RESEND_NEW_ROWS
 
 
 def outgoing(spec: DesiredSpec, jobs: Sequence[JobRecord], root: Path) -> Outgoing:
@@ -54,15 +59,14 @@ def outgoing(spec: DesiredSpec, jobs: Sequence[JobRecord], root: Path) -> Outgoi
         return Outgoing(DataFacts(rows=None, send=None, summary=_filter_summary(spec)))
     mode = resend_mode(spec)
     earlier = ran(jobs)
-    if not earlier and spec.file_facts is not None:  # no history: the digest the checks made on their pass
-        sha = spec.file_sha256 if mode == RESEND_NEW_ROWS else None
-        return Outgoing(replace(spec.file_facts, resend=mode, sent_sha256=sha))
+    if not earlier and spec.file_facts is not None:  # no history: the digest the checks made (first_run_facts)
+        return Outgoing(spec.file_facts)
     try:
         data = (root / spec.file).read_bytes()
         table = parse(data, spec.file)
     except OSError as exc:
         raise ResultError(f"{spec.file}: cannot read the file ({exc.strerror or exc})") from exc
-    _, key = _rules(spec)
+    _, key = _rules(spec.kind, spec.action_type, spec.operation)
     records = table.records()
     archive = Archive(root, spec.file, spec.file_sha256)
     added, changed, removed = _diff(sent_rows(earlier[-1], archive, spec.action_type), records, key) if earlier \
@@ -95,13 +99,19 @@ def tally_of(spec: DesiredSpec, header) -> Tally:
     return Tally(spec.kind, header, namespace=spec.namespace, object=spec.object, operation=spec.operation)
 
 
-def _rules(spec: DesiredSpec) -> tuple[bool, tuple[str, ...]]:
-    """(idempotent, pairing key) of the spec's action type or operation."""
-    if spec.kind == MASS_ACTION:
-        action = MASS_ACTIONS.get(spec.action_type or "")
+def first_run_facts(mode: str, file_sha256: str | None, tally: Tally) -> DataFacts:
+    """What a run with no earlier job does: every row of the spec's own file (archived in new-rows mode)."""
+    return DataFacts(rows=tally.rows, send=tally.rows, totals=tally.totals(), summary=tally.summary(), resend=mode,
+                     sent_sha256=file_sha256 if mode == RESEND_NEW_ROWS else None)
+
+
+def _rules(kind: str, action_type: str | None, operation: str | None) -> tuple[bool, tuple[str, ...]]:
+    """(idempotent, pairing key) of the action type or operation."""
+    if kind == MASS_ACTION:
+        action = MASS_ACTIONS.get(action_type or "")
         return (True, ()) if action is None else (action.idempotent, action.pairing_key)
-    operation = OPERATIONS.get(spec.operation or "")
-    return (True, ()) if operation is None else (operation.idempotent, operation.natural_key)
+    found = OPERATIONS.get(operation or "")
+    return (True, ()) if found is None else (found.idempotent, found.natural_key)
 
 
 def _not_applied(records: list[dict[str, str]], applied: Counter[Identity]) -> list[int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
+from operator import itemgetter
 
 from reconciler.model import MASS_ACTION
 
@@ -41,8 +42,10 @@ class Tally:
         names = [c.strip() for c in header]
         self.columns = tuple(c for c in names if c and not c.startswith("#"))
         index = {name: i for i, name in enumerate(names)}
-        self.keys: list[tuple[str, str, list[int | None], set]] = [(key, how, [index.get(c) for c in cols], set())
-                     for key, how, cols in (_KEYS.get(action_type or "", ()) if kind == MASS_ACTION else ())]
+        self.keys: list[tuple[str, str, itemgetter | None, set]] = []
+        for key, how, cols in _KEYS.get(action_type or "", ()) if kind == MASS_ACTION else ():
+            at = [index[c] for c in cols if c in index]
+            self.keys.append((key, how, itemgetter(*at) if at else None, set()))
         self.money = (index.get("Payment Amount"), index.get("Currency")) if action_type == "MPU" else None
         self.sums: dict[str, Decimal] = {}
         self.rows = 0
@@ -51,13 +54,9 @@ class Tally:
         """Count these rows (each as long as the header) into the digest."""
         batch = rows if isinstance(rows, list) else list(rows)
         self.rows += len(batch)
-        for _, _, at, seen in self.keys:
-            if len(at) == 1:
-                i = at[0]
-                if i is not None:
-                    seen.update(row[i].strip() for row in batch)
-            else:
-                seen.update(tuple("" if i is None else row[i].strip() for i in at) for row in batch)
+        for _, _, get, seen in self.keys:
+            if get is not None:
+                seen.update(map(get, batch))  # raw cells (a tuple for several columns); trimmed in summary()
         if self.money is not None:
             amount_at, currency_at = self.money
             for row in batch:
@@ -84,23 +83,29 @@ class Tally:
             return (("object", f"{namespace}.{obj}"), ("operation", operation or ""), ("columns", self.columns))
         out: list[tuple[str, str | tuple[str, ...]]] = []
         for key, how, _, seen in self.keys:
-            values = {v for v in seen if v and (not isinstance(v, tuple) or any(v))}
+            values = _trimmed(seen)
             if how == "counted":
                 out.append((key, str(len(values))))
             elif how == "span":
-                out.append((key, _span(values)))
+                out.append((key, "" if not values else min(values) if len(values) == 1
+                            else f"{min(values)}..{max(values)}"))
             else:
-                out.append((key, _listed("->".join(v) if isinstance(v, tuple) else v for v in values)))
+                out.append((key, _listed(values)))
         return tuple(out)
 
 
-def _listed(values: Iterable[str]) -> tuple[str, ...]:
-    distinct = sorted(set(values))
+def _trimmed(seen: set) -> set[str]:
+    """The distinct non-blank values seen, trimmed; several columns' values joined with `->`."""
+    if not seen:
+        return set()
+    if isinstance(next(iter(seen)), tuple):
+        joined = {"->".join(map(str.strip, v)) for v in seen}
+        return {j for j in joined if j.replace("->", "")}  # not a row whose key columns are all blank
+    values = set(map(str.strip, seen))
+    values.discard("")
+    return values
+
+
+def _listed(values: set[str]) -> tuple[str, ...]:
+    distinct = sorted(values)
     return tuple(distinct[:LISTED]) + ((f"… {len(distinct) - LISTED} more",) if len(distinct) > LISTED else ())
-
-
-def _span(dates: set) -> str:
-    ordered = sorted(dates)
-    if not ordered:
-        return ""
-    return ordered[0] if len(ordered) == 1 else f"{ordered[0]}..{ordered[-1]}"

@@ -78,7 +78,7 @@ def _judged(change: Change, facts: DataFacts) -> Change | None:
     if change.action is Action.CONFLICT:
         return replace(change, data=facts, resolve=_bump_words(change, facts))
     if change.action not in _RUNS or facts.resend != RESEND_NEW_ROWS:
-        return replace(change, data=facts)
+        return _with(change, facts)
     if change.action is Action.REPLACE and change.replaces is not None:
         old = change.replaces
         return replace(change, action=halt_action(old.kind), data=facts, target=None, file=None, replaces=None,
@@ -90,7 +90,12 @@ def _judged(change: Change, facts: DataFacts) -> Change | None:
                        f"{facts.missing}", resolve=_missing_way_out(change))
     if facts.send == 0:
         return None
-    return replace(change, data=facts)
+    return _with(change, facts)
+
+
+def _with(change: Change, facts: DataFacts) -> Change:
+    """The change with these facts; the planner already gave a new spec's change the checks' digest."""
+    return change if change.data is facts else replace(change, data=facts)
 
 
 def _bump_words(change: Change, facts: DataFacts) -> str | None:

@@ -284,7 +284,7 @@ def _for_spec(spec: DesiredSpec, action: Action, reason: str, **fields) -> Chang
     """A change that runs the spec: its target, file and pins, plus what `fields` add."""
     return Change(name=spec.name, kind=spec.kind, action=action, reason=reason, fingerprint=spec.fingerprint,
                   revision=spec.revision, depends_on=spec.depends_on, target=target_of(spec),
-                  file=FileRef(spec.file, spec.file_sha256), **fields)
+                  file=FileRef(spec.file, spec.file_sha256), data=spec.file_facts, **fields)
 
 
 def _submit(spec: DesiredSpec, reason: str, *, generation: int, rerun: bool = False,

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from reconciler.actions import FILE_OPERATIONS, FILTER_OPERATIONS, MASS_ACTIONS
+from reconciler.dataset.facts import first_run_facts, resend_of
 from reconciler.dataset.summary import Tally
 from reconciler.model import (
-    DataFacts,
     canonical_json,
     CUSTOM_OBJECT_JOB,
     MASS_ACTION,
@@ -164,9 +164,7 @@ class DataFiles:
 
             found = check(real, mode, display, digest=digest, observe=observe)
             tally = tallies[0] if tallies else None
-            facts = None if tally is None else DataFacts(rows=tally.rows, send=tally.rows, totals=tally.totals(),
-                                                         summary=tally.summary())
-            self.seen[key] = (found, (display, digest.hexdigest(), info.st_size, facts))
+            self.seen[key] = (found, (display, digest.hexdigest(), info.st_size, tally))
             problems.extend(found)
         found, result = self.seen[key]
         return False if found else result
@@ -262,7 +260,7 @@ def fingerprint(*, kind: str, file_sha256: str | None, revision: int, action_typ
 def desired_spec(doc: Document, file_info) -> DesiredSpec:
     """The DesiredSpec of a document that passed every check; file_info as DataFiles.check returned it."""
     meta, spec, kind = doc.value["metadata"], doc.value["spec"], doc.value["kind"]
-    path, sha, size, facts = file_info or (None, None, None, None)
+    path, sha, size, tally = file_info or (None, None, None, None)
     conditions = tuple(Condition(c["field"], c["operator"], c["value"])
                        for c in (spec.get("filter") or {}).get("conditions", ()))
     fields = dict(kind=kind, revision=int(spec.get("revision", 1)), file_sha256=sha, resend=spec.get("resend"))
@@ -272,6 +270,10 @@ def desired_spec(doc: Document, file_info) -> DesiredSpec:
         fields.update(namespace=spec.get("namespace", "default"), object=spec["object"],
                       operation=spec["operation"], conditions=conditions,
                       allow_delete_all=spec.get("allowDeleteAll", False))
+    facts = None
+    if tally is not None:  # the file's digest from the checks' pass over it (dataset.summary.Tally)
+        mode = resend_of(kind, fields.get("action_type"), fields.get("operation"), fields["resend"])
+        facts = first_run_facts(mode, sha, tally)
     return DesiredSpec(
         name=meta["name"], source=doc.source, line=doc.line, fingerprint=fingerprint(**fields),
         fingerprint_version=FINGERPRINT_VERSION, description=meta.get("description"),
