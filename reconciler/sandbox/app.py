@@ -63,6 +63,7 @@ ROUTES = [
     ("POST", "/_sandbox/reset", ADMIN_ROUTE, admin.reset),
     ("POST", "/_sandbox/tokens", ADMIN_ROUTE, admin.tokens),
     ("GET", "/_sandbox/records", ADMIN_ROUTE, admin.list_records),
+    ("POST", "/_sandbox/fail", ADMIN_ROUTE, admin.fail),
 ]
 COMPILED = [
     (method, re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"), kind, handler)
@@ -79,6 +80,13 @@ class Settings:
     pending_seconds: float
     rows_per_second: float
     token_seconds: int
+    # Zuora's other documented answers (README "The sandbox"): how a replayed Idempotency-Key answers
+    # (200: the stored status; 409: the stored body with status 409), whether v1 errors come as their
+    # HTTP status or as 200 + `success: false`, and how the 6th active custom object job is refused
+    # (400, or created `failed` with 71012560).
+    replay_status: int = 200
+    v1_errors: str = "http"
+    job_limit: str = "400"
 
     @property
     def user_id(self) -> str:
@@ -194,7 +202,7 @@ class SandboxApp:
                         idempotency.release(conn, key)
                 raise ApiError(503, "Service temporarily unavailable (injected fault, nothing was done)",
                                category=TEMPORARY)
-            response = stored if outcome == idempotency.REPLAY else self._run(
+            response = self._replay(stored) if outcome == idempotency.REPLAY else self._run(
                 req, family, request_id, handler, params, key)
         finally:
             if claimed:
@@ -213,11 +221,20 @@ class SandboxApp:
                 with conn.savepoint():
                     response = handler(ctx, **params)
             except ApiError as err:
-                response = json_response(err.status, err.payload(family), err.headers)
+                # A v1 operation's own refusal; with v1_errors "200" it comes as Zuora's HTTP 200 + success: false.
+                status = 200 if family == V1 and self.settings.v1_errors == "200" and err.status < 500 else err.status
+                response = json_response(status, err.payload(family), err.headers)
             response.headers.append(("Zuora-Request-Id", request_id))
             if key is not None:
                 idempotency.save(conn, key, response)
         return response
+
+    def _replay(self, stored: Response) -> Response:
+        """The stored answer to a repeated key: as stored, or (replay_status 409) a stored success's body
+        with status 409, the form Zuora's error-handling guide tells clients to read the result from."""
+        if self.settings.replay_status == 409 and 200 <= stored.status < 300:
+            return Response(409, stored.body, content_type=stored.content_type, headers=list(stored.headers))
+        return stored
 
     def _headers(self, req: Request, response: Response, family: str, request_id: str, over_limit: bool) -> list:
         """Common headers: request id, track id echo, rate and concurrency limits, gzip, lengths."""
@@ -266,7 +283,13 @@ def _valid_track_id(value: str) -> bool:
     return len(value) <= 64 and all(32 <= ord(c) < 127 and c not in TRACK_ID_FORBIDDEN for c in value)
 
 
-def make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds) -> Settings:
+REPLAY_STATUSES = (200, 409)
+V1_ERRORS = ("http", "200")
+JOB_LIMITS = ("400", "failed")
+
+
+def make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds, *,
+                  replay_status=200, v1_errors="http", job_limit="400") -> Settings:
     """Validated settings; a bad value raises ValueError naming it."""
     if len(client_id) != 36:
         raise ValueError(f"client_id must be exactly 36 characters (got {len(client_id)})")
@@ -278,4 +301,9 @@ def make_settings(client_id, client_secret, pending_seconds, rows_per_second, to
         raise ValueError("rows_per_second must be greater than 0")
     if token_seconds <= 0:
         raise ValueError("token_seconds must be greater than 0")
-    return Settings(client_id, client_secret, float(pending_seconds), float(rows_per_second), int(token_seconds))
+    for name, value, allowed in (("replay_status", replay_status, REPLAY_STATUSES),
+                                 ("v1_errors", v1_errors, V1_ERRORS), ("job_limit", job_limit, JOB_LIMITS)):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))} (got {value!r})")
+    return Settings(client_id, client_secret, float(pending_seconds), float(rows_per_second), int(token_seconds),
+                    replay_status=replay_status, v1_errors=v1_errors, job_limit=job_limit)
