@@ -232,3 +232,52 @@ def test_processing_time_counts_processing_not_time_since_creation():
         cancelled = session.post("/objects/jobs", json=JOB).json()
         clock.advance(30)
         assert session.patch(f"/objects/jobs/{cancelled['Id']}/cancel").json()["processingTime"] == 0
+
+
+# --- The options: serve flags, reconciler.yaml for `environment: local`, bad values ------------------------
+
+
+def test_serve_takes_the_answers_and_refuses_bad_values_with_exit_1():
+    import subprocess
+    import sys
+
+    from apply_support import sandbox_process
+
+    with sandbox_process("--replay-status", "409", "--v1-errors", "200", "--job-limit", "failed") as url, \
+            http(url) as session:
+        bulk(session, **{"Idempotency-Key": "k"})
+        assert bulk(session, **{"Idempotency-Key": "k"}).status_code == 409
+        assert bulk(session, action_type="Nope").status_code == 200
+        for _ in range(5):
+            session.post("/objects/jobs", json=JOB)
+        assert session.post("/objects/jobs", json=JOB).json()["status"] == "failed"
+    for flag, value in (("--replay-status", "201"), ("--v1-errors", "4xx"), ("--job-limit", "429")):
+        proc = subprocess.run([sys.executable, "-m", "reconciler", "sandbox", "serve", flag, value],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 1 and f"Invalid value for '{flag}'" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_make_app_refuses_an_answer_it_does_not_know():
+    from reconciler.sandbox import make_app
+
+    for bad in ({"replay_status": 201}, {"v1_errors": "4xx"}, {"job_limit": 400}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be one of"):
+            make_app(**bad)
+
+
+def test_environment_local_takes_the_answers_from_its_sandbox_block(tmp_path, fx_file):
+    from reconciler.engine.config import load_settings
+
+    (tmp_path / "reconciler.yaml").write_text("environment: local\nsandbox: {replay_status: 409, v1_errors: 200}\n")
+    settings = load_settings(chdir=str(tmp_path), env={})
+    calls: list = []
+    with ZuoraClient.from_settings(settings, on_call=calls.append) as zuora:
+        key = zuora.submit_mass_action("ImportFXRate", fx_file, idempotency_key="local-1")
+        assert zuora.submit_mass_action("ImportFXRate", fx_file, idempotency_key="local-1") == key
+        bad = tmp_path / "bad.csv"
+        bad.write_bytes(b"Currency (From),Currency (To)\nUSD,EUR\n")
+        with pytest.raises(RemoteError) as caught:
+            zuora.submit_mass_action("ImportFXRate", bad, idempotency_key="local-2")
+    assert [c.status for c in calls if c.method == "POST" and c.path == "/v1/bulk"] == [200, 409, 200]
+    assert caught.value.status == 200 and is_definitive(caught.value)
