@@ -104,16 +104,17 @@ def test_a_409_without_a_result_is_still_in_flight_then_the_result_is_taken(fx_f
     """The first request holds its key (injected latency, real time); a second one with the key gets
     Zuora's "still in progress" 409 (no bulkKey), retries with the key, and ends with the one job."""
     with served_sandbox(replay_status=replay_status) as url, http(url) as session:
-        session.post("/_sandbox/faults", json={"latency_ms": 1500}).raise_for_status()
+        session.post("/_sandbox/faults", json={"latency_ms": 2000}).raise_for_status()
         first: list = []
         thread = threading.Thread(target=lambda: first.append(bulk(session, **{"Idempotency-Key": "race"})))
         thread.start()
         try:
-            threading.Event().wait(0.5)  # the first request is inside the sandbox, its key claimed
+            threading.Event().wait(0.8)  # the first request is inside the sandbox, its key claimed
             with client(url, retry=RetryPolicy(max_attempts=1)) as impatient:
                 with pytest.raises(RemoteError) as caught:
                     impatient.submit_mass_action("ImportFXRate", fx_file, idempotency_key="race")
             assert caught.value.status == 409 and caught.value.retryable and not is_definitive(caught.value)
+            session.post("/_sandbox/faults", json={}).raise_for_status()  # only the first request stays slow
             with client(url, retry=RetryPolicy(base=0.5, rng=random.Random(1))) as patient:
                 key = patient.submit_mass_action("ImportFXRate", fx_file, idempotency_key="race")
         finally:
