@@ -215,7 +215,10 @@ def test_credentials_in_the_file_are_refused(repo, text):
     ("sandbox: {replay_status: 201}\n", "sandbox.replay_status: must be one of 200, 409 (got 201)"),
     ("sandbox: {v1_errors: true}\n", "sandbox.v1_errors: must be one of http, 200 (got True)"),
     ("sandbox: {job_limit: [400]}\n", "sandbox.job_limit: must be one of 400, failed (got [400])"),
-    ("sandbox: {replay: 409}\n", "sandbox.replay: unknown key (allowed: replay_status, v1_errors, job_limit)"),
+    ("sandbox: {replay: 409}\n", "sandbox.replay: unknown key (allowed: replay_status, v1_errors, job_limit, "
+                                  "tenant_type)"),
+    ("sandbox: {tenant_type: sandbox}\n", "sandbox.tenant_type: must be one of production, apisandbox, "
+                                           "developer-sandbox (got 'sandbox')"),
     ("apply: {paralelism: 4}\n", "apply.paralelism: unknown key (allowed: parallelism, custom_object_slots); did you mean 'parallelism'?"),
     ("zuora: {versoin: '1'}\n", "zuora.versoin: unknown key"),
     ("apply: {parallelism: 0}\n", "apply.parallelism: must be an integer from 1 to 40 (got 0)"),

@@ -252,7 +252,8 @@ def test_serve_takes_the_answers_and_refuses_bad_values_with_exit_1():
         for _ in range(5):
             session.post("/objects/jobs", json=JOB)
         assert session.post("/objects/jobs", json=JOB).json()["status"] == "failed"
-    for flag, value in (("--replay-status", "201"), ("--v1-errors", "4xx"), ("--job-limit", "429")):
+    for flag, value in (("--replay-status", "201"), ("--v1-errors", "4xx"), ("--job-limit", "429"),
+                        ("--tenant-type", "free")):
         proc = subprocess.run([sys.executable, "-m", "reconciler", "sandbox", "serve", flag, value],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1 and f"Invalid value for '{flag}'" in proc.stderr, proc.stderr
@@ -282,3 +283,60 @@ def test_environment_local_takes_the_answers_from_its_sandbox_block(tmp_path, fx
             zuora.submit_mass_action("ImportFXRate", bad, idempotency_key="local-2")
     assert [c.status for c in calls if c.method == "POST" and c.path == "/v1/bulk"] == [200, 409, 200]
     assert caught.value.status == 200 and is_definitive(caught.value)
+
+
+# --- Rate limits per tenant type ----------------------------------------------------------------------------
+
+
+def test_an_api_sandbox_tenant_gets_real_429s_past_its_minute_and_hour_limits():
+    clock = FakeClock(1_700_000_000.0)  # 20 s into a minute: the minute resets in 40 s
+    with served_sandbox(clock, tenant_type="apisandbox") as url, http(url) as session:
+        assert session.post("/_sandbox/rate", json={"api": 2499}).json()["api"]["limits"] == {
+            "minute": 2500, "hour": 5000, "day": 10000}
+        last = session.get("/objects/jobs")
+        assert last.status_code == 200 and last.headers["RateLimit-Remaining"] == "0"
+        assert last.headers["RateLimit-Limit"] == "2500, 2500;w=60, 5000;w=3600, 10000;w=86400"
+        refused = session.get("/v1/bulk/" + "0" * 32)
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == refused.headers["RateLimit-Reset"] == "40"
+        assert refused.json() == {"reasons": [{"code": 70, "message": "API Rate limit exceeded for the minute, "
+                                                                      "retry after 40 seconds"}]}
+        assert httpx.get(f"{url}/objects/jobs").status_code == 429  # unauthenticated calls count and are refused too
+        clock.advance(40)  # a new minute; the hour has 2,502 requests (refused ones counted)
+        again = session.get("/objects/jobs")
+        assert again.status_code == 200 and again.headers["RateLimit-Remaining"] == "2497"
+        session.post("/_sandbox/rate", json={"api": 5000})
+        hour = session.get("/objects/jobs")
+        assert hour.status_code == 429 and "for the hour" in hour.json()["message"]
+        assert int(hour.headers["Retry-After"]) == 3600 - int(clock.now % 3600)  # until the hour ends
+
+
+@pytest.mark.parametrize("tenant_type, per_minute", [("production", 50_000), ("developer-sandbox", 12_500)])
+def test_the_limits_of_each_tenant_type_are_reported(tenant_type, per_minute):
+    with served_sandbox(tenant_type=tenant_type) as url, http(url) as session:
+        response = session.get("/objects/jobs")
+        assert response.headers["RateLimit-Limit"].split(",")[0] == str(per_minute)
+        assert int(response.headers["RateLimit-Remaining"]) == per_minute - 1
+
+
+def test_token_requests_are_limited_to_100_a_minute_per_client():
+    form = {"client_id": DEFAULT_CLIENT_ID, "client_secret": DEFAULT_CLIENT_SECRET, "grant_type": "client_credentials"}
+    with served_sandbox(FakeClock(1_700_000_000.0)) as url, httpx.Client(base_url=url) as plain:
+        answers = [plain.post("/oauth/token", data=form).status_code for _ in range(101)]
+        assert answers == [200] * 100 + [429]
+        assert plain.post("/objects/jobs").status_code == 401  # API calls have their own windows
+
+
+def test_the_client_waits_out_a_real_429_and_goes_on(fx_file):
+    clock = FakeClock(1_700_000_000.0)
+    with served_sandbox(clock, tenant_type="apisandbox") as url, http(url) as session:
+        waits: list[float] = []
+
+        def sleep(seconds: float) -> None:  # the client's wait passes on the sandbox's clock
+            waits.append(seconds)
+            clock.advance(seconds)
+
+        with client(url, retry=RetryPolicy(sleep=sleep, rng=random.Random(1))) as zuora:
+            zuora.authenticate()
+            session.post("/_sandbox/rate", json={"api": 2500})
+            assert zuora.submit_mass_action("ImportFXRate", fx_file, idempotency_key="paced")
+        assert waits and waits[0] >= 40

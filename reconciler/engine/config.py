@@ -36,7 +36,8 @@ _ALLOWED = {
     "zuora": {"entity_ids": str, "org_ids": str, "version": str, "call_timeout": (1, 600)},
     "apply": {"parallelism": (1, 40), "custom_object_slots": (1, 5)},
     # The embedded sandbox's choice between Zuora's documented answers (`environment: local` only).
-    "sandbox": {"replay_status": ("200", "409"), "v1_errors": ("http", "200"), "job_limit": ("400", "failed")},
+    "sandbox": {"replay_status": ("200", "409"), "v1_errors": ("http", "200"), "job_limit": ("400", "failed"),
+                "tenant_type": ("production", "apisandbox", "developer-sandbox")},
 }
 _DEFAULTS = {"specs": "specs", "ledger": "state/{environment}/ledger.db", "environment": "local"}
 # Keys that look like they hold a secret: refused outright so nobody commits one "just for now".
@@ -71,6 +72,7 @@ class Settings:
     sandbox_replay_status: int = 200
     sandbox_v1_errors: str = "http"
     sandbox_job_limit: str = "400"
+    sandbox_tenant_type: str = "production"
     cwd: Path | None = None  # where relative command-line paths start (--chdir or the current directory)
 
     @property
@@ -152,6 +154,7 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
         sandbox_replay_status=int(str(answers.get("replay_status", 200))),
         sandbox_v1_errors=str(answers.get("v1_errors", "http")),
         sandbox_job_limit=str(answers.get("job_limit", "400")),
+        sandbox_tenant_type=str(answers.get("tenant_type", "production")),
         cwd=base,
     )
 

@@ -1,10 +1,10 @@
-"""The admin API under /_sandbox/ (DESIGN §7): state dump, clock, faults, reset, records, fail. No auth."""
+"""The admin API under /_sandbox/ (DESIGN §7): state dump, clock, faults, reset, records, fail, rate. No auth."""
 
 from __future__ import annotations
 
 import json
 
-from . import bulk, customobjects, faults, records
+from . import bulk, customobjects, faults, limits, records
 from .store import TENANT_TABLES
 from .web import ApiError, Context, Response, json_response
 
@@ -111,3 +111,8 @@ def fail(ctx: Context) -> Response:
         raise ApiError(400, f"the mass action is {status}; only a Pending one can be made to fail")
     ctx.conn.execute("UPDATE mass_actions SET file_error = ? WHERE bulk_key = ?", (message, bulk_key))
     return json_response(200, {"bulkKey": bulk_key, "failed": True})
+
+
+def rate(ctx: Context) -> Response:
+    """POST /_sandbox/rate {"api": N, "auth": N}: this minute's, hour's and day's request counts set to N."""
+    return json_response(200, limits.preload(ctx.conn, ctx.settings.tenant_type, _payload(ctx), ctx.now))

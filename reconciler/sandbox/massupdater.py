@@ -53,8 +53,8 @@ RS_NUMBER_LENGTH = {"DeleteRevenueSchedule": 50, "UpdateRevenueSchedule": 100}
 
 GROUP_FAILED = "A previous row with the same Group ID failed"
 DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
-# Codes in any case (Zuora documents none; the validator agrees); MPU also takes a currency id (reference A.5).
-CURRENCY = re.compile(r"^[A-Za-z]{3}$")
+# Upper-case codes, as Zuora writes them; MPU's Currency also takes a currency id (reference A.5).
+CURRENCY = re.compile(r"^[A-Z]{3}$")
 CURRENCY_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 INVOICE_SPLIT = re.compile(r"^[^:|]+:\d+(\.\d+)?$")
