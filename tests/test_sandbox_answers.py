@@ -340,3 +340,23 @@ def test_the_client_waits_out_a_real_429_and_goes_on(fx_file):
             session.post("/_sandbox/rate", json={"api": 2500})
             assert zuora.submit_mass_action("ImportFXRate", fx_file, idempotency_key="paced")
         assert waits and waits[0] >= 40
+
+
+def test_the_client_paces_itself_from_the_rate_limit_headers_instead_of_running_into_a_429(fx_file):
+    clock = FakeClock(1_700_000_000.0)  # 40 s before the minute ends
+    with served_sandbox(clock, tenant_type="apisandbox") as url, http(url) as session:
+        waits: list[float] = []
+
+        def sleep(seconds: float) -> None:
+            waits.append(seconds)
+            clock.advance(seconds)
+
+        calls: list = []
+        with client(url, retry=RetryPolicy(sleep=sleep, clock=clock, rng=random.Random(1)),
+                    on_call=calls.append) as zuora:
+            zuora.authenticate()
+            session.post("/_sandbox/rate", json={"api": 2499})
+            list(zuora.list_co_jobs())  # the minute's last request: RateLimit-Remaining 0, Reset 40
+            assert zuora.submit_mass_action("ImportFXRate", fx_file, idempotency_key="paced")
+        assert waits == [40.0]
+        assert [c.status for c in calls if c.path != "/oauth/token"] == [200, 200]  # no 429 was needed

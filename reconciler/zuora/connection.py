@@ -25,6 +25,7 @@ from reconciler.zuora.auth import TOKEN_PATH, Auth, Credentials
 from reconciler.zuora.operations import CHUNK, Body, file_error
 from reconciler.zuora.retry import (
     RETRYABLE_CATEGORIES,
+    Pacer,
     RETRYABLE_STATUSES,
     Attempted,
     Call,
@@ -83,6 +84,7 @@ class Connection:
                          redactor=self._redact)
         self._on_call = on_call
         self._retry = retry or RetryPolicy()
+        self._pacer = Pacer(clock=self._retry.clock, max_wait=self._retry.max_elapsed)
         headers = {"User-Agent": f"reconciler/{__version__}", "Accept-Encoding": "gzip",
                    "Zuora-Track-Id": self.track_id}
         optional = {"Zuora-Entity-Ids": entity_ids, "Zuora-Org-Ids": org_ids, "Zuora-Version": zuora_version}
@@ -170,6 +172,13 @@ class Connection:
             token = self.auth.bearer() if bearer else None
             if token:
                 headers["Authorization"] = f"Bearer {token}"
+            pause = self._pacer.wait() if bearer else 0.0  # the token endpoint has windows of its own
+            if pause:
+                if self.deadline is not None and time.monotonic() + pause >= self.deadline:
+                    raise RemoteError("the run's time limit (--timeout) ends before Zuora's rate limit resets",
+                                      endpoint=endpoint, retryable=True)
+                log.debug("%s: no request left in Zuora's rate-limit window; waiting %.1f s", endpoint, pause)
+                policy.sleep(pause)
             t0 = time.monotonic()
             try:
                 value, status, request_id = self._attempt(method, path, endpoint, params, body, headers, handle)
@@ -222,6 +231,8 @@ class Connection:
             except (httpx.TransportError, OSError) as exc:  # OSError: the WSGI sandbox dropped us
                 raise self._transport_failure(exc, endpoint, overdue=deadline.overdue(at, limit)) from exc
             stack.callback(response.close)
+            if "Authorization" in headers:
+                self._pacer.observe(response.headers)
             request_id = response.headers.get("zuora-request-id")
             try:
                 keyed = "Idempotency-Key" in headers
