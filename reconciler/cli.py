@@ -313,14 +313,25 @@ def sandbox():
 @click.option("--client-secret", default=None, help="OAuth client secret it accepts (default documented).")
 @click.option("--pending-seconds", type=click.FloatRange(0), default=None, help="How long a job waits before processing.")
 @click.option("--rows-per-second", type=click.FloatRange(0, min_open=True), default=None, help="Processing speed.")
+@click.option("--replay-status", type=click.Choice(["200", "409"]), default="200", show_default=True,
+              help="Status of a replayed Idempotency-Key success (409: the stored body with status 409).")
+@click.option("--v1-errors", type=click.Choice(["http", "200"]), default="http", show_default=True,
+              help="v1 errors as their HTTP status, or as HTTP 200 with success: false.")
+@click.option("--job-limit", type=click.Choice(["400", "failed"]), default="400", show_default=True,
+              help="The 6th active custom object job: a 400, or created failed with 71012560.")
+@click.option("--tenant-type", type=click.Choice(["production", "apisandbox", "developer-sandbox"]),
+              default="production", show_default=True, help="Whose rate limits to enforce, as Zuora does per tenant type.")
 @pass_ctx
-def sandbox_serve(c, host, port, db, client_id, client_secret, pending_seconds, rows_per_second):
+def sandbox_serve(c, host, port, db, client_id, client_secret, pending_seconds, rows_per_second, replay_status,
+                  v1_errors, job_limit, tenant_type):
     """Serve the simulator over real HTTP (threaded) until interrupted."""
     from reconciler.commands.sandbox import serve as run
 
     return run(
         c.out, host=host, port=port, db=db, client_id=client_id, client_secret=client_secret,
         pending_seconds=pending_seconds, rows_per_second=rows_per_second,
+        answers={"replay_status": int(replay_status), "v1_errors": v1_errors, "job_limit": job_limit,
+                 "tenant_type": tenant_type},
     )
 
 

@@ -81,6 +81,7 @@ class Outcome(_Name):
     STOPPED = "stopped"
     CANCELLED = "cancelled"
     RETIRED = "retired"
+    DEFERRED = "deferred"  # Zuora had no free custom object job slot: nothing holds one, the next apply submits it
     FAILED = "failed"
 
     @property
@@ -92,7 +93,7 @@ class Outcome(_Name):
 _ACTION_SYMBOLS = {Action.SUBMIT: "+", Action.UPLOAD: "↑", Action.REPLACE: "~", Action.STOP: "-",
                    Action.CANCEL: "-", Action.RETIRE: "x", Action.WAIT: "…", Action.CONFLICT: "!"}
 _OUTCOME_SYMBOLS = {Outcome.SUBMITTED: "+", Outcome.UPLOADED: "↑", Outcome.REPLACED: "~", Outcome.STOPPED: "-",
-                    Outcome.CANCELLED: "-", Outcome.RETIRED: "x", Outcome.FAILED: "!"}
+                    Outcome.CANCELLED: "-", Outcome.RETIRED: "x", Outcome.DEFERRED: "…", Outcome.FAILED: "!"}
 
 REDACTED = "<redacted>"  # what stands where a secret was, in output, logs, plan files and the ledger
 

@@ -99,9 +99,10 @@ def start_cli(repo: Path, *args: str, env: dict | None = None) -> subprocess.Pop
 
 
 @contextmanager
-def served_sandbox(clock=None, *, pending_seconds: float = 0, rows_per_second: float = 1000):
-    """The simulator on loopback HTTP in a thread; yields its URL."""
-    app = make_app(clock=clock or time.time, pending_seconds=pending_seconds, rows_per_second=rows_per_second)
+def served_sandbox(clock=None, *, pending_seconds: float = 0, rows_per_second: float = 1000, **answers):
+    """The simulator on loopback HTTP in a thread; yields its URL. `answers`: replay_status, v1_errors, job_limit."""
+    app = make_app(clock=clock or time.time, pending_seconds=pending_seconds, rows_per_second=rows_per_second,
+                   **answers)
     server = serve(app).start()
     try:
         yield server.url

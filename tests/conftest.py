@@ -71,12 +71,23 @@ def sandbox_url():
         yield url
 
 
+@pytest.fixture(scope="module")
+def sandbox_url_409():
+    """The same, answering a repeated Idempotency-Key with 409 and the stored body (Zuora's other answer)."""
+    with sandbox_process("--pending-seconds", "0", "--rows-per-second", "1000", "--replay-status", "409") as url:
+        yield url
+
+
 @pytest.fixture
-def url(sandbox_url):
-    """The module's sandbox process, emptied before the test and with faults off after it."""
-    admin(sandbox_url, "reset", {})
-    yield sandbox_url
-    admin(sandbox_url, "faults", {})
+def url(request):
+    """The module's sandbox process, emptied before the test and with faults off after it.
+
+    Parametrize it indirectly with the replay status (200, the default, or 409) to run a test in that mode;
+    the 409 process starts only for a module that asks for it."""
+    served = request.getfixturevalue("sandbox_url_409" if getattr(request, "param", 200) == 409 else "sandbox_url")
+    admin(served, "reset", {})
+    yield served
+    admin(served, "faults", {})
 
 
 # --- the operating commands' tests (status, show, errors, history, ...): real applied repos ---------

@@ -3,7 +3,7 @@
 `applied` runs real `reconciler apply`s on the embedded sandbox (`environment: local`, persisted in
 the repo's state/local/sandbox.db). `submit` records one job the way apply does (intent, remote call,
 result) with the ledger API and the real ZuoraClient, for the situations a valid spec cannot reach
-through apply (a file Zuora rejects whole). Time moves by advancing the sandbox's clock through its
+through apply (a job that fails as a whole, with `fail_in_tenant`). Time moves by advancing the sandbox's clock through its
 admin API, so tests never sleep.
 """
 
@@ -167,6 +167,14 @@ def sandbox_admin(settings) -> httpx.Client:
     """An HTTP client on the repo's embedded sandbox tenant (admin API: clock, state)."""
     app = make_app(db_path=str(settings.sandbox_db))
     return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://sandbox.local")
+
+
+def fail_in_tenant(settings, bulk_key: str) -> None:
+    """Make a Pending mass action end Failed as a whole (Zuora refuses bad files at upload, so only a
+    failure inside the tenant gets there)."""
+    with sandbox_admin(settings) as admin:
+        admin.post("/_sandbox/fail", json={"bulkKey": bulk_key, "message": "Zuora Finance is not enabled"}
+                   ).raise_for_status()
 
 
 def advance(settings, seconds: float) -> None:

@@ -113,6 +113,13 @@ def _verdicts(action_type: str, row: dict) -> tuple[bool, bool]:
     return ours, outcome[0][0] == "Y"
 
 
+@pytest.mark.parametrize("currency, accepted", [("USD", True), ("0123456789abcdef0123456789ABCDEF", True),
+                                               ("US", False), ("0123456789abcdef", False)])
+def test_mpu_currency_is_a_code_or_a_currency_id_on_both_sides(currency, accepted):
+    row = {c: _good(c, r) for c, r in MASS_ACTIONS["MPU"].columns.items()}
+    assert _verdicts("MPU", {**row, "Currency": currency}) == (accepted, accepted)
+
+
 def _cases():
     for action in MASS_ACTIONS.values():
         for column, rule in action.columns.items():

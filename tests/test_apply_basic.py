@@ -193,24 +193,31 @@ def test_conflicts_refuse_the_apply_unless_excluded(tmp_path, fast):
     assert_exactly_once(repo, fast, ("fx-a", "fx-b", "fx-c"))
 
 
-def test_a_definitive_rejection_is_recorded_and_the_next_apply_submits_a_new_generation(tmp_path, fast):
-    repo = make_repo(tmp_path, fast, mass=(), delete=())
-    with zuora_http(fast) as http:  # fill the tenant's five custom object slots behind our back
-        blockers = [http.post("/objects/jobs", json={"namespace": "default", "object": "bus", "operation": "create"})
-                    .json()["Id"] for _ in range(5)]
-        proc = cli(repo, "apply", "--auto-approve")
-        assert proc.returncode == 1 and "Zuora rejected the submission" in proc.stdout, proc.stdout + proc.stderr
-        assert "0 submitted" in proc.stdout and "; 1 failed." in proc.stdout and "1 change failed" in proc.stderr
-        assert "the next apply submits a new generation" in proc.stdout
-        [job] = ledger_jobs(repo)
-        assert (job.phase, job.remote_status, job.remote_id) == ("done", "rejected", None)
-        assert "HTTP 400" in job.detail["error"]
-        for job_id in blockers:
-            http.patch(f"/objects/jobs/{job_id}/cancel").raise_for_status()
-    again = cli(repo, "apply", "--auto-approve", "--wait")
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert [j.generation for j in ledger_jobs(repo)] == [1, 2]
-    assert len([k for _, k in remote_jobs(fast) if k]) == 1
+@pytest.mark.parametrize("job_limit", ["400", "failed"])
+def test_no_free_custom_object_slot_is_deferred_not_failed_and_the_next_apply_submits_it(tmp_path, job_limit):
+    """Zuora refuses a 6th active job with a 400, or (its documented form) creates it `failed` with 71012560."""
+    with served_sandbox(job_limit=job_limit) as fast:
+        repo = make_repo(tmp_path, fast, mass=(), delete=())
+        with zuora_http(fast) as http:  # fill the tenant's five custom object slots behind our back
+            blockers = [http.post("/objects/jobs", json={"namespace": "default", "object": "bus", "operation": "create"})
+                        .json()["Id"] for _ in range(5)]
+            proc = cli(repo, "apply", "--auto-approve")
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            assert "… load-cars: submit deferred: Zuora has no free custom object job slot" in proc.stdout
+            assert "0 submitted" in proc.stdout and "1 deferred; 0 failed." in proc.stdout
+            assert "run apply again once one of the tenant's active custom object jobs has ended" in proc.stdout
+            [job] = ledger_jobs(repo)
+            assert (job.phase, job.remote_status, job.remote_id) == ("done", "rejected", None)
+            assert "no free custom object job slot" in job.detail["error"]
+            assert ("71012560" if job_limit == "failed" else "HTTP 400") in job.detail["error"]
+            waited = cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "30")
+            assert waited.returncode == 1 and "1 change found no free custom object job slot" in waited.stderr
+            for job_id in blockers:
+                http.patch(f"/objects/jobs/{job_id}/cancel").raise_for_status()
+        again = cli(repo, "apply", "--auto-approve", "--wait")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert [j.generation for j in ledger_jobs(repo)] == [1, 2, 3]
+        assert [j.remote_status for j in ledger_jobs(repo)] == ["rejected", "rejected", "completed"]
 
 
 def test_wait_times_out_naming_the_jobs_still_running(tmp_path, slow):

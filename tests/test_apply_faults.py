@@ -24,7 +24,12 @@ STORMS = {  # seeded; rates kept where bounded retries usually win, so a storm c
     "rate-limits": {"rate_limit_rate": 0.3, "retry_after": 0, "seed": 3},
 }
 
-@pytest.mark.parametrize("storm", sorted(STORMS))
+# Storms whose retries repeat requests Zuora already answered, run again with 409 replays as well.
+REPLAYING = ["drops", "lost-answers"]
+
+
+@pytest.mark.parametrize("url, storm", [(200, s) for s in sorted(STORMS)] + [(409, s) for s in REPLAYING],
+                         indirect=["url"], ids=[*sorted(STORMS), *(f"replay409-{s}" for s in REPLAYING)])
 def test_applies_in_a_fault_storm_converge_with_one_job_per_spec(tmp_path, url, storm):
     repo = make_repo(tmp_path, url, depends={"fx-b": ["fx-a"]})
     admin(url, "faults", STORMS[storm])
@@ -46,8 +51,9 @@ def _apply_in_process(session: Session, changes):
     return applier.run(changes)
 
 
-def test_a_lost_answer_leaves_the_intent_and_the_next_apply_resumes_it_with_the_same_key(tmp_path):
-    with served_sandbox() as url:
+@pytest.mark.parametrize("replay_status", [200, 409])
+def test_a_lost_answer_leaves_the_intent_and_the_next_apply_resumes_it_with_the_same_key(tmp_path, replay_status):
+    with served_sandbox(replay_status=replay_status) as url:
         repo = make_repo(tmp_path, url, mass=("fx-a",), create=(), delete=())
         session = _session(repo, max_attempts=1)  # no retry: the answer is lost for good
         try:
@@ -68,6 +74,36 @@ def test_a_lost_answer_leaves_the_intent_and_the_next_apply_resumes_it_with_the_
         [job] = ledger_jobs(repo)
         assert (job.id, job.remote_id, job.phase) == (intent.id, remote_id, "active")
         assert remote_jobs(url) == [(remote_id, key)]
+
+
+@pytest.mark.parametrize("v1_errors", ["http", "200"])
+def test_a_file_refused_at_upload_is_recorded_rejected_with_zuoras_reasons(tmp_path, v1_errors):
+    """`validate` stops such a file first; here the change is pointed at one after planning, as a file Zuora
+    judges stricter than the local checks would be. Zuora answers 400 or 200 + success: false, no bulkKey."""
+    import dataclasses
+    import hashlib
+
+    with served_sandbox(v1_errors=v1_errors) as url:
+        repo = make_repo(tmp_path, url, mass=("fx-a",), create=(), delete=())
+        bad = repo / "data" / "bad.csv"
+        bad.write_bytes(b"Currency (From),Currency (To)\nUSD,EUR\n")
+        session = _session(repo)
+        try:
+            [change] = compute_plan(session.settings, session=session, refresh=True).actionable
+            ref = dataclasses.replace(change.file, path="data/bad.csv", sha256=hashlib.sha256(bad.read_bytes()).hexdigest())
+            [result] = _apply_in_process(session, [dataclasses.replace(change, file=ref)])
+        finally:
+            session.close("failed")
+        assert result.failed and "Zuora rejected the submission" in result.error
+        assert "Missing required column(s) for ImportFXRate" in result.error
+        [job] = ledger_jobs(repo)
+        assert (job.phase, job.remote_status, job.remote_id) == ("done", "rejected", None)
+        assert f"HTTP {400 if v1_errors == 'http' else 200}" in job.detail["error"]
+        assert "Missing required column(s) for ImportFXRate: Provider Exchange Rate Date" in job.detail["error"]
+        assert remote_jobs(url) == []
+        proc = cli(repo, "apply", "--auto-approve")  # the spec's own file is fine: a new generation goes
+        assert proc.returncode == 0 and "previous submission was rejected" in proc.stdout, proc.stdout + proc.stderr
+        assert [j.generation for j in ledger_jobs(repo)] == [1, 2] and len(remote_jobs(url)) == 1
 
 
 def test_a_file_edited_after_the_plan_fails_its_change_without_any_post(tmp_path):

@@ -78,6 +78,27 @@ def test_an_intent_in_doubt_for_a_day_is_adopted_when_exactly_one_job_fits(tmp_p
         assert recovered and recovered[0]["detail"]["note"] == "recovered in-doubt submission"
 
 
+def test_an_intent_in_doubt_whose_job_was_created_failed_for_want_of_a_slot_is_closed_and_submitted_again(tmp_path):
+    clock = ShiftedClock()
+    with served_sandbox(clock, job_limit="failed") as url:
+        repo = make_repo(tmp_path, url, mass=(), delete=())
+        key = _old_intent(repo, "load-cars", DAY + 3600)
+        with zuora_http(url) as http:  # five jobs of another object held every slot a day ago
+            clock.offset = -(DAY + 3600)
+            blockers = [http.post("/objects/jobs", json={"namespace": "default", "object": "bus",
+                                                         "operation": "create"}).json()["Id"] for _ in range(5)]
+            clock.offset = 0.0
+            [failed_id] = _create_jobs_a_day_ago(url, clock, [key])
+            for job_id in blockers:
+                http.patch(f"/objects/jobs/{job_id}/cancel").raise_for_status()
+        proc = cli(repo, "apply", "--auto-approve", "--wait", "--timeout", "60")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert f"in-doubt submission was refused for want of a slot (job {failed_id} created failed" in proc.stdout
+        first, second = ledger_jobs(repo)
+        assert (first.remote_status, first.remote_id) == ("rejected", None) and "71012560" in first.detail["error"]
+        assert (second.generation, second.remote_status) == (2, "completed")
+
+
 def test_two_fitting_jobs_are_left_to_a_person(tmp_path):
     clock = ShiftedClock()
     with served_sandbox(clock) as url:

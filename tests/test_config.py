@@ -47,6 +47,14 @@ def test_local_is_the_embedded_sandbox(repo):
     assert settings.sandbox_db == root / "state" / "local" / "sandbox.db"
     assert (settings.parallelism, settings.custom_object_slots) == (16, 5)
     assert (settings.entity_ids, settings.org_ids, settings.zuora_version) == (None, None, None)
+    assert (settings.sandbox_replay_status, settings.sandbox_v1_errors, settings.sandbox_job_limit) == (200, "http", "400")
+
+
+@pytest.mark.parametrize("text", ["sandbox: {replay_status: 409, v1_errors: 200, job_limit: failed}\n",
+                                  "sandbox: {replay_status: '409', v1_errors: '200', job_limit: failed}\n"])
+def test_the_sandbox_block_picks_zuoras_other_answers_for_local(repo, text):
+    settings = load_settings(chdir=str(repo(text)), env={})
+    assert (settings.sandbox_replay_status, settings.sandbox_v1_errors, settings.sandbox_job_limit) == (409, "200", "failed")
 
 
 def test_no_config_anywhere_says_how_to_start(tmp_path, monkeypatch):
@@ -202,7 +210,15 @@ def test_credentials_in_the_file_are_refused(repo, text):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("specz: specs\n", "specz: unknown key (allowed: specs, ledger, environment, zuora, apply); did you mean 'specs'?"),
+    ("specz: specs\n", "specz: unknown key (allowed: specs, ledger, environment, zuora, apply, sandbox); did you mean "
+                        "'specs'?"),
+    ("sandbox: {replay_status: 201}\n", "sandbox.replay_status: must be one of 200, 409 (got 201)"),
+    ("sandbox: {v1_errors: true}\n", "sandbox.v1_errors: must be one of http, 200 (got True)"),
+    ("sandbox: {job_limit: [400]}\n", "sandbox.job_limit: must be one of 400, failed (got [400])"),
+    ("sandbox: {replay: 409}\n", "sandbox.replay: unknown key (allowed: replay_status, v1_errors, job_limit, "
+                                  "tenant_type)"),
+    ("sandbox: {tenant_type: sandbox}\n", "sandbox.tenant_type: must be one of production, apisandbox, "
+                                           "developer-sandbox (got 'sandbox')"),
     ("apply: {paralelism: 4}\n", "apply.paralelism: unknown key (allowed: parallelism, custom_object_slots); did you mean 'parallelism'?"),
     ("zuora: {versoin: '1'}\n", "zuora.versoin: unknown key"),
     ("apply: {parallelism: 0}\n", "apply.parallelism: must be an integer from 1 to 40 (got 0)"),

@@ -9,7 +9,8 @@ import shutil
 
 import pytest
 
-from ops_fixtures import PAYMENTS_CSV, VEHICLE_UPDATES_CSV, advance, cli, settings_of, state_files, submit
+from ops_fixtures import (PAYMENTS_CSV, VEHICLE_UPDATES_CSV, advance, cli, fail_in_tenant, settings_of, state_files,
+                          submit)
 from reconciler.commands.errors import errors
 from reconciler.commands.validate import validate
 from reconciler.errors import ReconcilerError
@@ -143,9 +144,7 @@ def test_a_changed_archive_is_refused(repo):
 
 
 def test_a_job_that_failed_whole_has_no_rows_and_exits_1(repo):
-    bad = repo.root / "bad.csv"
-    bad.write_text("Currency,Payment Date\nUSD,2026-11-04\n")
-    submit(repo, "payments", file=bad)
+    fail_in_tenant(repo, submit(repo, "payments").remote_id)
     advance(repo, 3600)
     with pytest.raises(ReconcilerError, match=r"Failed as a whole \(.*\): no row was processed"):
         run(repo, "payments")

@@ -96,7 +96,8 @@ def test_config_spells_out_every_setting_with_its_default(tmp_path):
     text = (tmp_path / "reconciler.yaml").read_text(encoding="utf-8")
     for line in (
         "specs: specs", "ledger: state/{environment}/ledger.db", "environment: local", "entity_ids: null",
-        "org_ids: null", "version: null", "parallelism: 16", "custom_object_slots: 5",
+        "org_ids: null", "version: null", "parallelism: 16", "custom_object_slots: 5", "replay_status: 200",
+        "v1_errors: http", "job_limit: 400", "tenant_type: production",
     ):
         assert line in text
     assert text.count("#") > 10  # commented

@@ -177,3 +177,21 @@ def test_outcome_of_names_the_failure_kind_or_the_decision():
     assert outcome_of(dropped, Retry(1.0)) == "dropped"
     assert outcome_of(failure(), Retry(1.0)) == "retry"
     assert outcome_of(failure(), GiveUp(failure().error)) == "error"
+
+
+def test_the_pacer_waits_only_once_the_window_has_no_request_left():
+    from reconciler.zuora.retry import Pacer
+
+    now = [100.0]
+    pacer = Pacer(clock=lambda: now[0], max_wait=120, now=lambda: 1_700_000_000.0)
+    assert pacer.wait() == 0  # nothing known yet
+    pacer.observe({"ratelimit-remaining": "2", "ratelimit-reset": "30"})
+    assert [pacer.wait(), pacer.wait(), pacer.wait()] == [0, 0, 30]  # two left, then the window's end
+    now[0] += 30
+    assert pacer.wait() == 0  # the window reset
+    pacer.observe({"ratelimit-remaining": "0", "ratelimit-reset": str(1_700_000_000 + 12)})  # an epoch
+    assert pacer.wait() == 12
+    pacer.observe({"ratelimit-remaining": "0", "ratelimit-reset": "2760"})  # the hour: longer than a call may wait
+    assert pacer.wait() == 0
+    pacer.observe({"ratelimit-remaining": "many", "ratelimit-reset": "5"})  # not numbers: ignored
+    assert pacer.wait() == 0

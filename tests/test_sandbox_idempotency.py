@@ -14,11 +14,15 @@ def state(client) -> dict:
     return client.get("/_sandbox/state").json()
 
 
-def test_bulk_replay_returns_the_first_response_and_creates_nothing_new():
-    app, clock, client = new_sandbox()
+REPLAY = pytest.mark.parametrize("replay", [200, 409], ids=["replay200", "replay409"])
+
+
+@REPLAY
+def test_bulk_replay_returns_the_first_response_and_creates_nothing_new(replay):
+    app, clock, client = new_sandbox(replay_status=replay)
     first = upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "run-1"})
     second = upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "run-1"})
-    assert first.status_code == second.status_code == 200
+    assert (first.status_code, second.status_code) == (200, replay)
     assert first.json() == second.json()
     assert first.headers["Zuora-Request-Id"] == second.headers["Zuora-Request-Id"]
     [mass_action] = state(client)["mass_actions"]
@@ -32,24 +36,27 @@ def test_replay_ignores_a_different_body_as_zuora_documents_no_body_check():
     assert second.json() == first.json() and len(state(client)["mass_actions"]) == 1
 
 
-def test_error_responses_are_stored_and_replayed_too():
-    app, clock, client = new_sandbox()
+@REPLAY
+def test_error_responses_are_stored_and_replayed_too(replay):
+    app, clock, client = new_sandbox(replay_status=replay)  # a stored error replays as stored in both modes
     first = upload_bulk(client, "Nope", FX_CSV, headers={"Idempotency-Key": "bad"})
     second = upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "bad"})
     assert first.status_code == second.status_code == 400
     assert first.json() == second.json()
 
 
-def test_custom_object_endpoints_replay():
-    app, clock, client = new_sandbox()
+@REPLAY
+def test_custom_object_endpoints_replay(replay):
+    app, clock, client = new_sandbox(replay_status=replay)
     body = {"namespace": "default", "object": "passenger", "operation": "create"}
     first = client.post("/objects/jobs", json=body, headers={"Idempotency-Key": "job"})
-    assert client.post("/objects/jobs", json=body, headers={"Idempotency-Key": "job"}).json() == first.json()
+    again = client.post("/objects/jobs", json=body, headers={"Idempotency-Key": "job"})
+    assert again.json() == first.json() and again.status_code == replay
     job_id = first.json()["Id"]
     files = f"/objects/jobs/{job_id}/files"
     upload = client.post(files, content=b"name__c\nann\n", headers={"Content-Type": "text/csv", "Idempotency-Key": "f"})
-    replay = client.post(files, content=b"name__c\nann\n", headers={"Content-Type": "text/csv", "Idempotency-Key": "f"})
-    assert upload.status_code == replay.status_code == 200 and replay.json() == upload.json()
+    replayed = client.post(files, content=b"name__c\nann\n", headers={"Content-Type": "text/csv", "Idempotency-Key": "f"})
+    assert (upload.status_code, replayed.status_code) == (200, replay) and replayed.json() == upload.json()
     without_key = upload_csv(client, job_id, "name__c\nann\n")
     assert without_key.status_code == 400  # a genuinely new second upload is refused
     other = new_job(client)
@@ -82,8 +89,9 @@ def test_v1_422_uses_the_v1_shape():
     assert response.json()["success"] is False and response.json()["reasons"][0]["code"] // 100 == 500000
 
 
-def test_keys_expire_after_24_sandbox_hours():
-    app, clock, client = new_sandbox(token_seconds=10 ** 6)
+@REPLAY
+def test_keys_expire_after_24_sandbox_hours(replay):
+    app, clock, client = new_sandbox(token_seconds=10 ** 6, replay_status=replay)
     first = upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "day"})
     clock.advance(24 * 3600 - 1)
     assert upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "day"}).json() == first.json()
@@ -124,9 +132,10 @@ class _HeldClock(FakeClock):
         super().sleep(seconds)
 
 
-def test_a_concurrent_request_with_the_key_in_flight_gets_409():
+@REPLAY
+def test_a_concurrent_request_with_the_key_in_flight_gets_409(replay):
     clock = _HeldClock()
-    app, clock, client = new_sandbox(clock=clock)
+    app, clock, client = new_sandbox(clock=clock, replay_status=replay)
     client.post("/_sandbox/faults", json={"latency_ms": 400})
     results = []
     first = threading.Thread(target=lambda: results.append(
@@ -142,7 +151,8 @@ def test_a_concurrent_request_with_the_key_in_flight_gets_409():
     assert conflict.json()["success"] is False and conflict.json()["reasons"][0]["code"] == 50000050
     assert [r.status_code for r in results] == [200]
     client.post("/_sandbox/faults", json={})
-    assert upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "race"}).status_code == 200
+    done = upload_bulk(client, "ImportFXRate", FX_CSV, headers={"Idempotency-Key": "race"})
+    assert done.status_code == replay and done.json()["bulkKey"] == results[0].json()["bulkKey"]
     assert len(state(client)["mass_actions"]) == 1
 
 

@@ -187,25 +187,36 @@ def big_zip_bomb() -> bytes:
     (b"Exchange Rate,Exchange Rate,Provider Exchange Rate Date,Currency (From),Currency (To)\n1,1,2024-01-01,USD,EUR\n",
      "Duplicate column"),
 ])
-def test_file_level_problems_fail_the_job_without_output(sandbox, data, fragment):
+def test_file_level_problems_are_refused_at_upload_without_a_bulk_key(sandbox, data, fragment):
     app, clock, client = sandbox
-    key = submit(client, data=big_zip_bomb() if data is None else data)
-    assert status(client, key)["status"] == "Pending"
+    response = upload_bulk(client, "ImportFXRate", big_zip_bomb() if data is None else data)
+    body = response.json()
+    assert response.status_code == 400 and body["success"] is False and "bulkKey" not in body, body
+    [reason] = body["reasons"]
+    assert fragment in reason["message"] and reason["code"] in (50000020, 50000022)
+    assert client.get("/_sandbox/state").json()["mass_actions"] == []
+
+
+def test_create_revenue_schedule_needs_one_of_its_key_columns(sandbox):
+    app, clock, client = sandbox
+    response = upload_bulk(client, "CreateRevenueSchedule", b"Linked Transaction Type,Amount\nInvoice Item,10\n")
+    assert response.status_code == 400
+    assert "Subscription Charge Key or Linked Transaction Key" in response.json()["reasons"][0]["message"]
+
+
+def test_a_job_made_to_fail_ends_failed_without_output(sandbox):
+    app, clock, client = sandbox
+    key = submit(client)
+    failed = client.post("/_sandbox/fail", json={"bulkKey": key, "message": "Zuora Finance is not enabled"})
+    assert failed.status_code == 200
     clock.advance(60)
     body = status(client, key)
     assert body["status"] == "Failed"
     assert body["outputURL"] is None and body["outputSize"] == 0
     assert body["processedCount"] == "0" and body["successCount"] == "0" and body["errorCount"] == "0"
-    assert fragment in body["reasons"][0]["message"]
-
-
-def test_create_revenue_schedule_needs_one_of_its_key_columns(sandbox):
-    app, clock, client = sandbox
-    key = submit(client, "CreateRevenueSchedule", b"Linked Transaction Type,Amount\nInvoice Item,10\n")
-    clock.advance(60)
-    body = status(client, key)
-    assert body["status"] == "Failed"
-    assert "Subscription Charge Key or Linked Transaction Key" in body["reasons"][0]["message"]
+    assert body["reasons"][0]["message"] == "Zuora Finance is not enabled"
+    assert client.post("/_sandbox/fail", json={"bulkKey": key}).status_code == 400  # no longer Pending
+    assert client.post("/_sandbox/fail", json={"bulkKey": "0" * 32}).status_code == 404
 
 
 def test_checksum_is_verified(sandbox):

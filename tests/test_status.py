@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ops_fixtures import Tty, advance, cli, make_repo, settings_of, state_files, submit
+from ops_fixtures import Tty, advance, cli, fail_in_tenant, make_repo, settings_of, state_files, submit
 from reconciler.commands.forget import forget
 from reconciler.commands.status import JSON_FIELDS, status
 from reconciler.errors import ReconcilerError, UsageError
@@ -97,9 +97,7 @@ def test_retired_jobs_are_hidden_unless_named(repo):
 
 
 def test_a_failed_job_makes_the_exit_code_1(repo):
-    bad = repo.root / "bad.csv"
-    bad.write_text("Currency,Payment Date\nUSD,2026-11-04\n")  # MPU without its required columns
-    submit(repo, "payments", file=bad)
+    fail_in_tenant(repo, submit(repo, "payments").remote_id)
     advance(repo, 3600)
     code, text = run(repo, refresh=True)
     assert code == 1

@@ -236,7 +236,7 @@ class _Run:
             self.progress.say(_line(result))
         self._check_lock()
         self.reruns -= {r.name for r in results}  # a rerun is honoured once per apply
-        self.failed.update(r.name for r in results if r.failed)
+        self.failed.update(r.name for r in results if r.failed or r.outcome is Outcome.DEFERRED)
         if self.wait:
             self.progress.follow.update(r.remote_id for r in results if r.remote_id)
             self.progress.update([j for j in self._followed_jobs() if self.in_scope(j.name)])
@@ -275,16 +275,22 @@ class _Run:
         results = results + (waited.results if waited else [])
         outcomes = Counter(r.outcome for r in results)
         failed = [r for r in results if r.failed]
-        moves = ", ".join(f"{outcomes[o]} {o}" for o in Outcome if o is not Outcome.FAILED)
+        deferred = [r for r in results if r.outcome is Outcome.DEFERRED]
+        moves = ", ".join(f"{outcomes[o]} {o}" for o in Outcome
+                          if o is not Outcome.FAILED and (o is not Outcome.DEFERRED or deferred))
         self.out.write(f"\nApply complete: {moves}; {len(failed)} failed.\n")
         for result in failed:
             self.out.write(f"  ! {result.name}: {result.error}\n      {result.hint}\n")
+        for result in deferred:
+            self.out.write(f"  … {result.name}: {result.error}\n      {result.hint}\n")
         head = self.session.ledger.head()
         self.out.write(f"Audit head: {head} (give it to `reconciler audit verify --head` later to prove this history "
                        "was kept)\n")
         problems = [f"{count(len(failed), 'change')} failed"] if failed else []
         if waited is not None:
             problems += self._report_wait(waited)
+            if deferred:  # --wait was asked to see them through; without it they are waits, as in a plan
+                problems.append(f"{count(len(deferred), 'change')} found no free custom object job slot")
         if waited is not None and waited.timed_out:
             self.outcome = "timeout"
             running = ", ".join(f"{j.name} ({j.remote_status})" for j in waited.running) or "none"
@@ -329,6 +335,8 @@ class _Run:
 def _line(result: Result) -> str:
     if result.failed:
         return f"  ! {result.name}: {result.action} failed: {result.error}"
+    if result.outcome is Outcome.DEFERRED:
+        return f"  … {result.name}: {result.action} deferred: {result.error}"
     where = f" {result.remote_id}" if result.remote_id else ""
     status = f" ({result.status})" if result.status else ""
     return f"  {result.outcome.symbol} {result.name}: {result.outcome}{where}{status}"

@@ -9,8 +9,11 @@ from reconciler import sandbox
 from reconciler.errors import ConfigError
 
 
-def serve(out, *, host, port, db, client_id, client_secret, pending_seconds, rows_per_second) -> int:
-    """Serve the sandbox; the first output line is `Sandbox listening on URL`; ^C or SIGTERM stops it (exit 0)."""
+def serve(out, *, host, port, db, client_id, client_secret, pending_seconds, rows_per_second, answers=None) -> int:
+    """Serve the sandbox; the first output line is `Sandbox listening on URL`; ^C or SIGTERM stops it (exit 0).
+
+    `answers` picks Zuora's other documented answers: replay_status, v1_errors, job_limit (sandbox.make_app).
+    """
     client_id = sandbox.DEFAULT_CLIENT_ID if client_id is None else client_id
     client_secret = sandbox.DEFAULT_CLIENT_SECRET if client_secret is None else client_secret
     if len(client_id) != 36:
@@ -24,7 +27,7 @@ def serve(out, *, host, port, db, client_id, client_secret, pending_seconds, row
     try:
         app = sandbox.make_app(
             db, client_id=client_id, client_secret=client_secret,
-            **{name: value for name, value in speeds.items() if value is not None},
+            **{name: value for name, value in speeds.items() if value is not None}, **(answers or {}),
         )
     except ValueError as err:  # a bad setting, or a --db file that is not a sandbox database
         raise ConfigError(f"sandbox serve: {err}; fix the option (or pass another --db path)") from None

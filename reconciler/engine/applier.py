@@ -8,7 +8,9 @@ of DESIGN §5:
 - submit: file re-hashed and compared with the plan (a new-rows change sends the file its `outbox`
   writes: the rows not applied yet) -> `journal.intent` (committed) -> POST with the
   deterministic Idempotency-Key -> `journal.submitted`, or `journal.rejected` when Zuora definitively
-  refused it (a 4xx other than 408/409/429: nothing was created). Any other failure leaves the intent
+  refused it (a 4xx other than 408/409/429, or a 200 with `success: false`: nothing was created). A
+  custom object job refused for want of a slot (a 400, or created `failed` with 71012560) is rejected
+  too, and its Result is `deferred`, not failed: like the planner's slot wait, the next apply submits it. Any other failure leaves the intent
   as it is: the outcome is unknown, and the next plan resumes it with the same key, so Zuora replays
   the original answer instead of creating a second job.
 - custom object create/update: the upload is its own resumable step (key + "-upload"), preceded by
@@ -52,6 +54,10 @@ KEY_MAX = 255
 KEY_SUFFIX_ROOM = 32  # "-upload", "-cancel-g<generation>" must still fit
 STOPPED_OR_STOPPING = frozenset({"Stopping", "Stopped", "cancelled"})
 UNKNOWN_HINT = "outcome unknown; run apply again to resume it with the same Idempotency-Key"
+# Zuora's "service limit reached" (a job created failed, reference B.2) and the sandbox's 400 for a 6th active
+# custom object job (an invented code: Zuora documents none for that 400).
+NO_SLOT_CODES = frozenset({"71012560", "71013030"})
+NO_SLOT_HINT = "run apply again once one of the tenant's active custom object jobs has ended"
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
 
 
@@ -103,6 +109,15 @@ def is_definitive(err: RemoteError) -> bool:
     # A 2xx carrying Zuora's `success: false` and an error code was refused; an unreadable 2xx
     # (a proxy's page, a cut body) may hide a created job, so its outcome stays unknown.
     return 200 <= err.status < 300 and err.code is not None
+
+
+def service_limit(job: dict) -> str | None:
+    """The error of a custom object job Zuora created already `failed` because the tenant had no free slot
+    (code 71012560, "Service limit reached, please retry later.", reference B.2), else None."""
+    error = job.get("error")
+    if job.get("status") != "failed" or not isinstance(error, dict) or str(error.get("code")) not in NO_SLOT_CODES:
+        return None
+    return f"code {error.get('code')}: {error.get('message') or 'service limit reached'}"
 
 
 def file_sha256(path: Path) -> str:
@@ -220,10 +235,15 @@ class Applier:
                                                  operation=target.operation, conditions=target.conditions,
                                                  idempotency_key=key)
                 remote_id, status = body["Id"], body.get("status")
+                limit = service_limit(body)
+                if limit is not None:  # created already `failed`: it holds no slot and never ran
+                    return self._no_slot(change, job, f"job {remote_id} was created failed: {limit}")
             phase = phase_after(change.kind, status, awaiting_upload=change.awaiting_upload)
         except AuthError:
             raise  # not Zuora's answer to this submission: the intent stays, resumed with the same key
         except RemoteError as err:
+            if is_definitive(err) and str(err.code) in NO_SLOT_CODES:
+                return self._no_slot(change, job, str(err))
             if is_definitive(err):
                 self.journal.rejected(job, change, error=str(err))
                 raise ChangeFailed(f"Zuora rejected the submission: {err}",
@@ -236,6 +256,14 @@ class Applier:
             self._retire_replaced(change, *replacing)
         outcome = Outcome.REPLACED if replacing is not None else Outcome.SUBMITTED
         return Result(change.name, change.action, outcome, remote_id, status)
+
+    def _no_slot(self, change: Change, job: int, error: str) -> Result:
+        """Zuora's answer "no free custom object job slot": like the planner's slot wait, not a failed change.
+        The intent is closed as rejected (nothing holds a slot or needs resuming), so the next apply submits
+        the spec again."""
+        self.journal.rejected(job, change, error=f"no free custom object job slot: {error}")
+        return Result(change.name, change.action, Outcome.DEFERRED, error=f"Zuora has no free custom object job "
+                      f"slot (at most 5 active jobs per tenant): {error}", hint=NO_SLOT_HINT)
 
     def _upload(self, change: Change) -> Result:
         path = _named(self._file(change))

@@ -35,6 +35,9 @@ _ALLOWED = {
     "environment": str,
     "zuora": {"entity_ids": str, "org_ids": str, "version": str, "call_timeout": (1, 600)},
     "apply": {"parallelism": (1, 40), "custom_object_slots": (1, 5)},
+    # The embedded sandbox's choice between Zuora's documented answers (`environment: local` only).
+    "sandbox": {"replay_status": ("200", "409"), "v1_errors": ("http", "200"), "job_limit": ("400", "failed"),
+                "tenant_type": ("production", "apisandbox", "developer-sandbox")},
 }
 _DEFAULTS = {"specs": "specs", "ledger": "state/{environment}/ledger.db", "environment": "local"}
 # Keys that look like they hold a secret: refused outright so nobody commits one "just for now".
@@ -65,6 +68,11 @@ class Settings:
     parallelism: int = 16
     custom_object_slots: int = 5
     call_timeout: float = 120.0  # seconds one HTTP attempt may take, whole answer included (Zuora's gateway: 120)
+    # `sandbox:` of reconciler.yaml, for the embedded sandbox (sandbox.make_app's keyword arguments).
+    sandbox_replay_status: int = 200
+    sandbox_v1_errors: str = "http"
+    sandbox_job_limit: str = "400"
+    sandbox_tenant_type: str = "production"
     cwd: Path | None = None  # where relative command-line paths start (--chdir or the current directory)
 
     @property
@@ -124,6 +132,7 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
     ledger = template.replace("{environment}", env_key)
     zuora = data.get("zuora") or {}
     apply = data.get("apply") or {}
+    answers = data.get("sandbox") or {}
     return Settings(
         root=root,
         config_file=config_file,
@@ -142,6 +151,10 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
         parallelism=apply.get("parallelism", 16),
         custom_object_slots=apply.get("custom_object_slots", 5),
         call_timeout=float(zuora.get("call_timeout") or 120),
+        sandbox_replay_status=int(str(answers.get("replay_status", 200))),
+        sandbox_v1_errors=str(answers.get("v1_errors", "http")),
+        sandbox_job_limit=str(answers.get("job_limit", "400")),
+        sandbox_tenant_type=str(answers.get("tenant_type", "production")),
         cwd=base,
     )
 
@@ -306,7 +319,7 @@ def _check_config(data: object, path: Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: must be a mapping of settings (specs, ledger, environment, zuora, apply)")
+        raise ConfigError(f"{path}: must be a mapping of settings (specs, ledger, environment, zuora, apply, sandbox)")
     secrets = [key for key in _walk_keys(data) if _CREDENTIAL_KEY.search(key.rpartition(".")[2])]
     if secrets:
         raise ConfigError(f"{path}: {', '.join(secrets)}: not allowed here; {_CREDENTIALS_HINT}")
@@ -334,6 +347,10 @@ def _check_config(data: object, path: Path) -> dict:
 
 
 def _check_value(path: Path, key: str, value: object, rule, nullable: bool = True) -> list[str]:
+    if isinstance(rule, tuple) and isinstance(rule[0], str):  # a choice; YAML may read `409` as a number
+        if isinstance(value, bool) or not isinstance(value, (str, int)) or str(value) not in rule:
+            return [f"{path}: {key}: must be one of {', '.join(rule)} (got {value!r})"]
+        return []
     if isinstance(rule, tuple):
         low, high = rule
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

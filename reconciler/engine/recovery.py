@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
+from reconciler.engine.applier import service_limit
 from reconciler.engine.run import Session
 from reconciler.model import CUSTOM_OBJECT_JOB, IN_DOUBT_SECONDS, JobRecord, Phase, phase_after
 
@@ -24,7 +25,8 @@ def recover_in_doubt(session: Session, *, now: datetime | None = None) -> list[s
 
     GET /objects/jobs lists jobs newest first. An intent is adopted when exactly one listed job has
     its namespace, object and operation, was created close to the intent, and is claimed by no
-    other ledger row nor fits another doubtful intent. Anything else is left to the planner, which
+    other ledger row nor fits another doubtful intent; when that one job was created failed for want
+    of a slot (71012560), the intent is closed as rejected instead, so the spec is submitted again. Anything else is left to the planner, which
     reports the intent as a conflict. Mass Updater offers no list, so its intents always wait for a person.
     """
     now = now or datetime.now(timezone.utc)
@@ -44,7 +46,9 @@ def recover_in_doubt(session: Session, *, now: datetime | None = None) -> list[s
     claimed = {j.remote_id for j in session.ledger.jobs_matching(remote_ids=[b["Id"] for b, _ in recent
                                                                                  if isinstance(b.get("Id"), str)])}
     listed = [(body, created) for body, created in recent if body.get("Id") not in claimed]
-    fits = {j.id: [b for b, created in listed if _fits(j, b, created)] for j in doubtful}
+    # A job Zuora created already failed for want of a slot never ran: it is the intent's answer only
+    # when no job that ran fits, and then it closes the intent as rejected (the spec may go again).
+    fits = {j.id: _prefer_ran([b for b, created in listed if _fits(j, b, created)]) for j in doubtful}
     uses = Counter(b["Id"] for found in fits.values() for b in found)
     lines = []
     for job in doubtful:
@@ -55,6 +59,13 @@ def recover_in_doubt(session: Session, *, now: datetime | None = None) -> list[s
                          f"(not adopted: exactly one unclaimed job must fit)")
             continue
         body = found[0]
+        limit = service_limit(body)
+        if limit is not None:
+            session.ledger.record_rejected(job.id, error=f"no free custom object job slot: job {body['Id']} was "
+                                           f"created failed: {limit}", event={"run_id": session.run_id})
+            lines.append(f"{job.name}: in-doubt submission was refused for want of a slot (job {body['Id']} "
+                         f"created failed: {limit}); it is submitted again")
+            continue
         status = body.get("status")
         phase = phase_after(CUSTOM_OBJECT_JOB, status,
                             awaiting_upload=status == "pending" and job.detail.get("operation") != "delete")
@@ -66,6 +77,11 @@ def recover_in_doubt(session: Session, *, now: datetime | None = None) -> list[s
         lines.append(f"{job.name}: recovered in-doubt submission as job {body['Id']} "
                      f"(created {body.get('CreatedDate')}, {status})")
     return lines
+
+
+def _prefer_ran(found: list[dict]) -> list[dict]:
+    ran = [b for b in found if service_limit(b) is None]
+    return ran or found
 
 
 def _fits(job: JobRecord, body: dict, created: datetime) -> bool:

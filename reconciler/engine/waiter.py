@@ -16,7 +16,7 @@ from typing import Callable, Sequence, TextIO
 from reconciler.engine.applier import Result
 from reconciler.engine.plan import Change, Plan
 from reconciler.errors import AuthError, RemoteError
-from reconciler.model import Action, JobRecord, Phase
+from reconciler.model import Action, JobRecord, Outcome, Phase
 from reconciler.zuora.wire import is_sandbox
 
 POLL_SANDBOX_SECONDS = 0.25  # the sandbox moves in milliseconds
@@ -151,7 +151,7 @@ class Waiter:
             if todo:
                 results = self.execute(todo)
                 outcome.results.extend(results)
-                failed.update(r.name for r in results if r.failed)
+                failed.update(r.name for r in results if r.failed or r.outcome is Outcome.DEFERRED)
                 continue
             waits = [c for c in plan.changes if c.action == "wait" and c.name not in failed]
             everything = [j for j in self.jobs() if moving(j) and j.name not in failed]

@@ -21,7 +21,8 @@ Id. Custom object job ids stay random (uuid4).
 Endpoints: POST /oauth/token; POST /v1/bulk, GET /v1/bulk/{key}, PUT /v1/bulk/{key}/stop,
 GET /v1/files/{id}; POST/GET /objects/jobs, GET /objects/jobs/{id}, GET /objects/jobs/{id}/errors,
 PATCH /objects/jobs/{id}/cancel, POST /objects/jobs/{id}/files; admin (no auth): GET /_sandbox/state,
-POST /_sandbox/clock, GET|POST /_sandbox/faults, POST /_sandbox/reset, GET /_sandbox/records.
+POST /_sandbox/clock, GET|POST /_sandbox/faults, POST /_sandbox/reset, GET /_sandbox/records,
+POST /_sandbox/fail, POST /_sandbox/rate.
 
 This package imports nothing from the rest of reconciler and nothing outside the standard library.
 """
@@ -63,12 +64,23 @@ def make_app(
     pending_seconds: float = 2.0,
     rows_per_second: float = 100.0,
     token_seconds: int = 3599,
+    replay_status: int = 200,
+    v1_errors: str = "http",
+    job_limit: str = "400",
+    tenant_type: str = "production",
 ) -> SandboxApp:
-    """A sandbox WSGI app on `db_path` (None: in memory); ValueError names a bad setting or unusable db."""
+    """A sandbox WSGI app on `db_path` (None: in memory); ValueError names a bad setting or unusable db.
+
+    replay_status (200 | 409), v1_errors ("http" | "200") and job_limit ("400" | "failed") choose between
+    Zuora's documented answers where it has two (README, "The sandbox"); tenant_type ("production" |
+    "apisandbox" | "developer-sandbox") whose rate limits it enforces.
+    """
     from .app import SandboxApp, make_settings
     from .store import Store
 
-    settings = make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds)
+    settings = make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds,
+                             replay_status=replay_status, v1_errors=v1_errors, job_limit=job_limit,
+                             tenant_type=tenant_type)
     return SandboxApp(Store(db_path), settings, clock=clock or time.time)
 
 

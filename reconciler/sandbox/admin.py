@@ -1,10 +1,10 @@
-"""The admin API under /_sandbox/ (DESIGN §7): state dump, clock, faults, reset, records. No auth."""
+"""The admin API under /_sandbox/ (DESIGN §7): state dump, clock, faults, reset, records, fail, rate. No auth."""
 
 from __future__ import annotations
 
 import json
 
-from . import bulk, customobjects, faults, records
+from . import bulk, customobjects, faults, limits, records
 from .store import TENANT_TABLES
 from .web import ApiError, Context, Response, json_response
 
@@ -94,3 +94,25 @@ def list_records(ctx: Context) -> Response:
     rows = ctx.conn.all(
         "SELECT * FROM records WHERE namespace = ? AND object = ? ORDER BY created_at, id", (namespace, name))
     return json_response(200, {"records": [records.record_body(row) for row in rows]})
+
+
+def fail(ctx: Context) -> Response:
+    """POST /_sandbox/fail {"bulkKey": K[, "message": M]}: a Pending mass action ends `Failed` when it would
+    start (no row processed, no response file), as a failure inside the tenant would make it."""
+    payload = _payload(ctx)
+    bulk_key, message = payload.get("bulkKey"), payload.get("message", "The mass action failed in the tenant")
+    if not isinstance(bulk_key, str) or not isinstance(message, str) or not message.strip():
+        raise ApiError(400, "bulkKey (and message, when given) must be non-empty strings")
+    row = ctx.conn.one(f"SELECT {bulk.SUMMARY} FROM mass_actions WHERE bulk_key = ?", (bulk_key,))
+    if row is None:
+        raise ApiError(404, f"no mass action has bulkKey {bulk_key!r}")
+    status = bulk.lifecycle(row, ctx.now).status
+    if status != "Pending":
+        raise ApiError(400, f"the mass action is {status}; only a Pending one can be made to fail")
+    ctx.conn.execute("UPDATE mass_actions SET file_error = ? WHERE bulk_key = ?", (message, bulk_key))
+    return json_response(200, {"bulkKey": bulk_key, "failed": True})
+
+
+def rate(ctx: Context) -> Response:
+    """POST /_sandbox/rate {"api": N, "auth": N}: this minute's, hour's and day's request counts set to N."""
+    return json_response(200, limits.preload(ctx.conn, ctx.settings.tenant_type, _payload(ctx), ctx.now))

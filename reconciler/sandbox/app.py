@@ -1,4 +1,4 @@
-"""The WSGI app: routing, auth, faults, idempotency, common headers and the never-a-traceback wrapper."""
+"""The WSGI app: routing, rate limits, auth, faults, idempotency, common headers and the never-a-traceback wrapper."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from . import admin, auth, bulk, customobjects, faults, idempotency
+from . import admin, auth, bulk, customobjects, faults, idempotency, limits
 from .store import Store, sandbox_now
 from .web import (
     ADMIN,
@@ -33,11 +33,6 @@ from .web import (
 
 log = logging.getLogger(__name__)
 
-# Per-minute limit and policy per request class (reference C.1): token calls are AUTH, the rest API.
-RATE_LIMITS = {
-    "api": (50_000, "50000, 50000;w=60, 2250000;w=3600, 27000000;w=86400"),
-    "auth": (2_000, "2000, 2000;w=60, 67500;w=3600, 810000;w=86400"),
-}
 CONCURRENCY_LIMIT = 40
 CONCURRENCY_MESSAGE = ("The total number of concurrent requests has exceeded the limit allowed by the system."
                        " Please resubmit your request later.")
@@ -63,6 +58,8 @@ ROUTES = [
     ("POST", "/_sandbox/reset", ADMIN_ROUTE, admin.reset),
     ("POST", "/_sandbox/tokens", ADMIN_ROUTE, admin.tokens),
     ("GET", "/_sandbox/records", ADMIN_ROUTE, admin.list_records),
+    ("POST", "/_sandbox/fail", ADMIN_ROUTE, admin.fail),
+    ("POST", "/_sandbox/rate", ADMIN_ROUTE, admin.rate),
 ]
 COMPILED = [
     (method, re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"), kind, handler)
@@ -79,6 +76,14 @@ class Settings:
     pending_seconds: float
     rows_per_second: float
     token_seconds: int
+    # Zuora's other documented answers (README "The sandbox"): how a replayed Idempotency-Key answers
+    # (200: the stored status; 409: the stored body with status 409), whether v1 errors come as their
+    # HTTP status or as 200 + `success: false`, and how the 6th active custom object job is refused
+    # (400, or created `failed` with 71012560).
+    replay_status: int = 200
+    v1_errors: str = "http"
+    job_limit: str = "400"
+    tenant_type: str = "production"  # whose rate limits apply (limits.TENANT_TYPES)
 
     @property
     def user_id(self) -> str:
@@ -118,7 +123,6 @@ class SandboxApp:
         self.sleep = getattr(clock, "sleep", None) or time.sleep
         self._lock = threading.Lock()
         self._in_flight = 0
-        self._windows = {}  # request class -> (minute, requests) for the RateLimit headers
 
     def __call__(self, environ, start_response):
         request_id = str(uuid.uuid4())
@@ -131,9 +135,14 @@ class SandboxApp:
             over_limit = counted and self._in_flight > CONCURRENCY_LIMIT
         try:
             request = Request(environ)
+            spent = None
             try:
+                if family != ADMIN:  # every call counts towards the tenant's rate limits, refused ones too
+                    spent = self._spend(request, family)
                 if over_limit:
                     raise ApiError(429, CONCURRENCY_MESSAGE, code=50000070, headers=[("Retry-After", "120")])
+                if spent is not None and spent.exceeded:
+                    raise spent.error(family)
                 response = self._dispatch(request, family, request_id)
             except ApiError as err:
                 response = json_response(err.status, err.payload(family), err.headers)
@@ -143,7 +152,7 @@ class SandboxApp:
                 log.exception("sandbox: unexpected error on %s %s", request.method, request.path)
                 err = ApiError(500, "Internal error in the sandbox", category=INTERNAL)
                 response = json_response(500, err.payload(family))
-            headers = self._headers(request, response, family, request_id, over_limit)
+            headers = self._headers(request, response, family, request_id, spent, over_limit)
             start_response(f"{response.status} {HTTPStatus(response.status).phrase}", headers)
             return response.chunks if response.chunks is not None else [response.body]
         finally:
@@ -194,7 +203,7 @@ class SandboxApp:
                         idempotency.release(conn, key)
                 raise ApiError(503, "Service temporarily unavailable (injected fault, nothing was done)",
                                category=TEMPORARY)
-            response = stored if outcome == idempotency.REPLAY else self._run(
+            response = self._replay(stored) if outcome == idempotency.REPLAY else self._run(
                 req, family, request_id, handler, params, key)
         finally:
             if claimed:
@@ -213,13 +222,29 @@ class SandboxApp:
                 with conn.savepoint():
                     response = handler(ctx, **params)
             except ApiError as err:
-                response = json_response(err.status, err.payload(family), err.headers)
+                # A v1 operation's own refusal; with v1_errors "200" it comes as Zuora's HTTP 200 + success: false.
+                status = 200 if family == V1 and self.settings.v1_errors == "200" and err.status < 500 else err.status
+                response = json_response(status, err.payload(family), err.headers)
             response.headers.append(("Zuora-Request-Id", request_id))
             if key is not None:
                 idempotency.save(conn, key, response)
         return response
 
-    def _headers(self, req: Request, response: Response, family: str, request_id: str, over_limit: bool) -> list:
+    def _replay(self, stored: Response) -> Response:
+        """The stored answer to a repeated key: as stored, or (replay_status 409) a stored success's body
+        with status 409, the form Zuora's error-handling guide tells clients to read the result from."""
+        if self.settings.replay_status == 409 and 200 <= stored.status < 300:
+            return Response(409, stored.body, content_type=stored.content_type, headers=list(stored.headers))
+        return stored
+
+    def _spend(self, req: Request, family: str) -> limits.Spent:
+        request_class = limits.AUTH if family == OAUTH else limits.API
+        with self.store.write() as conn:
+            return limits.spend(conn, self.settings.tenant_type, request_class, sandbox_now(conn, self.clock),
+                                req.environ.get("REMOTE_ADDR"))
+
+    def _headers(self, req: Request, response: Response, family: str, request_id: str, spent,
+                 over_limit: bool) -> list:
         """Common headers: request id, track id echo, rate and concurrency limits, gzip, lengths."""
         response = maybe_gzip(response, req.header("accept-encoding") or "")
         headers = list(response.headers)
@@ -229,9 +254,12 @@ class SandboxApp:
         track_id = req.header("zuora-track-id")
         if track_id is not None and _valid_track_id(track_id):
             headers.append(("Zuora-Track-Id", track_id))
-        if family != ADMIN:
-            headers += self._rate_headers(response, "auth" if family == OAUTH else "api",
-                                          rate_limited=response.status == 429 and not over_limit)
+        if spent is not None:
+            rate = spent.headers()
+            if response.status == 429 and not spent.exceeded and not over_limit:  # an injected 429
+                retry = dict((name.lower(), value) for name, value in response.headers).get("retry-after", "1")
+                rate = [rate[0], ("RateLimit-Remaining", "0"), ("RateLimit-Reset", retry)]
+            headers += rate
         if family == V1:
             with self._lock:
                 remaining = max(0, CONCURRENCY_LIMIT - self._in_flight)
@@ -245,28 +273,18 @@ class SandboxApp:
             headers.append(("Content-Length", str(len(response.body))))
         return headers
 
-    def _rate_headers(self, response: Response, request_class: str, rate_limited: bool) -> list:
-        now = self.clock()
-        minute = int(now // 60)
-        with self._lock:
-            window_minute, seen = self._windows.get(request_class, (-1, 0))
-            count = seen + 1 if window_minute == minute else 1
-            self._windows[request_class] = (minute, count)
-        reset = max(1, int(60 - now % 60))
-        limit, policy = RATE_LIMITS[request_class]
-        remaining = max(0, limit - count)
-        if rate_limited:
-            retry = dict((name.lower(), value) for name, value in response.headers).get("retry-after", "1")
-            remaining, reset = 0, int(retry)
-        return [("RateLimit-Limit", policy), ("RateLimit-Remaining", str(remaining)),
-                ("RateLimit-Reset", str(reset))]
-
 
 def _valid_track_id(value: str) -> bool:
     return len(value) <= 64 and all(32 <= ord(c) < 127 and c not in TRACK_ID_FORBIDDEN for c in value)
 
 
-def make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds) -> Settings:
+REPLAY_STATUSES = (200, 409)
+V1_ERRORS = ("http", "200")
+JOB_LIMITS = ("400", "failed")
+
+
+def make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds, *,
+                  replay_status=200, v1_errors="http", job_limit="400", tenant_type="production") -> Settings:
     """Validated settings; a bad value raises ValueError naming it."""
     if len(client_id) != 36:
         raise ValueError(f"client_id must be exactly 36 characters (got {len(client_id)})")
@@ -278,4 +296,10 @@ def make_settings(client_id, client_secret, pending_seconds, rows_per_second, to
         raise ValueError("rows_per_second must be greater than 0")
     if token_seconds <= 0:
         raise ValueError("token_seconds must be greater than 0")
-    return Settings(client_id, client_secret, float(pending_seconds), float(rows_per_second), int(token_seconds))
+    for name, value, allowed in (("replay_status", replay_status, REPLAY_STATUSES),
+                                 ("v1_errors", v1_errors, V1_ERRORS), ("job_limit", job_limit, JOB_LIMITS),
+                                 ("tenant_type", tenant_type, tuple(limits.TENANT_TYPES))):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))} (got {value!r})")
+    return Settings(client_id, client_secret, float(pending_seconds), float(rows_per_second), int(token_seconds),
+                    replay_status=replay_status, v1_errors=v1_errors, job_limit=job_limit, tenant_type=tenant_type)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from . import massfiles, massupdater
 from .web import (
+    FORMAT,
     MALFORMED,
     MISSING_FIELD,
     MISSING_PARAM,
@@ -76,9 +77,9 @@ def submit(ctx: Context) -> Response:
         if hashlib.md5(data).hexdigest() != checksum.lower():
             raise ApiError(400, "params.checksum does not match the MD5 checksum of the uploaded file")
 
+    header, rows = _read(action_type, data)  # Zuora checks the format at upload: a bad file gets no bulkKey
     bulk_key = uuid.uuid4().hex
-    header, rows, file_error = _read(action_type, data)
-    outcomes = [] if file_error else _decide(ctx.conn, action_type, header, rows, bulk_key)
+    outcomes = _decide(ctx.conn, action_type, header, rows, bulk_key)
     settings = ctx.settings
     ctx.conn.execute(
         "INSERT INTO mass_actions (bulk_key, seq, action_type, uploaded_by, uploaded_at, pending_seconds,"
@@ -86,7 +87,7 @@ def submit(ctx: Context) -> Response:
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             bulk_key, ctx.conn.next_counter("mass_action_seq"), action_type, settings.user_email, ctx.now,
-            settings.pending_seconds, settings.rows_per_second, len(data), len(rows), file_error,
+            settings.pending_seconds, settings.rows_per_second, len(data), len(rows), None,
             "".join(outcome[0] for outcome in outcomes), json.dumps(outcomes),
             json.dumps({"header": header, "rows": rows}), uuid.uuid4().hex, ctx.idempotency_key,
         ),
@@ -108,21 +109,23 @@ def _params(parts) -> dict:
 
 
 def _read(action_type: str, data: bytes):
-    """Header, rows and the file-level problem (None when the file can be processed)."""
+    """Header and rows of a file Zuora would accept; a format problem is refused at once (reference A.4:
+    "Zuora checks the formatting on upload"), in the v1 error shape and without a bulkKey."""
     try:
         header, rows = massfiles.read_table(data)
     except massfiles.FileProblem as err:
-        return [], [], str(err)
+        raise ApiError(400, str(err), category=FORMAT) from None
     names = [name for name in header if not name.startswith("#")]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        return header, rows, f"Duplicate column(s): {', '.join(duplicates)}"
+        raise ApiError(400, f"Duplicate column(s): {', '.join(duplicates)}", category=FORMAT)
     if "" in names:
-        return header, rows, "The header row has an empty column name"
+        raise ApiError(400, "The header row has an empty column name", category=FORMAT)
     missing = massupdater.missing_columns(action_type, header)
     if missing:
-        return header, rows, f"Missing required column(s) for {action_type}: {', '.join(missing)}"
-    return header, rows, None
+        raise ApiError(400, f"Missing required column(s) for {action_type}: {', '.join(missing)}",
+                       category=MISSING_FIELD)
+    return header, rows
 
 
 def _decide(conn, action_type, header, rows, bulk_key):

@@ -3,7 +3,8 @@
 create/update jobs start `pending` (waiting for their one CSV), run `in_progress` from the upload
 at rows_per_second, then `completed`; a file-level problem (system fields, an Id column on create,
 no Id column for update) makes the job `failed` once processing starts. delete jobs start
-`accepted`, wait pending_seconds, then remove the records their filter matches. recordsProcessed
+`accepted`, wait pending_seconds, then remove the records their filter matches. A 6th active job is
+refused with a 400, or (job_limit "failed", Zuora's documented form) created `failed` with 71012560. recordsProcessed
 counts the rows (or records) processed so far, rejected rows included; rejected rows are listed by
 /errors.
 """
@@ -29,19 +30,23 @@ STATUSES = ("accepted", "pending", "in_progress", "completed", "failed", "cancel
 OBJECT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,254}$")
 BAD_REQUEST, FILTER_CODE, CONDITIONS_CODE = 71013020, 71013220, 71013320
 STATUS_CODE, OPERATION_CODE, FILE_CODE, HEADERS_CODE = 71013430, 71013520, 71013620, 71013720
+LIMIT_CODE = 71013030  # invented: Zuora documents no code for a 400 on the 6th job (reference B.1)
+SERVICE_LIMIT = {"code": 71012560, "message": "Service limit reached, please retry later."}  # reference B.2
 
 
 def job_body(row, now: float) -> dict:
     """The CustomObjectBulkJobResponse for a stored job (reference B.2)."""
     end = row["ended_at"] if row["ended_at"] is not None else (
         row["updated_at"] if row["status"] == "cancelled" else now)
-    waiting = row["status"] in ("accepted", "pending")
+    # processingTime counts processing (from the start, the upload or a delete's start), not time since creation.
+    started = row["started_at"]
+    waiting = row["status"] in ("accepted", "pending") or started is None
     body = {
         "Id": row["id"], "CreatedById": row["created_by"], "CreatedDate": records.iso(row["created_at"]),
         "UpdatedById": row["created_by"], "UpdatedDate": records.iso(row["updated_at"]),
         "namespace": row["namespace"], "object": row["object"], "operation": row["operation"],
         "status": row["status"], "recordsProcessed": row["applied"],
-        "processingTime": 0 if waiting else max(0, int(round((end - row["created_at"]) * 1000))),
+        "processingTime": 0 if waiting else max(0, int(round((end - started) * 1000))),
     }
     if row["status"] == "failed" and row["error"]:
         body["error"] = json.loads(row["error"])
@@ -102,21 +107,24 @@ def create(ctx: Context) -> Response:
     records.settle(ctx.conn, ctx.now)
     active = ctx.conn.one(
         "SELECT COUNT(*) AS n FROM co_jobs WHERE status IN (?, ?, ?)", records.ACTIVE)["n"]
-    if active >= MAX_ACTIVE_JOBS:
+    limited = active >= MAX_ACTIVE_JOBS
+    if limited and ctx.settings.job_limit != "failed":
         raise ApiError(
             400, f"The tenant already has {active} accepted, pending or in-progress jobs (limit "
-            f"{MAX_ACTIVE_JOBS}); wait for one to finish", code=71013030)
+            f"{MAX_ACTIVE_JOBS}); wait for one to finish", code=LIMIT_CODE)
     job_id = str(uuid.uuid4())
     status = "accepted" if payload["operation"] == "delete" else "pending"
+    # job_limit "failed": Zuora's documented form, the job created already `failed` with 71012560 (B.2).
+    error = json.dumps(SERVICE_LIMIT) if limited else None
     job_filter = payload.get("filter")
     ctx.conn.execute(
         "INSERT INTO co_jobs (id, seq, namespace, object, operation, filter, status, created_at, updated_at,"
-        " created_by, pending_seconds, rows_per_second, idempotency_key)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_by, pending_seconds, rows_per_second, idempotency_key, error, ended_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (job_id, ctx.conn.next_counter("co_job_seq"), payload["namespace"], payload["object"],
-         payload["operation"], json.dumps(job_filter) if job_filter is not None else None, status, ctx.now,
-         ctx.now, ctx.settings.user_id, ctx.settings.pending_seconds, ctx.settings.rows_per_second,
-         ctx.idempotency_key),
+         payload["operation"], json.dumps(job_filter) if job_filter is not None else None,
+         "failed" if limited else status, ctx.now, ctx.now, ctx.settings.user_id, ctx.settings.pending_seconds,
+         ctx.settings.rows_per_second, ctx.idempotency_key, error, ctx.now if limited else None),
     )
     return json_response(200, job_body(_find(ctx, job_id), ctx.now))
 

@@ -53,7 +53,9 @@ RS_NUMBER_LENGTH = {"DeleteRevenueSchedule": 50, "UpdateRevenueSchedule": 100}
 
 GROUP_FAILED = "A previous row with the same Group ID failed"
 DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
+# Upper-case codes, as Zuora writes them; MPU's Currency also takes a currency id (reference A.5).
 CURRENCY = re.compile(r"^[A-Z]{3}$")
+CURRENCY_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 INVOICE_SPLIT = re.compile(r"^[^:|]+:\d+(\.\d+)?$")
 
@@ -131,9 +133,11 @@ def _decimal(name: str, value: str, positive: bool = False) -> float:
     return number
 
 
-def _currency(name: str, value: str) -> None:
-    if not CURRENCY.match(value):
-        raise RowError(f"{name} must be a 3-letter currency code such as USD, not '{value}'")
+def _currency(name: str, value: str, *, or_id: bool = False) -> None:
+    if CURRENCY.match(value) or (or_id and CURRENCY_ID.match(value)):
+        return
+    what = "a 3-letter currency code such as USD" + (" or a 32-character currency id" if or_id else "")
+    raise RowError(f"{name} must be {what}, not '{value}'")
 
 
 def _import_fx_rate(values, job_key, index, next_number):
@@ -179,7 +183,7 @@ def _create_revenue_schedule(values, job_key, index, next_number):
 def _mass_payment_upload(values, job_key, index, next_number):
     _required(values, "Payment Amount", "Currency", "Payment Date", "Payment Method ID")
     amount = _decimal("Payment Amount", values["Payment Amount"], positive=True)
-    _currency("Currency", values["Currency"])
+    _currency("Currency", values["Currency"], or_id=True)
     payment_type = values.get("Payment Type") or "External"
     if payment_type not in PAYMENT_TYPES:
         raise RowError("Payment Type must be External or Electronic")

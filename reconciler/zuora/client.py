@@ -54,7 +54,12 @@ class ZuoraClient:
                 db = settings.sandbox_db
                 if db is not None:
                     Path(db).parent.mkdir(parents=True, exist_ok=True)
-                transport = httpx.WSGITransport(app=make_app(db_path=str(db) if db is not None else None))
+                app = make_app(db_path=str(db) if db is not None else None,
+                               replay_status=getattr(settings, "sandbox_replay_status", 200),
+                               v1_errors=getattr(settings, "sandbox_v1_errors", "http"),
+                               job_limit=getattr(settings, "sandbox_job_limit", "400"),
+                               tenant_type=getattr(settings, "sandbox_tenant_type", "production"))
+                transport = httpx.WSGITransport(app=app)
         return cls(base_url=settings.base_url, credentials=credentials, transport=transport,
                    entity_ids=settings.entity_ids, org_ids=settings.org_ids, zuora_version=settings.zuora_version,
                    track_id=track_id, parallelism=settings.parallelism, on_call=on_call, retry=retry,

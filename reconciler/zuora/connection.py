@@ -13,7 +13,7 @@ import logging
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Mapping, Sequence, TypeVar, cast
 
 import httpx
 
@@ -25,6 +25,7 @@ from reconciler.zuora.auth import TOKEN_PATH, Auth, Credentials
 from reconciler.zuora.operations import CHUNK, Body, file_error
 from reconciler.zuora.retry import (
     RETRYABLE_CATEGORIES,
+    Pacer,
     RETRYABLE_STATUSES,
     Attempted,
     Call,
@@ -83,6 +84,7 @@ class Connection:
                          redactor=self._redact)
         self._on_call = on_call
         self._retry = retry or RetryPolicy()
+        self._pacer = Pacer(clock=self._retry.clock, max_wait=self._retry.max_elapsed)
         headers = {"User-Agent": f"reconciler/{__version__}", "Accept-Encoding": "gzip",
                    "Zuora-Track-Id": self.track_id}
         optional = {"Zuora-Entity-Ids": entity_ids, "Zuora-Org-Ids": org_ids, "Zuora-Version": zuora_version}
@@ -170,6 +172,13 @@ class Connection:
             token = self.auth.bearer() if bearer else None
             if token:
                 headers["Authorization"] = f"Bearer {token}"
+            pause = self._pacer.wait() if bearer else 0.0  # the token endpoint has windows of its own
+            if pause:
+                if self.deadline is not None and time.monotonic() + pause >= self.deadline:
+                    raise RemoteError("the run's time limit (--timeout) ends before Zuora's rate limit resets",
+                                      endpoint=endpoint, retryable=True)
+                log.debug("%s: no request left in Zuora's rate-limit window; waiting %.1f s", endpoint, pause)
+                policy.sleep(pause)
             t0 = time.monotonic()
             try:
                 value, status, request_id = self._attempt(method, path, endpoint, params, body, headers, handle)
@@ -222,10 +231,22 @@ class Connection:
             except (httpx.TransportError, OSError) as exc:  # OSError: the WSGI sandbox dropped us
                 raise self._transport_failure(exc, endpoint, overdue=deadline.overdue(at, limit)) from exc
             stack.callback(response.close)
+            if "Authorization" in headers:
+                self._pacer.observe(response.headers)
             request_id = response.headers.get("zuora-request-id")
             try:
+                keyed = "Idempotency-Key" in headers
+                if keyed and response.status_code == 409:
+                    # Zuora's error-handling guide: a retry with the same key may answer 409 with the original
+                    # result in its body. One that carries a result is that answer; one without is "in flight".
+                    raw = self._read_capped(response, endpoint)
+                    data = _loads(raw, response)
+                    if _carries_result(data):  # keyed calls are `request`'s: their value is the JSON object
+                        value = cast(T, self._checked(data, raw, response, endpoint))
+                        return value, response.status_code, request_id
+                    raise self._http_failure(response, endpoint, keyed=True, raw=raw)
                 if not response.is_success:
-                    raise self._http_failure(response, endpoint, keyed="Idempotency-Key" in headers)
+                    raise self._http_failure(response, endpoint, keyed=keyed)
                 return handle(response, endpoint), response.status_code, request_id
             except httpx.DecodingError as exc:
                 raise Failure(self._error(f"undecodable response body: {exc}", response, endpoint)) from exc
@@ -245,13 +266,13 @@ class Connection:
         )
         return Failure(error, "timeout" if timed_out else "dropped", reached_server=not isinstance(exc, _NO_CONNECTION))
 
-    def _http_failure(self, response: httpx.Response, endpoint: str, *, keyed: bool) -> Failure:
+    def _http_failure(self, response: httpx.Response, endpoint: str, *, keyed: bool, raw: bytes | None = None) -> Failure:
         status = response.status_code
-        raw = self._read_capped(response, endpoint)
+        raw = self._read_capped(response, endpoint) if raw is None else raw
         details = error_details(_loads(raw, response))
         message, code = details or (describe_body(raw, response.headers.get("content-type"), "a Zuora error body"),
                                     None)
-        # 409: the same Idempotency-Key is still in flight; wait, then ask again with that key.
+        # 409 without a result: the same Idempotency-Key is still in flight; wait, then ask again with that key.
         retryable = status in RETRYABLE_STATUSES or (status == 409 and keyed)
         error = self._error(message, response, endpoint, code=code, retryable=retryable)
         retry_after = None
@@ -263,7 +284,11 @@ class Connection:
     def _json_of(self, response: httpx.Response, endpoint: str) -> dict[str, Any]:
         """The JSON object of a 2xx answer; `success: false` inside it is an error too."""
         raw = self._read_capped(response, endpoint)
-        data = _loads(raw, response)
+        return self._checked(_loads(raw, response), raw, response, endpoint)
+
+    def _checked(self, data: Any, raw: bytes, response: httpx.Response, endpoint: str) -> dict[str, Any]:
+        """`data` if it is a JSON object that is not Zuora's `success: false` (which v1 operations often send
+        with HTTP 200: a definitive refusal with its reasons, unless its category says retry)."""
         if not isinstance(data, dict):
             message = describe_body(raw, response.headers.get("content-type"), "a JSON object")
             raise Failure(self._error(message, response, endpoint))
@@ -312,6 +337,14 @@ def _refused_token(error: RemoteError, *, static: bool) -> AuthError:
     return AuthError(message, status=error.status, code=error.code, request_id=error.request_id,
                      endpoint=error.endpoint, retryable=error.retryable)
 
+
+
+def _carries_result(data: Any) -> bool:
+    """True for a keyed 409 whose body is the original answer: a mass action's `bulkKey` or a custom object
+    job's `Id`, and no `success: false`. Zuora's "still in flight" 409 is an error body with neither."""
+    if not isinstance(data, dict) or data.get("success") is False or data.get("Success") is False:
+        return False
+    return any(isinstance(data.get(key), str) and data[key] for key in ("bulkKey", "Id", "id"))
 
 
 def _loads(raw: bytes, response: httpx.Response) -> Any:

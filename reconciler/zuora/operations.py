@@ -80,7 +80,8 @@ class ZuoraOperations:
             self._transport.request("PUT", f"/v1/bulk/{path_segment(bulk_key)}/stop")
         except RemoteError as exc:
             # A stop whose answer was lost is refused when sent again: the job is no longer stoppable.
-            if exc.retryable or exc.status in (401, 404):
+            # (Not found may come as a 404 or, like any v1 refusal, as a 200 whose code says category 40.)
+            if exc.retryable or exc.status in (401, 404) or code_category(exc.code) == 40:
                 raise
             if self.get_mass_action(bulk_key).get("status") not in ("Stopping", "Stopped"):
                 raise

@@ -5,6 +5,8 @@ is the one decision after a failed attempt: `Retry(after=...)` or `GiveUp(error)
 a clock or does I/O; the client measures the elapsed time, sleeps through the policy's injectable `sleep`
 and sends again. Bounded exponential backoff with full jitter drawn from the policy's random source.
 
+`Pacer` keeps the calls inside the rate limit the answers' RateLimit-* headers report.
+
 Retry safety: a GET or PUT may be sent again after any transient failure. A POST or PATCH is sent
 again only when it carries an Idempotency-Key (Zuora then replays its stored answer instead of acting
 twice) or when the server cannot have acted on it: the connection was never established, the token
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import email.utils
 import random
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -223,6 +226,50 @@ def retry_after_seconds(headers: Mapping[str, str], *, rate_limited: bool = True
         return None
     # The draft standard says delta-seconds; some gateways send an epoch timestamp instead.
     return max(0.0, reset - now() if reset > 1_000_000_000 else reset)
+
+
+class Pacer:
+    """Keeps a client's calls inside Zuora's rate limit instead of running into its 429s.
+
+    Every answer's `RateLimit-Remaining` and `RateLimit-Reset` (the window closest to exhaustion) are
+    noted; each call sent spends one of the remaining requests. Once none is left, `wait()` says how long
+    until the window resets. A wait longer than `max_wait` is not made (the call goes, and its 429 is
+    handled by the retry policy, which gives up within its own bounds). Thread-safe; no I/O, no sleeping.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_wait: float = 120.0,
+                 now: Callable[[], float] = time.time):
+        self._clock = clock
+        self._now = now
+        self._max_wait = max_wait
+        self._lock = threading.Lock()
+        self._remaining: int | None = None
+        self._until = 0.0
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Note the rate-limit headers of one answer (ignored when absent or not numbers)."""
+        remaining, reset = _number(headers.get("ratelimit-remaining")), _number(headers.get("ratelimit-reset"))
+        if remaining is None or reset is None:
+            return
+        if reset > 1_000_000_000:  # an epoch timestamp instead of delta-seconds, as some gateways send
+            reset = max(0.0, reset - self._now())
+        with self._lock:
+            self._remaining = max(0, int(remaining))
+            self._until = self._clock() + max(0.0, reset)
+
+    def wait(self) -> float:
+        """Seconds to wait before sending the next call (0: send now); spends one remaining request."""
+        with self._lock:
+            if self._remaining is None:
+                return 0.0
+            left = self._until - self._clock()
+            if left <= 0:  # the window reset: the next answer says how many we have
+                self._remaining = None
+                return 0.0
+            if self._remaining > 0:
+                self._remaining -= 1
+                return 0.0
+            return left if left <= self._max_wait else 0.0
 
 
 def _number(value: str | None) -> float | None:
