@@ -281,12 +281,13 @@ def lock_status(c, as_json):
 
 @lock.command("release")
 @click.argument("lock_id")
+@click.option("--force", is_flag=True, help="Release it even though its holder's process is alive on this host.")
 @pass_ctx
-def lock_release(c, lock_id):
+def lock_release(c, lock_id, force):
     """Release a lock by its id (recorded in the audit log)."""
     from reconciler.commands.lock import release as run
 
-    return run(c.settings(), c.out, lock_id=lock_id)
+    return run(c.settings(), c.out, lock_id=lock_id, force=force)
 
 
 @cli.group()

@@ -23,6 +23,7 @@ _COLORS = {
     "stop": "\x1b[31m",  # red
     "cancel": "\x1b[31m",
     "conflict": "\x1b[31m",
+    "blocked": "\x1b[31m",
     "retire": "\x1b[2m",  # dim
     "wait": "\x1b[2m",
 }
@@ -43,13 +44,14 @@ def summary_line(plan: Plan) -> str:
     s = plan.summary
     moves = ", ".join(f"{s[a]} to {a}" for a in Action if a.actionable)
     conflicts = f"{s['conflict']} conflict{'' if s['conflict'] == 1 else 's'}"
-    return f"Plan: {moves}; {s['wait']} waiting; {conflicts}; {s['unchanged']} unchanged."
+    blocked = f"; {s['blocked']} blocked" if s["blocked"] else ""  # shown only when there are some
+    return f"Plan: {moves}; {s['wait']} waiting{blocked}; {conflicts}; {s['unchanged']} unchanged."
 
 
 def highlights(change: Change) -> list[str]:
     """What a reader must not miss beside the reason: the way out of a conflict, rows not rolled back."""
     found = []
-    if change.action is Action.CONFLICT and change.resolve:
+    if change.action in (Action.CONFLICT, Action.BLOCKED) and change.resolve:
         found.append(change.resolve)
     if change.progress is not None:
         processed, total = change.progress.processed, change.progress.total
@@ -70,6 +72,13 @@ def describe(change: Change) -> str:
 def conflicts_named(plan: Plan, limit: int = 5) -> str:
     """`a: way out; b: way out; and 3 more (see the plan)`: the first conflicts, for an error message."""
     found = [c for c in plan.changes if c.action is Action.CONFLICT]
+    ways = "; ".join(f"{c.name}: {c.resolve or c.reason}" for c in found[:limit])
+    return ways + (f"; and {len(found) - limit} more (see the plan)" if len(found) > limit else "")
+
+
+def blocked_named(plan: Plan, limit: int = 5) -> str:
+    """`b: way out; and 3 more (see the plan)`: the first blocked changes, for an error message."""
+    found = plan.blocked
     ways = "; ".join(f"{c.name}: {c.resolve or c.reason}" for c in found[:limit])
     return ways + (f"; and {len(found) - limit} more (see the plan)" if len(found) > limit else "")
 
@@ -154,7 +163,7 @@ def _markdown_head(plan: Plan) -> list[str]:
     if not plan.changes:
         return lines + [f"**No changes.** Zuora matches the specs ({plan.unchanged} unchanged)."]
     lines += [f"**{summary_line(plan)}**", "", "| action | count |", "|---|--:|"]
-    lines += [f"| `{a.symbol}` {a} | {summary[a]} |" for a in Action]
+    lines += [f"| `{a.symbol}` {a} | {summary[a]} |" for a in Action if a is not Action.BLOCKED or summary[a]]
     lines.append(f"| unchanged | {summary['unchanged']} |")
     conflicts = [c for c in plan.changes if c.action is Action.CONFLICT]
     if conflicts:

@@ -111,6 +111,7 @@ class _Run:
         self.outcome = "error"
         self.deadline: float | None = None
         self.failed: set[str] = set()
+        self.blocked: list = []  # changes held by a failed or stopped dependency
         self.progress = Progress(out, tty=bool(getattr(out, "isatty", lambda: False)()))
         self.journal = LedgerJournal(session, crash=crash)
         self.applier = Applier(session.client, self.journal, root=settings.root,
@@ -135,11 +136,16 @@ class _Run:
             raise ConflictError(_conflicts(plan))
         todo = plan.actionable
         waits = [c for c in plan.changes if c.action is Action.WAIT]
+        self.blocked = list(plan.blocked)
+        self.failed.update(c.name for c in self.blocked)  # never submitted by a later pass of --wait
         running = self.wait and any(moving(j) and self.in_scope(j.name) for j in self.session.ledger.live_jobs())
         if not todo and not (self.wait and (waits or running)):
             if waits:
                 self.out.write(f"Nothing to apply now: {count(len(waits), 'change')} waiting (see above); "
                                "run apply again later, or with --wait.\n")
+            if self.blocked:
+                self.outcome = "blocked"
+                raise ApplyFailed(_blocked(self.blocked))
             self.outcome = "no-changes"
             return ExitCode.OK
         if (todo or waits) and not self._confirmed():
@@ -282,6 +288,9 @@ class _Run:
         problems = [f"{count(len(failed), 'change')} failed"] if failed else []
         if waited is not None:
             problems += self._report_wait(waited)
+            self.blocked += waited.blocked
+        if self.blocked:
+            problems.append(_blocked(self.blocked))
         if waited is not None and waited.timed_out:
             self.outcome = "timeout"
             running = ", ".join(f"{j.name} ({j.remote_status})" for j in waited.running) or "none"
@@ -314,6 +323,8 @@ class _Run:
             problems.append(f"{count(len(failed_jobs), 'job')} failed in Zuora")
         for change in waited.conflicts:
             self.out.write(f"  ! {change.name}: conflict: {describe(change)}\n")
+        for change in waited.blocked:
+            self.out.write(f"  ⊘ {change.name}: blocked: {describe(change)}\n")
         if waited.conflicts:
             problems.append(f"{count(len(waited.conflicts), 'conflict')} appeared")
         for change in waited.stuck:
@@ -329,6 +340,13 @@ def _line(result: Result) -> str:
     where = f" {result.remote_id}" if result.remote_id else ""
     status = f" ({result.status})" if result.status else ""
     return f"  {result.outcome.symbol} {result.name}: {result.outcome}{where}{status}"
+
+
+def _blocked(changes) -> str:
+    shown = "; ".join(f"{c.name}: {c.resolve or c.reason}" for c in changes[:5])
+    more = f"; and {len(changes) - 5} more" if len(changes) > 5 else ""
+    return (f"{count(len(changes), 'change')} blocked by a dependency that failed or was stopped, not submitted "
+            f"— {shown}{more}")
 
 
 def _conflicts(plan: Plan) -> str:

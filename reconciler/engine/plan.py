@@ -253,6 +253,11 @@ class Plan:
         return bool(self.changes)
 
     @property
+    def blocked(self) -> tuple[Change, ...]:
+        """The changes held by a dependency that failed or was stopped: waiting never frees them."""
+        return tuple(c for c in self.changes if c.action is Action.BLOCKED)
+
+    @property
     def has_conflicts(self) -> bool:
         """True when a person must resolve something before apply may touch those specs."""
         return any(c.action is Action.CONFLICT for c in self.changes)

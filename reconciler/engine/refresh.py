@@ -36,7 +36,7 @@ def refresh(session: Session, names: Iterable[str] | None = None) -> ObservedSta
     jobs = [
         j for j in session.ledger.live_jobs()
         if j.remote_id and (wanted is None or j.name in wanted)
-        and (j.phase in REFRESHABLE or _result_pending(j))
+        and (j.phase in REFRESHABLE or result_pending(j))
     ]
     if not jobs:
         return ObservedState()
@@ -59,7 +59,7 @@ def record_observation(session: Session, job: JobRecord, obs: Observation, *, so
         session.ledger.record_observation(job.id, obs, run_id=session.run_id, source=source,
                                           calls=session.take_reads())
     fresh = session.ledger.job(job.id)
-    if _result_pending(fresh):
+    if result_pending(fresh):
         archive(session, fresh, obs)
     return fresh
 
@@ -126,7 +126,7 @@ def _row_counts(obs: Observation, errors: list) -> Observation:
     return replace(obs, total=processed if processed is not None else obs.total, failed=failed, succeeded=succeeded)
 
 
-def _result_pending(job: JobRecord) -> bool:
+def result_pending(job: JobRecord) -> bool:
     """A finished job whose result exists remotely but is not archived yet."""
     if job.phase != Phase.DONE or job.result_path:
         return False

@@ -35,6 +35,7 @@ class WaitOutcome:
     running: list[JobRecord] = field(default_factory=list)
     stuck: list[Change] = field(default_factory=list)
     conflicts: list[Change] = field(default_factory=list)
+    blocked: list[Change] = field(default_factory=list)
 
 
 def poll_seconds(settings) -> float:
@@ -146,6 +147,9 @@ class Waiter:
             for change in plan.changes:
                 if change.action is Action.CONFLICT:
                     outcome.conflicts.append(change)
+                    failed.add(change.name)
+                elif change.action is Action.BLOCKED and change.name not in failed:
+                    outcome.blocked.append(change)  # a dependency failed while we waited: a person must act
                     failed.add(change.name)
             todo = [c for c in plan.actionable if c.name not in failed]
             if todo:
