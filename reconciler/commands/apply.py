@@ -30,6 +30,7 @@ from reconciler.engine.waiter import (
     Progress,
     Waiter,
     WaitOutcome,
+    longest_poll,
     moving,
     poll_seconds,
     waiting,
@@ -182,20 +183,21 @@ class _Run:
         """Before any intent is written: refused credentials end the run here, with one message (AuthError)."""
         self.session.client.authenticate()
 
-    def _plan(self) -> Plan:
+    def _plan(self, refresh_only: set[str] | None = None) -> Plan:
         targets = self.filters["targets"]
         if self.saved is not None:
             targets = tuple(sorted({c.name for c in self.saved.changes}))
         return compute_plan(self.settings, session=self.session, refresh=True, targets=targets,
                             excludes=tuple(sorted(set(self.filters["excludes"]) | self.failed)),
                             selectors=self.filters["selectors"], reruns=tuple(sorted(self.reruns)),
-                            desired=self.desired)
+                            desired=self.desired, refresh_only=refresh_only)
 
     def report_stopped(self) -> None:
         """On Ctrl-C or SIGTERM: what this run submitted, what stays unconfirmed, what keeps running in Zuora."""
         self.progress.clear()
         try:
             jobs = self.session.ledger.jobs_matching(ids=self.journal.jobs) if self.journal.jobs else []
+            jobs.sort(key=lambda j: (j.name, j.generation))  # concurrent intents commit in any order
         except ReconcilerError as err:
             self.out.write(f"\nStopped; could not read what this run submitted ({err}): `reconciler status` shows it.\n")
             return
@@ -258,16 +260,16 @@ class _Run:
         """
         return self.session.ledger.jobs_matching(live=True, ids=self.progress.jobs, remote_ids=self.progress.follow)
 
-    def _next_plan(self) -> Plan:
+    def _next_plan(self, due: set[str]) -> Plan:
         self._check_lock()
-        return self._plan()
+        return self._plan(refresh_only=due)
 
     def _wait(self, deadline: float | None) -> WaitOutcome:
         if self.saved is not None and not self.saved.changes:
             return WaitOutcome()
         waiter = Waiter(plan_next=self._next_plan, execute=self._execute, jobs=self._followed_jobs,
                         in_scope=self.in_scope, progress=self.progress, deadline=deadline,
-                        poll=poll_seconds(self.settings))
+                        poll=poll_seconds(self.settings), longest=longest_poll(self.settings))
         try:
             return waiter.run(self.failed)
         finally:

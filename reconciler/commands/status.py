@@ -7,8 +7,8 @@ Choices:
 - Without a ledger the text output is one line, "no ledger yet (...)", on standard output, and
   `--json` prints `{"jobs": []}`; the exit code is 0 and nothing is created.
 - `--refresh` and `--wait` fetch live status through a Session (recording drift and archiving
-  results, like `plan` does); `--wait` polls (as often as `apply --wait`: engine.waiter.poll_seconds)
-  until each listed job is terminal.
+  results, like `plan` does); `--wait` polls (like `apply --wait`: engine.waiter.poll_seconds, doubling
+  while nothing moves up to longest_poll) until each listed job is terminal.
   Jobs that polling cannot move are not waited for, with a note: an unconfirmed submission (intent),
   a custom object job whose file is not uploaded yet, a job missing remotely (404).
 - Exit 1 when a listed job's status is Failed (Mass Updater) or failed (custom object), or when
@@ -23,6 +23,7 @@ from typing import TextIO
 
 from reconciler.engine.refresh import refresh
 from reconciler.engine.waiter import CLEAR_LINE, progress_bar, waiting
+from reconciler.engine.waiter import longest_poll
 from reconciler.engine.waiter import poll_seconds as default_poll_seconds  # `status` takes a poll_seconds too
 from reconciler.commands._common import (
     Specs,
@@ -61,6 +62,7 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
 
     if timeout is not None and (not wait or timeout < 0):
         raise UsageError("--timeout SECONDS limits --wait: pass --wait too, with a timeout of 0 or more")
+    longest = poll_seconds if poll_seconds is not None else longest_poll(settings)
     if poll_seconds is None:
         poll_seconds = default_poll_seconds(settings)
 
@@ -88,7 +90,7 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
     if (refresh or wait) and targets:
         latest, still_running = _follow(
             settings, out, targets, wait=wait, timeout=timeout, progress=not as_json, poll_seconds=poll_seconds,
-            sleep=sleep, clock=clock,
+            longest=longest, sleep=sleep, clock=clock,
         )
 
     rows = [(name, latest.get(name), specs.get(name) if name not in latest else None) for name in listed]
@@ -105,7 +107,7 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
 
 
 def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: float | None, progress: bool,
-            poll_seconds: float, sleep, clock) -> tuple[dict[str, JobRecord], list[JobRecord]]:
+            poll_seconds: float, longest: float, sleep, clock) -> tuple[dict[str, JobRecord], list[JobRecord]]:
     """Refresh through a Session; with `wait`, until every target is terminal or the timeout passes."""
     from reconciler.engine.run import Session
 
@@ -119,6 +121,7 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
     seen: dict[str, str | None] = {}
     noted: set[str] = set()
     started = clock()
+    interval, last = poll_seconds, None
     try:
         out_of_time = False
         while True:
@@ -150,7 +153,10 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
                     out.write("\n")
                 outcome = "timeout" if pending else "ok"
                 return latest, pending
-            delay = poll_seconds if timeout is None else min(poll_seconds, max(0.0, timeout - elapsed))
+            now = [(j.remote_status, j.processed) for j in jobs]
+            interval = poll_seconds if now != last else min(interval * 2, max(poll_seconds, longest))
+            last = now
+            delay = interval if timeout is None else min(interval, max(0.0, timeout - elapsed))
             sleep(delay)
     finally:
         session.close(outcome)

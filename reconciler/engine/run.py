@@ -70,6 +70,15 @@ def binding(settings) -> Binding:
     return Binding(settings.env_key, canonical_base_url(settings.base_url), identity=environment_identity)
 
 
+def retry_line(call) -> str:
+    """`retrying POST /v1/bulk in 4 s (2/6): HTTP 503`: a failed attempt about to be sent again."""
+    wait = f"{call.retry_in:.0f} s" if call.retry_in >= 1 else f"{call.retry_in:.1f} s"
+    of = f"{call.attempt + 1}/{call.max_attempts}" if call.max_attempts else f"attempt {call.attempt + 1}"
+    why = f"HTTP {call.status}" if call.status else (call.error or call.outcome)
+    why = why.removeprefix(f"{call.method} {call.path}: ")
+    return f"retrying {call.method} {call.path} in {wait} ({of}): {why}"
+
+
 def read_ledger(settings) -> Ledger | None:
     """Open the ledger read-only; None when it does not exist yet (nothing is created)."""
     return Ledger.open_read(settings.ledger_path, binding(settings))
@@ -180,6 +189,8 @@ class Session:
             self._local.name = previous
 
     def _record_call(self, call) -> None:
+        if call.retry_in is not None:  # one line per retry, so a slow run shows why it is slow
+            log.warning("%s", retry_line(call))
         event = dict(
             run_id=self.run_id, event_type="remote_call", name=getattr(self._local, "name", None),
             method=call.method, path=call.path, http_status=call.status, request_id=call.request_id,
