@@ -7,7 +7,9 @@ ever reach a Plan, so none can reach a view.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
 from datetime import timezone
 from typing import TextIO
 
@@ -31,12 +33,68 @@ MARKER = "<!-- reconciler-plan -->"
 _CONFLICTS_ON_TOP = 20  # more than this are only in the changes table, so the comment stays readable
 
 
-def render_table(rows: Sequence[Sequence[object]], headers: Sequence[str] | None, stream: TextIO) -> None:
-    """Write rows as left-aligned columns separated by two spaces (None shows as '-')."""
+def terminal_width(stream: TextIO, env: Mapping[str, str] = os.environ) -> int | None:
+    """How wide a table may be: `COLUMNS` when set, else the terminal's width; None (no limit) for a pipe."""
+    columns = env.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
+def render_table(rows: Sequence[Sequence[object]], headers: Sequence[str] | None, stream: TextIO, *,
+                 width: int | None = None, cut_first: Sequence[int] = ()) -> None:
+    """Write rows as left-aligned columns separated by two spaces (None shows as '-').
+
+    Given a `width`, columns are narrowed until a line fits — those in `cut_first` (indexes) first, then
+    the widest — and a value cut short ends in `…` (the `--json` twin of every table has the full
+    values). ANSI colors do not count toward the width.
+    """
     table = [list(headers)] if headers else []
     table += [["-" if cell is None else str(cell) for cell in row] for row in rows]
+    if width is not None and table:
+        table = _fit_columns(table, width, cut_first)
     for line in _align(table):
         stream.write(line + "\n")
+
+
+_NARROWEST = 8  # a column is never cut below this (or its header)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _fit_columns(table: list[list[str]], width: int, cut_first: Sequence[int]) -> list[list[str]]:
+    widths = [max(_visible(row[i]) for row in table) for i in range(len(table[0]))]
+    floor = [min(w, max(_NARROWEST, _visible(table[0][i]))) for i, w in enumerate(widths)]
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    for i in cut_first:
+        cut = max(0, min(widths[i] - floor[i], excess))
+        widths[i] -= cut
+        excess -= cut
+    while excess > 0:
+        widest = max(range(len(widths)), key=lambda i: (widths[i] - floor[i], i))
+        room = widths[widest] - floor[widest]
+        if room <= 0:
+            break  # every column at its narrowest: the line stays too long rather than unreadable
+        widths[widest] -= 1  # a character at a time: the wide columns end up sharing the cut
+        excess -= 1
+    return [[_cut(cell, w) for cell, w in zip(row, widths)] for row in table]
+
+
+def _visible(cell: str) -> int:
+    return len(_ANSI.sub("", cell))
+
+
+def _cut(cell: str, width: int) -> str:
+    if _visible(cell) <= width:
+        return cell
+    if _ANSI.search(cell):  # a colored status: cut the text inside the color
+        plain = _ANSI.sub("", cell)
+        return cell.replace(plain, plain[:width - 1] + "…")
+    return cell[:width - 1] + "…"
 
 
 def summary_line(plan: Plan) -> str:
@@ -213,5 +271,6 @@ def _status(status: str | None) -> str:
 def _align(rows: list[list[str]]) -> list[str]:
     if not rows:
         return []
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows]
+    widths = [max(_visible(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell + " " * (w - _visible(cell)) for cell, w in zip(row, widths)), row[-1]]).rstrip()
+            for row in rows]

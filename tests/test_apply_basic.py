@@ -239,7 +239,7 @@ def test_wait_ends_when_a_dependent_can_never_run(tmp_path, slow):
     assert "⊘ fx-b: blocked: new; dependency fx-a stopped" in out
     assert "1 change blocked by a dependency that failed or was stopped" in err, out + err
     assert "fx-b: fix fx-a and bump its revision, or run with --rerun fx-a" in err
-    assert "Jobs: 1 Stopped." in out
+    assert "Jobs: 1 stopped." in out
     assert len(remote_jobs(slow)) == 1
 
 

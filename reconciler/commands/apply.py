@@ -309,7 +309,8 @@ class _Run:
         """Print how the followed jobs ended, conflicts and stuck waits; the problems among them."""
         problems = []
         latest = latest_by_name(self.session.ledger.jobs_matching(ids=self.progress.jobs))
-        ended = Counter(j.remote_status for j in latest.values() if not moving(j))
+        # Mass Updater says `Completed`, custom objects `completed`: one word, one count
+        ended = Counter((j.remote_status or j.phase).lower() for j in latest.values() if not moving(j))
         if ended:
             self.out.write("Jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) + ".\n")
         for job in latest.values():

@@ -22,7 +22,7 @@ from reconciler.commands._common import (
 )
 from reconciler.errors import ExitCode, UsageError
 from reconciler.ledger.store import CALL_EVENTS, EVENT_TYPES
-from reconciler.views import render_table
+from reconciler.views import render_table, terminal_width
 
 
 def history(settings, out: TextIO, *, name: str | None = None, limit: int = 50, as_json: bool = False,
@@ -63,7 +63,8 @@ def history(settings, out: TextIO, *, name: str | None = None, limit: int = 50, 
         kinds = f" of type {', '.join(types)}" if types else ""
         out.write(f"no events{kinds}{f' for {name}' if name else ''} yet\n")
         return ExitCode.OK
-    render_table([event_row(e) for e in events], EVENT_HEADERS, out)
+    render_table([event_row(e) for e in events], EVENT_HEADERS, out, width=terminal_width(out),
+                 cut_first=(5, 2))  # the call's path, then the actor
     if more:
         out.write(f"(older events not shown; --limit {limit * 10} shows more, `reconciler audit export` all)\n")
     if exclude:

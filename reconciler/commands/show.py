@@ -16,7 +16,7 @@ from reconciler.commands._common import (
 )
 from reconciler.errors import ExitCode
 from reconciler.model import MASS_ACTION, DesiredSpec, JobRecord, latest_by_name
-from reconciler.views import render_table
+from reconciler.views import render_table, terminal_width
 
 EVENTS_SHOWN = 50
 
@@ -53,7 +53,8 @@ def show(settings, out: TextIO, *, name: str, as_json: bool = False, events_show
         out.write("Events: none\n")
         return ExitCode.OK
     out.write(f"Events (newest first{f', the latest {events_shown}' if more else ''}):\n")
-    render_table([event_row(e) for e in events], EVENT_HEADERS, out)
+    render_table([event_row(e) for e in events], EVENT_HEADERS, out, width=terminal_width(out),
+                 cut_first=(5, 2))  # the call's path, then the actor
     if more:
         out.write(f"(older events not shown: `reconciler history {name} --limit N` lists more)\n")
     return ExitCode.OK

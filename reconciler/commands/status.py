@@ -19,6 +19,7 @@ Choices:
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TextIO
 
 from reconciler.engine.refresh import refresh
@@ -31,6 +32,7 @@ from reconciler.commands._common import (
     count,
     is_retired,
     no_ledger,
+    when,
     write_json,
 )
 from reconciler.errors import ExitCode, RemoteError, UsageError, WaitTimedOut
@@ -43,7 +45,7 @@ from reconciler.model import (
     iso,
     latest_by_name,
 )
-from reconciler.views import render_table
+from reconciler.views import render_table, terminal_width
 
 JSON_FIELDS = ("name", "kind", "remote_id", "status", "phase", "revision", "fingerprint", "total", "processed",
                "succeeded", "failed", "updated_at")
@@ -80,11 +82,13 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
         return ExitCode.OK
     with ledger:
         latest = latest_by_name(ledger.jobs())
+        refreshed = ledger.last_refresh()
     for name in names:
         if name not in latest and specs.get(name) is None:
             raise specs.unknown(name)
 
-    listed = list(names) if names else sorted(n for n, job in latest.items() if not is_retired(job))
+    listed = list(names) if names else sorted({n for n, job in latest.items() if not is_retired(job)}
+                                              | (set(specs.load().by_name) - set(latest)))
     still_running: list[JobRecord] = []
     targets = [n for n in listed if n in latest]
     if (refresh or wait) and targets:
@@ -98,6 +102,8 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
         write_json(out, {"jobs": [_json_row(name, job, spec) for name, job, spec in rows]})
     else:
         _render(out, rows, hidden=0 if names else sum(1 for j in latest.values() if is_retired(j)), color=color)
+        if any(job is not None for _, job, _ in rows):
+            out.write(_freshness(refreshed, live=bool((refresh or wait) and targets)) + "\n")
     if still_running:
         running = ", ".join(f"{j.name} ({j.remote_status or j.phase})" for j in still_running)
         raise WaitTimedOut(f"timed out after {timeout:g}s; still running: {running}. "
@@ -162,6 +168,19 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
         session.close(outcome)
 
 
+def _freshness(refreshed: str | None, *, live: bool) -> str:
+    """When the statuses shown were last fetched from Zuora, and how to fetch them now."""
+    if live:
+        return "(status fetched from Zuora just now)"
+    if refreshed is None:
+        return "(as recorded; never refreshed from Zuora: --refresh fetches it live)"
+    try:
+        ago = age(datetime.fromisoformat(refreshed))
+    except ValueError:
+        ago = "?"
+    return f"(as of the last refresh, {when(refreshed)} UTC, {ago} ago; --refresh fetches it live)"
+
+
 def _unwaitable(job: JobRecord, missing: set[str]) -> str | None:
     """Why polling can never move this job to a terminal status, or None."""
     if job.phase == Phase.INTENT:
@@ -207,7 +226,7 @@ def _render(out: TextIO, rows, *, hidden: int, color: bool) -> None:
         table.append([name, job.kind, job.remote_id, _paint(_status_text(job), job.remote_status, color),
                       _progress(job), job.succeeded, job.failed, age(job.created_at)])
     headers = [_paint(h, None, color) if h == "STATUS" else h for h in HEADERS]  # same width as the cells
-    render_table(table, headers, out)
+    render_table(table, headers, out, width=terminal_width(out), cut_first=(2, 1))  # remote id, kind, then the widest
     if hidden:
         out.write(f"({count(hidden, 'retired job')} hidden; name it to see it)\n")
 

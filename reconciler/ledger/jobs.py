@@ -148,6 +148,14 @@ class JobBook:
                 "ci_run_url": actor.ci_run_url, "plan_digest": plan_digest, "started_at": now(),
             })
 
+    def last_refresh(self) -> str | None:
+        """When a run that fetched live status (plan, apply, status --refresh/--wait) last finished, ISO 8601."""
+        with self._c.reading():
+            value = self._c.value(
+                "SELECT max(finished_at) FROM runs WHERE outcome IS NOT NULL AND outcome != 'error' "
+                "AND (command IN ('plan', 'apply') OR command LIKE 'status --%')")
+        return value if isinstance(value, str) else None
+
     def finish_run(self, run_id: int, outcome: str) -> None:
         """Record a run's end and outcome (bookkeeping: serial unchanged)."""
         with self._c.transaction() as tx:

@@ -253,6 +253,10 @@ class Ledger:
         """Jobs in the order they were created, all or one name's."""
         return self._jobs.jobs(name)
 
+    def last_refresh(self) -> str | None:
+        """When a run that fetched live status (plan, apply, status --refresh/--wait) last finished, ISO 8601."""
+        return self._jobs.last_refresh()
+
     def live_jobs(self) -> list[JobRecord]:
         """Jobs in creation order that LIVE_JOB admits (every job on a ledger older than schema 3).
 
