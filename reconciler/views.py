@@ -62,6 +62,11 @@ def render_table(rows: Sequence[Sequence[object]], headers: Sequence[str] | None
         stream.write(line + "\n")
 
 
+def fit_line(line: str, width: int | None) -> str:
+    """The line, cut to `width` columns with `…` when it is longer (unchanged without a width)."""
+    return line if width is None or len(line) <= width else line[:max(width - 1, 1)] + "…"
+
+
 _NARROWEST = 8  # a column is never cut below this (or its header)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 

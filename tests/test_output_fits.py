@@ -27,6 +27,8 @@ def test_tables_fit_the_terminal_width(repo, command):
     assert table and max(len(line) for line in table) <= 80, narrow.stdout
     if widest(wide.stdout) > 80:  # something had to give, and says so
         assert "…" in narrow.stdout
+    if command[0] == "show":  # its spec and job lines too: hashes, keys and paths
+        assert widest(narrow.stdout) <= 80, narrow.stdout
 
 
 def test_status_keeps_names_whole_and_json_keeps_every_value(repo):
