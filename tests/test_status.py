@@ -222,3 +222,18 @@ def test_color_paints_the_status_and_keeps_columns_aligned(repo):
     assert [len(line) for line in strip] == [len(line) for line in plain]  # the codes take no column width
     proc = cli(repo, "status")  # not a terminal: no colors
     assert "\x1b[" not in proc.stdout
+
+
+def test_a_long_wait_says_it_is_still_waiting_at_least_every_minute(tmp_path):
+    with serve(make_app(pending_seconds=100_000)) as server:
+        root = make_repo(tmp_path / "repo")
+        (root / "reconciler.yaml").write_text(f"environment: {server.url}\n")
+        settings = settings_of(root)
+        submit(settings, "fx-rates")
+        out = io.StringIO()
+        ticks = iter(range(0, 10_000, 20))  # 20 s between two looks at the clock
+        with pytest.raises(ReconcilerError, match="timed out after 300s"):
+            status(settings, out, names=("fx-rates",), wait=True, timeout=300, poll_seconds=1, sleep=lambda s: None,
+                   clock=lambda: next(ticks))
+        beats = [line for line in out.getvalue().splitlines() if line.startswith("still waiting after ")]
+        assert len(beats) >= 4 and all("fx-rates Pending" in line for line in beats), out.getvalue()

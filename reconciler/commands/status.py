@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import TextIO
 
 from reconciler.engine.refresh import refresh
-from reconciler.engine.waiter import CLEAR_LINE, progress_bar, waiting
+from reconciler.engine.waiter import CLEAR_LINE, HEARTBEAT_SECONDS, progress_bar, waiting
 from reconciler.engine.waiter import longest_poll
 from reconciler.engine.waiter import poll_seconds as default_poll_seconds  # `status` takes a poll_seconds too
 from reconciler.commands._common import (
@@ -127,7 +127,7 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
     seen: dict[str, str | None] = {}
     noted: set[str] = set()
     started = clock()
-    interval, last = poll_seconds, None
+    interval, last, said = poll_seconds, None, 0.0
     try:
         out_of_time = False
         while True:
@@ -153,7 +153,13 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
                     out.write(f"{CLEAR_LINE if tty else ''}{job.name}: {why}; not waiting for it\n")
             elapsed = clock() - started
             if progress:
-                _report(out, jobs, seen, tty=tty, elapsed=elapsed)
+                if _report(out, jobs, seen, tty=tty, elapsed=elapsed):
+                    said = elapsed
+                elif elapsed - said >= HEARTBEAT_SECONDS:  # nothing moved for a minute: say so, on a terminal too
+                    running = ", ".join(f"{j.name} {j.remote_status or j.phase}{_progress_suffix(j)}"
+                                        for j in pending[:5])
+                    out.write(f"{CLEAR_LINE if tty else ''}still waiting after {elapsed:.0f}s: {running}\n")
+                    said = elapsed
             if not pending or out_of_time or (timeout is not None and elapsed >= timeout):
                 if tty:
                     out.write("\n")
@@ -192,12 +198,13 @@ def _unwaitable(job: JobRecord, missing: set[str]) -> str | None:
     return None
 
 
-def _report(out: TextIO, jobs: list[JobRecord], seen: dict[str, str | None], *, tty: bool, elapsed: float) -> None:
-    """A progress bar rewritten in place on a terminal; otherwise a line per status change."""
+def _report(out: TextIO, jobs: list[JobRecord], seen: dict[str, str | None], *, tty: bool, elapsed: float) -> bool:
+    """A progress bar rewritten in place on a terminal; otherwise a line per status change (True when one was)."""
     if tty:
         out.write(CLEAR_LINE + progress_bar(jobs, elapsed))
         out.flush()
-        return
+        return False
+    said = False
     for job in jobs:
         now = job.remote_status or job.phase
         if job.name not in seen or seen[job.name] != now:
@@ -206,6 +213,8 @@ def _report(out: TextIO, jobs: list[JobRecord], seen: dict[str, str | None], *, 
             out.write(f"{job.name}: {moved}{_progress_suffix(job)}\n")
             out.flush()
             seen[job.name] = now
+            said = True
+    return said
 
 
 def _progress_suffix(job: JobRecord) -> str:
