@@ -84,8 +84,8 @@ if TYPE_CHECKING:
 
     from reconciler.ledger.interface import LedgerStore
 
-# Actor, redact, REDACTED, COUNT_FIELDS, the event types and events_query live in the collaborators and are re-exported
-# so `reconciler.ledger.store` stays the one import for the ledger's whole public API.
+# Actor, redact, REDACTED, COUNT_FIELDS, the event types and events_query live in the collaborators, re-exported so
+# `reconciler.ledger.store` stays the one import for the ledger's whole public API.
 __all__ = [
     "BUSY_TIMEOUT_SECONDS", "COUNT_FIELDS", "WAL_LIMIT_BYTES", "Checkpoint", "wal_path", "wal_size", "REDACTED", "SCHEMA_VERSION", "Actor", "Binding", "Ledger",
     "events_query", "redact", "CALL_EVENTS", "EVENT_TYPES",
@@ -319,8 +319,7 @@ class Ledger:
 
     def record_observation(self, job_id: int, obs: Observation, *, run_id: int | None, source: str,
                            calls: Sequence[Mapping[str, Any]] = ()) -> bool:
-        """Store a refreshed remote status and counts; True (plus a status_change event) when the status moved.
-        `calls` (remote_call event keywords) are recorded just before that event, and only with it."""
+        """Store a refreshed status and counts (with `calls`, remote_call keywords, only if an event is written)."""
         return self._jobs.record_observation(job_id, obs, run_id=run_id, source=source, calls=calls)
 
     def record_retired(self, job_id: int, *, run_id: int | None, reason: str, actor: Actor) -> JobRecord:
@@ -354,8 +353,7 @@ class Ledger:
 
     def events(self, name: str | None = None, limit: int | None = None, before_id: int | None = None,
                types: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> list[Row]:
-        """Events newest first, optionally for one name, at most `limit`, older than `before_id`, of `types`
-        only (when given) and not of `exclude`."""
+        """Events newest first, of one name, at most `limit`, older than `before_id`, of `types`, not of `exclude`."""
         return self._events.events(name, limit, before_id, types, exclude)
 
     def iter_events(self) -> Iterator[Row]:
