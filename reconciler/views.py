@@ -255,8 +255,8 @@ def _size(text: str) -> int:
 
 
 def _must_show(change: Change) -> bool:
-    """A conflict, or a change that destroys or cuts short: a stop, a cancel, a replace, a delete."""
-    if change.action in (Action.CONFLICT, Action.STOP, Action.CANCEL, Action.REPLACE):
+    """A conflict or a blocked change, or one that destroys or cuts short: a stop, a cancel, a replace, a delete."""
+    if change.action in (Action.CONFLICT, Action.BLOCKED, Action.STOP, Action.CANCEL, Action.REPLACE):
         return True
     return isinstance(change.target, ObjectTarget) and change.target.operation == "delete"
 
