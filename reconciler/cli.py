@@ -205,13 +205,16 @@ def errors(c, name, failed_rows, as_json):
 @cli.command()
 @click.argument("name", required=False)
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Newest N events.")
+@click.option("--event", "event_types", metavar="TYPE", multiple=True,
+              help="Only events of this type (repeatable), e.g. status_change, remote_call.")
+@click.option("--all", "every", is_flag=True, help="Every event, the remote calls behind the decisions included.")
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_ctx
-def history(c, name, limit, as_json):
-    """The audit log, newest first."""
+def history(c, name, limit, event_types, every, as_json):
+    """The audit log, newest first (decisions; --all adds the remote calls)."""
     from reconciler.commands.history import history as run
 
-    return run(c.settings(), c.out, name=name, limit=limit, as_json=as_json)
+    return run(c.settings(), c.out, name=name, limit=limit, as_json=as_json, event_types=event_types, every=every)
 
 
 @cli.group()
@@ -278,12 +281,13 @@ def lock_status(c, as_json):
 
 @lock.command("release")
 @click.argument("lock_id")
+@click.option("--force", is_flag=True, help="Release it even though its holder's process is alive on this host.")
 @pass_ctx
-def lock_release(c, lock_id):
+def lock_release(c, lock_id, force):
     """Release a lock by its id (recorded in the audit log)."""
     from reconciler.commands.lock import release as run
 
-    return run(c.settings(), c.out, lock_id=lock_id)
+    return run(c.settings(), c.out, lock_id=lock_id, force=force)
 
 
 @cli.group()

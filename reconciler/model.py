@@ -59,6 +59,7 @@ class Action(_Name):
     CANCEL = "cancel"
     RETIRE = "retire"
     WAIT = "wait"
+    BLOCKED = "blocked"
     CONFLICT = "conflict"
 
     @property
@@ -68,8 +69,8 @@ class Action(_Name):
 
     @property
     def actionable(self) -> bool:
-        """False for wait and conflict: apply carries out every other action."""
-        return self not in (Action.WAIT, Action.CONFLICT)
+        """False for wait, blocked and conflict: apply carries out every other action."""
+        return self not in (Action.WAIT, Action.BLOCKED, Action.CONFLICT)
 
 
 class Outcome(_Name):
@@ -91,7 +92,8 @@ class Outcome(_Name):
 
 
 _ACTION_SYMBOLS = {Action.SUBMIT: "+", Action.UPLOAD: "↑", Action.REPLACE: "~", Action.STOP: "-",
-                   Action.CANCEL: "-", Action.RETIRE: "x", Action.WAIT: "…", Action.CONFLICT: "!"}
+                   Action.CANCEL: "-", Action.RETIRE: "x", Action.WAIT: "…", Action.BLOCKED: "⊘",
+                   Action.CONFLICT: "!"}
 _OUTCOME_SYMBOLS = {Outcome.SUBMITTED: "+", Outcome.UPLOADED: "↑", Outcome.REPLACED: "~", Outcome.STOPPED: "-",
                     Outcome.CANCELLED: "-", Outcome.RETIRED: "x", Outcome.DEFERRED: "…", Outcome.FAILED: "!"}
 

@@ -6,7 +6,9 @@ and key values) and no secrets ever reach a Plan, so none can reach a view.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
 from datetime import timezone
 from typing import TextIO
 
@@ -23,6 +25,7 @@ _COLORS = {
     "stop": "\x1b[31m",  # red
     "cancel": "\x1b[31m",
     "conflict": "\x1b[31m",
+    "blocked": "\x1b[31m",
     "retire": "\x1b[2m",  # dim
     "wait": "\x1b[2m",
 }
@@ -30,12 +33,73 @@ MARKER = "<!-- reconciler-plan -->"
 _CONFLICTS_ON_TOP = 20  # more than this are only in the changes table, so the comment stays readable
 
 
-def render_table(rows: Sequence[Sequence[object]], headers: Sequence[str] | None, stream: TextIO) -> None:
-    """Write rows as left-aligned columns separated by two spaces (None shows as '-')."""
+def terminal_width(stream: TextIO, env: Mapping[str, str] = os.environ) -> int | None:
+    """How wide a table may be: `COLUMNS` when set, else the terminal's width; None (no limit) for a pipe."""
+    columns = env.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return int(columns)
+    try:
+        if stream.isatty():
+            return os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        pass
+    return None
+
+
+def render_table(rows: Sequence[Sequence[object]], headers: Sequence[str] | None, stream: TextIO, *,
+                 width: int | None = None, cut_first: Sequence[int] = ()) -> None:
+    """Write rows as left-aligned columns separated by two spaces (None shows as '-').
+
+    Given a `width`, columns are narrowed until a line fits — those in `cut_first` (indexes) first, then
+    the widest — and a value cut short ends in `…` (the `--json` twin of every table has the full
+    values). ANSI colors do not count toward the width.
+    """
     table = [list(headers)] if headers else []
     table += [["-" if cell is None else str(cell) for cell in row] for row in rows]
+    if width is not None and table:
+        table = _fit_columns(table, width, cut_first)
     for line in _align(table):
         stream.write(line + "\n")
+
+
+def fit_line(line: str, width: int | None) -> str:
+    """The line, cut to `width` columns with `…` when it is longer (unchanged without a width)."""
+    return line if width is None or len(line) <= width else line[:max(width - 1, 1)] + "…"
+
+
+_NARROWEST = 8  # a column is never cut below this (or its header)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _fit_columns(table: list[list[str]], width: int, cut_first: Sequence[int]) -> list[list[str]]:
+    widths = [max(_visible(row[i]) for row in table) for i in range(len(table[0]))]
+    floor = [min(w, max(_NARROWEST, _visible(table[0][i]))) for i, w in enumerate(widths)]
+    excess = sum(widths) + 2 * (len(widths) - 1) - width
+    for i in cut_first:
+        cut = max(0, min(widths[i] - floor[i], excess))
+        widths[i] -= cut
+        excess -= cut
+    while excess > 0:
+        widest = max(range(len(widths)), key=lambda i: (widths[i] - floor[i], i))
+        room = widths[widest] - floor[widest]
+        if room <= 0:
+            break  # every column at its narrowest: the line stays too long rather than unreadable
+        widths[widest] -= 1  # a character at a time: the wide columns end up sharing the cut
+        excess -= 1
+    return [[_cut(cell, w) for cell, w in zip(row, widths)] for row in table]
+
+
+def _visible(cell: str) -> int:
+    return len(_ANSI.sub("", cell))
+
+
+def _cut(cell: str, width: int) -> str:
+    if _visible(cell) <= width:
+        return cell
+    if _ANSI.search(cell):  # a colored status: cut the text inside the color
+        plain = _ANSI.sub("", cell)
+        return cell.replace(plain, plain[:width - 1] + "…")
+    return cell[:width - 1] + "…"
 
 
 def summary_line(plan: Plan) -> str:
@@ -43,13 +107,14 @@ def summary_line(plan: Plan) -> str:
     s = plan.summary
     moves = ", ".join(f"{s[a]} to {a}" for a in Action if a.actionable)
     conflicts = f"{s['conflict']} conflict{'' if s['conflict'] == 1 else 's'}"
-    return f"Plan: {moves}; {s['wait']} waiting; {conflicts}; {s['unchanged']} unchanged."
+    blocked = f"; {s['blocked']} blocked" if s["blocked"] else ""  # shown only when there are some
+    return f"Plan: {moves}; {s['wait']} waiting{blocked}; {conflicts}; {s['unchanged']} unchanged."
 
 
 def highlights(change: Change) -> list[str]:
     """What a reader must not miss beside the reason: the way out of a conflict, rows not rolled back."""
     found = []
-    if change.action is Action.CONFLICT and change.resolve:
+    if change.action in (Action.CONFLICT, Action.BLOCKED) and change.resolve:
         found.append(change.resolve)
     if change.progress is not None:
         processed, total = change.progress.processed, change.progress.total
@@ -140,6 +205,13 @@ def conflicts_named(plan: Plan, limit: int = 5) -> str:
     return ways + (f"; and {len(found) - limit} more (see the plan)" if len(found) > limit else "")
 
 
+def blocked_named(plan: Plan, limit: int = 5) -> str:
+    """`b: way out; and 3 more (see the plan)`: the first blocked changes, for an error message."""
+    found = plan.blocked
+    ways = "; ".join(f"{c.name}: {c.resolve or c.reason}" for c in found[:limit])
+    return ways + (f"; and {len(found) - limit} more (see the plan)" if len(found) > limit else "")
+
+
 def render_text(plan: Plan, stream: TextIO, *, color: bool) -> None:
     """Human text: one line per change, then drift, then the summary line (ANSI colors when asked)."""
     rows = [[c.name, c.kind, c.remote_id or "-", describe(c)] for c in plan.changes]
@@ -226,7 +298,7 @@ def _markdown_head(plan: Plan) -> list[str]:
     if not plan.changes:
         return lines + [f"**No changes.** Zuora matches the specs ({plan.unchanged} unchanged)."]
     lines += [f"**{summary_line(plan)}**", "", "| action | count |", "|---|--:|"]
-    lines += [f"| `{a.symbol}` {a} | {summary[a]} |" for a in Action]
+    lines += [f"| `{a.symbol}` {a} | {summary[a]} |" for a in Action if a is not Action.BLOCKED or summary[a]]
     lines.append(f"| unchanged | {summary['unchanged']} |")
     warned = [(c, w) for c in plan.changes if (w := warnings(c))]
     if warned:
@@ -263,8 +335,9 @@ def _size(text: str) -> int:
 
 
 def _must_show(change: Change) -> bool:
-    """A conflict, or a change that destroys, cuts short or sends again: a stop, a cancel, a replace, a delete."""
-    if change.action in (Action.CONFLICT, Action.STOP, Action.CANCEL, Action.REPLACE):
+    """A conflict or a blocked change, or one that destroys, cuts short or sends again: a stop, a cancel, a replace,
+    a delete, a resend."""
+    if change.action in (Action.CONFLICT, Action.BLOCKED, Action.STOP, Action.CANCEL, Action.REPLACE):
         return True
     return warnings(change) is not None
 
@@ -284,5 +357,6 @@ def _status(status: str | None) -> str:
 def _align(rows: list[list[str]]) -> list[str]:
     if not rows:
         return []
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows]
+    widths = [max(_visible(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell + " " * (w - _visible(cell)) for cell, w in zip(row, widths)), row[-1]]).rstrip()
+            for row in rows]

@@ -85,7 +85,7 @@ def test_a_run_waiting_on_jobs_holds_the_lock_until_it_ends(tmp_path):
         admin(url, "clock", {"advance_seconds": 7200})  # the jobs run and complete; the first run ends
         out, err = first.communicate(timeout=120)
         assert first.returncode == 0, out + err
-        assert "Jobs: 2 Completed." in out
+        assert "Jobs: 2 completed." in out
         assert_exactly_once(repo, url, ("fx-a", "fx-b"))
 
 

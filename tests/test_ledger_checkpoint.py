@@ -60,8 +60,8 @@ def reconciler_on_path(tmp_path: Path) -> str:
 def views(repo: Path) -> dict:
     """What a reader sees: status and history as JSON, `audit verify`'s verdict."""
     found = {}
-    for key, args in (("status", ("status", "--json")), ("history", ("history", "--json", "--limit", "10000")),
-                      ("verify", ("audit", "verify"))):
+    every = ("history", "--all", "--json", "--limit", "10000")  # remote calls too: the export holds them
+    for key, args in (("status", ("status", "--json")), ("history", every), ("verify", ("audit", "verify"))):
         proc = cli(repo, *args)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         found[key] = json.loads(proc.stdout) if "--json" in args else proc.stdout

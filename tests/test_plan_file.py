@@ -47,8 +47,8 @@ def test_document_has_the_shape_of_design_section_4():
                                        "generation", "idempotency_key", "depends_on", "detail"]
     assert doc["drift"][1] == {"name": "gone", "remote_id": "c" * 32, "recorded": "Pending", "observed": None}
     assert list(doc["summary"].items()) == [("submit", 1), ("upload", 1), ("replace", 0), ("stop", 0),
-                                            ("cancel", 0), ("retire", 0), ("wait", 0), ("conflict", 1),
-                                            ("unchanged", 3)]
+                                            ("cancel", 0), ("retire", 0), ("wait", 0), ("blocked", 0),
+                                            ("conflict", 1), ("unchanged", 3)]
 
 
 def test_plan_properties():

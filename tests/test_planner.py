@@ -207,6 +207,22 @@ def dependency_waiting():
 
 
 @case
+def dependency_failed_or_stopped_blocks():
+    """A failed or stopped dependency blocks its dependents, and theirs: waiting would never end."""
+    return plan_of(
+        [spec("a-failed"), spec("b-on-failed", deps=["a-failed"]), spec("c-on-blocked", deps=["b-on-failed"]),
+         spec("d-stopped"), spec("e-on-stopped", deps=["d-stopped"])],
+        [job("a-failed", "Failed"), job("d-stopped", "Stopped")],
+    )
+
+
+@case
+def dependency_outside_target():
+    return plan_of([spec("a-base"), spec("b-on-a", deps=["a-base"]), spec("c-on-a", deps=["a-base"])], [],
+                   targets=["b-on-a", "c-on-a"], excludes=["c-on-a"])
+
+
+@case
 def slots_count_active_jobs():
     accepted, ended = job("active-1", "accepted", kind=CO), job("ended", "pending", kind=CO)
     running = [spec(n, CO) for n in ("active-1", "active-2", "ended", "uploading")]

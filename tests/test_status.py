@@ -44,8 +44,9 @@ def test_table_has_one_row_per_spec_with_progress_counts_and_age(repo):
     assert code == 0
     lines = text.splitlines()
     assert lines[0].split() == ["NAME", "KIND", "REMOTE", "ID", "STATUS", "PROGRESS", "SUCCEEDED", "FAILED", "AGE"]
-    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    rows = {line.split()[0]: line.split() for line in lines[1:-1]}
     assert sorted(rows) == NAMES
+    assert lines[-1].startswith("(as of the last refresh, ") and "--refresh fetches it live" in lines[-1]
     assert rows["payments"][1:2] == ["MassAction"] and rows["payments"][3:7] == ["Completed", "4/4", "2", "2"]
     assert rows["fx-rates"][3:7] == ["Completed", "2/2", "2", "0"]
     assert rows["load-vehicles"][3:7] == ["completed", "3/3", "3", "0"]
@@ -84,7 +85,9 @@ def test_a_spec_without_a_job_shows_as_not_applied(repo):
     row = as_json(repo, names=("later",))[1]["jobs"][0]
     assert row["name"] == "later" and row["kind"] == "MassAction" and row["revision"] == 3
     assert all(row[k] is None for k in ("remote_id", "status", "phase", "total", "updated_at"))
-    assert "later" not in run(repo)[1]  # without names only recorded jobs are listed
+    [listed] = [line for line in run(repo)[1].splitlines() if line.startswith("later ")]  # without names too
+    assert "(not applied)" in listed
+    assert "later" in [row["name"] for row in as_json(repo)[1]["jobs"]]
 
 
 def test_retired_jobs_are_hidden_unless_named(repo):
@@ -144,7 +147,8 @@ def test_wait_prints_a_line_per_status_change_and_ends_terminal(repo):
         assert "Completed" in mine[-1]
         assert all("->" in line for line in mine[1:])  # after the first line, only changes are printed
     assert "\r" not in text
-    assert text.splitlines()[-3].startswith("NAME")  # then the table
+    assert text.splitlines()[-4].startswith("NAME")  # then the table, and where its data comes from
+    assert text.splitlines()[-1] == "(status fetched from Zuora just now)"
 
 
 def test_wait_on_a_terminal_draws_a_progress_bar(repo):
@@ -177,7 +181,9 @@ def test_wait_timeout_prints_the_table_then_exits_1(tmp_path):
             status(settings, out, wait=True, timeout=3, poll_seconds=1, sleep=lambda s: None,
                    clock=lambda: next(ticks))
         assert "fx-rates: Pending" in out.getvalue()
-        assert out.getvalue().splitlines()[-2].startswith("NAME")
+        lines = out.getvalue().splitlines()
+        assert lines[-3 - sum("(not applied)" in line for line in lines)].startswith("NAME")
+        assert lines[-1] == "(status fetched from Zuora just now)"
         proc = cli(settings, "status", "--wait", "--timeout", "0.5")
         assert proc.returncode == 1 and "timed out" in proc.stderr
 
@@ -214,3 +220,18 @@ def test_color_paints_the_status_and_keeps_columns_aligned(repo):
     assert [len(line) for line in strip] == [len(line) for line in plain]  # the codes take no column width
     proc = cli(repo, "status")  # not a terminal: no colors
     assert "\x1b[" not in proc.stdout
+
+
+def test_a_long_wait_says_it_is_still_waiting_at_least_every_minute(tmp_path):
+    with serve(make_app(pending_seconds=100_000)) as server:
+        root = make_repo(tmp_path / "repo")
+        (root / "reconciler.yaml").write_text(f"environment: {server.url}\n")
+        settings = settings_of(root)
+        submit(settings, "fx-rates")
+        out = io.StringIO()
+        ticks = iter(range(0, 10_000, 20))  # 20 s between two looks at the clock
+        with pytest.raises(ReconcilerError, match="timed out after 300s"):
+            status(settings, out, names=("fx-rates",), wait=True, timeout=300, poll_seconds=1, sleep=lambda s: None,
+                   clock=lambda: next(ticks))
+        beats = [line for line in out.getvalue().splitlines() if line.startswith("still waiting after ")]
+        assert len(beats) >= 4 and all("fx-rates Pending" in line for line in beats), out.getvalue()

@@ -129,6 +129,7 @@ def _key(remote_id: str) -> str:
 def _record(session, spec: DesiredSpec, remote_id: str, obs: Observation) -> JobRecord:
     """Intent, then the observed job with an `import` event naming who imported it, then its result."""
     ledger = session.ledger
+    session.keep_reads()  # the reads that checked the job: part of the operator's decision
     key = _key(remote_id)
     resumed = next((j for j in ledger.jobs(spec.name) if j.idempotency_key == key and j.phase == Phase.INTENT), None)
     if resumed is not None:

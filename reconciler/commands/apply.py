@@ -31,6 +31,7 @@ from reconciler.engine.waiter import (
     Progress,
     Waiter,
     WaitOutcome,
+    longest_poll,
     moving,
     poll_seconds,
     waiting,
@@ -112,6 +113,7 @@ class _Run:
         self.outcome = "error"
         self.deadline: float | None = None
         self.failed: set[str] = set()
+        self.blocked: list = []  # changes held by a failed or stopped dependency
         self.progress = Progress(out, tty=bool(getattr(out, "isatty", lambda: False)()))
         self.journal = LedgerJournal(session, crash=crash)
         self.applier = Applier(session.client, self.journal, root=settings.root,
@@ -137,11 +139,16 @@ class _Run:
             raise ConflictError(_conflicts(plan))
         todo = plan.actionable
         waits = [c for c in plan.changes if c.action is Action.WAIT]
+        self.blocked = list(plan.blocked)
+        self.failed.update(c.name for c in self.blocked)  # never submitted by a later pass of --wait
         running = self.wait and any(moving(j) and self.in_scope(j.name) for j in self.session.ledger.live_jobs())
         if not todo and not (self.wait and (waits or running)):
             if waits:
                 self.out.write(f"Nothing to apply now: {count(len(waits), 'change')} waiting (see above); "
                                "run apply again later, or with --wait.\n")
+            if self.blocked:
+                self.outcome = "blocked"
+                raise ApplyFailed(_blocked(self.blocked))
             self.outcome = "no-changes"
             return ExitCode.OK
         if (todo or waits) and not self._confirmed():
@@ -178,14 +185,14 @@ class _Run:
         """Before any intent is written: refused credentials end the run here, with one message (AuthError)."""
         self.session.client.authenticate()
 
-    def _plan(self) -> Plan:
+    def _plan(self, refresh_only: set[str] | None = None) -> Plan:
         targets = self.filters["targets"]
         if self.saved is not None:
             targets = tuple(sorted({c.name for c in self.saved.changes}))
         return compute_plan(self.settings, session=self.session, refresh=True, targets=targets,
                             excludes=tuple(sorted(set(self.filters["excludes"]) | self.failed)),
                             selectors=self.filters["selectors"], reruns=tuple(sorted(self.reruns)),
-                            desired=self.desired)
+                            desired=self.desired, refresh_only=refresh_only)
 
     def report_stopped(self) -> None:
         """On Ctrl-C or SIGTERM: what this run submitted, what stays unconfirmed, what keeps running in Zuora."""
@@ -255,16 +262,16 @@ class _Run:
         """
         return self.session.ledger.jobs_matching(live=True, ids=self.progress.jobs, remote_ids=self.progress.follow)
 
-    def _next_plan(self) -> Plan:
+    def _next_plan(self, due: set[str]) -> Plan:
         self._check_lock()
-        return self._plan()
+        return self._plan(refresh_only=due)
 
     def _wait(self, deadline: float | None) -> WaitOutcome:
         if self.saved is not None and not self.saved.changes:
             return WaitOutcome()
         waiter = Waiter(plan_next=self._next_plan, execute=self._execute, jobs=self._followed_jobs,
                         in_scope=self.in_scope, progress=self.progress, deadline=deadline,
-                        poll=poll_seconds(self.settings))
+                        poll=poll_seconds(self.settings), longest=longest_poll(self.settings))
         try:
             return waiter.run(self.failed)
         finally:
@@ -291,6 +298,9 @@ class _Run:
             problems += self._report_wait(waited)
             if deferred:  # --wait was asked to see them through; without it they are waits, as in a plan
                 problems.append(f"{count(len(deferred), 'change')} found no free custom object job slot")
+            self.blocked += waited.blocked
+        if self.blocked:
+            problems.append(_blocked(self.blocked))
         if waited is not None and waited.timed_out:
             self.outcome = "timeout"
             running = ", ".join(f"{j.name} ({j.remote_status})" for j in waited.running) or "none"
@@ -307,7 +317,8 @@ class _Run:
         """Print how the followed jobs ended, conflicts and stuck waits; the problems among them."""
         problems = []
         latest = latest_by_name(self.session.ledger.jobs_matching(ids=self.progress.jobs))
-        ended = Counter(j.remote_status for j in latest.values() if not moving(j))
+        # Mass Updater says `Completed`, custom objects `completed`: one word, one count
+        ended = Counter((j.remote_status or j.phase).lower() for j in latest.values() if not moving(j))
         if ended:
             self.out.write("Jobs: " + ", ".join(f"{n} {status}" for status, n in sorted(ended.items())) + ".\n")
         for job in latest.values():
@@ -323,6 +334,8 @@ class _Run:
             problems.append(f"{count(len(failed_jobs), 'job')} failed in Zuora")
         for change in waited.conflicts:
             self.out.write(f"  ! {change.name}: conflict: {describe(change)}\n")
+        for change in waited.blocked:
+            self.out.write(f"  ⊘ {change.name}: blocked: {describe(change)}\n")
         if waited.conflicts:
             problems.append(f"{count(len(waited.conflicts), 'conflict')} appeared")
         for change in waited.stuck:
@@ -340,6 +353,13 @@ def _line(result: Result) -> str:
     where = f" {result.remote_id}" if result.remote_id else ""
     status = f" ({result.status})" if result.status else ""
     return f"  {result.outcome.symbol} {result.name}: {result.outcome}{where}{status}"
+
+
+def _blocked(changes) -> str:
+    shown = "; ".join(f"{c.name}: {c.resolve or c.reason}" for c in changes[:5])
+    more = f"; and {len(changes) - 5} more" if len(changes) > 5 else ""
+    return (f"{count(len(changes), 'change')} blocked by a dependency that failed or was stopped, not submitted "
+            f"— {shown}{more}")
 
 
 def _conflicts(plan: Plan) -> str:

@@ -38,7 +38,7 @@ from reconciler.model import (
     is_terminal,
     latest_by_name,
 )
-from reconciler.views import render_table
+from reconciler.views import render_table, terminal_width
 
 
 def errors(settings, out: TextIO, *, name: str, failed_rows: str | None = None, as_json: bool = False) -> int:
@@ -153,10 +153,10 @@ def _render(out: TextIO, job: JobRecord, failures: Failures) -> None:
         key_text = [", ".join(f"{k}={v}" for k, v in r.key.items()) or None for r in failures.rows]
         if job.kind == MASS_ACTION:
             table = [[r.row, key, r.message] for r, key in zip(failures.rows, key_text)]
-            render_table(table, ("ROW", "KEY", "MESSAGE"), out)
+            render_table(table, ("ROW", "KEY", "MESSAGE"), out, width=terminal_width(out), cut_first=(1,))
         else:
             table = [[r.row, r.code, key, r.message] for r, key in zip(failures.rows, key_text)]
-            render_table(table, ("ROW", "CODE", "KEY", "MESSAGE"), out)
+            render_table(table, ("ROW", "CODE", "KEY", "MESSAGE"), out, width=terminal_width(out), cut_first=(2,))
     if failures.unprocessed:
         out.write(f"{count(failures.unprocessed, 'row')} not processed: the job was stopped before reaching them\n")
     out.write(f"(from {job.result_path})\n")

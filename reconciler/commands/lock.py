@@ -3,7 +3,8 @@
 `status` only reads. `release` needs the lock's id as `status` prints it (so a stale copy of an id
 cannot release a newer holder's lock), deletes the lock and appends a `lock_release` event naming
 the operator and the holder. Use it when a run died on another host and you cannot wait for its
-lease to lapse (60 s without a heartbeat).
+lease to lapse (60 s without a heartbeat). A holder whose process is still alive on this host is a
+run in progress: releasing its lock would let a second run apply beside it, so that needs `--force`.
 """
 
 from __future__ import annotations
@@ -50,9 +51,11 @@ def status(settings, out: TextIO, *, as_json: bool = False) -> int:
     return ExitCode.OK
 
 
-def release(settings, out: TextIO, *, lock_id: str) -> int:
-    """Release the lock with this id by force, recording who did it; exit 1 when no such lock is held."""
+def release(settings, out: TextIO, *, lock_id: str, force: bool = False) -> int:
+    """Release the lock with this id by force, recording who did it; exit 1 when no such lock is held, or
+    (without `force`) when its holder's process is alive on this host."""
     from reconciler.engine.run import Session, read_ledger
+    from reconciler.ledger.lock import pid_alive
 
     ledger = read_ledger(settings)
     if ledger is None:
@@ -62,6 +65,11 @@ def release(settings, out: TextIO, *, lock_id: str) -> int:
     if lock is None or lock["id"] != lock_id:
         held = f"the lock held now is {lock['id']}" if lock else "the ledger is not locked"
         raise UsageError(f"no lock {lock_id!r} is held ({held}); `reconciler lock status` shows the current one")
+    here = lock["host"] == socket.gethostname()
+    if here and isinstance(lock["pid"], int) and pid_alive(lock["pid"]) and not force:
+        raise UsageError(f"lock {lock_id} is held by {lock['holder']}, whose process is still running on this host: "
+                         "releasing it would let another run apply beside it. Wait for it to finish, stop it "
+                         f"(kill -TERM {lock['pid']}, it releases the lock itself), or pass --force")
     session = Session(settings, command="lock release")
     outcome = "error"
     try:

@@ -15,11 +15,12 @@ from reconciler.engine.planning import check_filters, compute_plan, has_ledger
 from reconciler.engine.run import Session
 from reconciler.errors import ConflictError, ExitCode, UsageError
 from reconciler.model import Action
-from reconciler.views import conflicts_named, render_json, render_markdown, render_text
+from reconciler.views import blocked_named, conflicts_named, render_json, render_markdown, render_text
 
 def plan(settings, out, *, out_file, as_json, markdown, detailed_exitcode, refresh, color, targets, excludes,
          selectors, reruns) -> int:
-    """Compute, print (and with --out save) the plan; exit 1 on conflicts, 2 on changes with --detailed-exitcode."""
+    """Compute, print (and with --out save) the plan; exit 1 on conflicts or blocked changes, 2 on changes with
+    --detailed-exitcode."""
     if as_json and markdown:
         raise UsageError("--json and --markdown: choose one output format")
     from reconciler.spec.load import load_desired
@@ -52,6 +53,10 @@ def plan(settings, out, *, out_file, as_json, markdown, detailed_exitcode, refre
             out.write(f"Saved the plan to {out_file}; {then}.\n")
     if result.has_conflicts:
         raise ConflictError(_conflict_message(result))
+    if result.blocked:
+        n = len(result.blocked)
+        raise ConflictError(f"the plan has {n} blocked change{'s' * (n != 1)}: a dependency failed or was stopped, "
+                            f"and waiting will not fix it — {blocked_named(result)}")
     return ExitCode.CHANGES if detailed_exitcode and result.has_changes else ExitCode.OK
 
 

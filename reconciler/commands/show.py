@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from typing import TextIO
 
 from reconciler.commands._common import (
@@ -16,7 +18,7 @@ from reconciler.commands._common import (
 )
 from reconciler.errors import ExitCode
 from reconciler.model import MASS_ACTION, DesiredSpec, JobRecord, latest_by_name
-from reconciler.views import render_table
+from reconciler.views import fit_line, render_table, terminal_width
 
 EVENTS_SHOWN = 50
 
@@ -45,15 +47,20 @@ def show(settings, out: TextIO, *, name: str, as_json: bool = False, events_show
             "jobs": [job_document(j, settings) for j in jobs], "events": events, "more_events": more,
         })
         return ExitCode.OK
-    _spec_text(out, name, spec, state, specs.problems, jobs)
-    out.write("\n")
-    _jobs_text(out, settings, jobs, ledger is not None)
+    width = terminal_width(out)
+    text = io.StringIO()
+    _spec_text(text, name, spec, state, specs.problems, jobs)
+    text.write("\n")
+    _jobs_text(text, settings, jobs, ledger is not None)
+    for line in text.getvalue().splitlines():  # long hashes, keys and paths are cut to the terminal, like tables
+        out.write(fit_line(line, width) + "\n")
     out.write("\n")
     if not events:
         out.write("Events: none\n")
         return ExitCode.OK
     out.write(f"Events (newest first{f', the latest {events_shown}' if more else ''}):\n")
-    render_table([event_row(e) for e in events], EVENT_HEADERS, out)
+    render_table([event_row(e) for e in events], EVENT_HEADERS, out, width=terminal_width(out),
+                 cut_first=(5, 2))  # the call's path, then the actor
     if more:
         out.write(f"(older events not shown: `reconciler history {name} --limit N` lists more)\n")
     return ExitCode.OK

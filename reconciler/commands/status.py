@@ -7,8 +7,8 @@ Choices:
 - Without a ledger the text output is one line, "no ledger yet (...)", on standard output, and
   `--json` prints `{"jobs": []}`; the exit code is 0 and nothing is created.
 - `--refresh` and `--wait` fetch live status through a Session (recording drift and archiving
-  results, like `plan` does); `--wait` polls (as often as `apply --wait`: engine.waiter.poll_seconds)
-  until each listed job is terminal.
+  results, like `plan` does); `--wait` polls (like `apply --wait`: engine.waiter.poll_seconds, doubling
+  while nothing moves up to longest_poll) until each listed job is terminal.
   Jobs that polling cannot move are not waited for, with a note: an unconfirmed submission (intent),
   a custom object job whose file is not uploaded yet, a job missing remotely (404).
 - Exit 1 when a listed job's status is Failed (Mass Updater) or failed (custom object), or when
@@ -19,10 +19,12 @@ Choices:
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import TextIO
 
 from reconciler.engine.refresh import refresh
-from reconciler.engine.waiter import CLEAR_LINE, progress_bar, waiting
+from reconciler.engine.waiter import CLEAR_LINE, HEARTBEAT_SECONDS, progress_bar, waiting
+from reconciler.engine.waiter import longest_poll
 from reconciler.engine.waiter import poll_seconds as default_poll_seconds  # `status` takes a poll_seconds too
 from reconciler.commands._common import (
     Specs,
@@ -30,6 +32,7 @@ from reconciler.commands._common import (
     count,
     is_retired,
     no_ledger,
+    when,
     write_json,
 )
 from reconciler.errors import ExitCode, RemoteError, UsageError, WaitTimedOut
@@ -42,7 +45,7 @@ from reconciler.model import (
     iso,
     latest_by_name,
 )
-from reconciler.views import render_table
+from reconciler.views import render_table, terminal_width
 
 JSON_FIELDS = ("name", "kind", "remote_id", "status", "phase", "revision", "fingerprint", "total", "processed",
                "succeeded", "failed", "updated_at")
@@ -61,6 +64,7 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
 
     if timeout is not None and (not wait or timeout < 0):
         raise UsageError("--timeout SECONDS limits --wait: pass --wait too, with a timeout of 0 or more")
+    longest = poll_seconds if poll_seconds is not None else longest_poll(settings)
     if poll_seconds is None:
         poll_seconds = default_poll_seconds(settings)
 
@@ -78,17 +82,19 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
         return ExitCode.OK
     with ledger:
         latest = latest_by_name(ledger.jobs())
+        refreshed = ledger.last_refresh()
     for name in names:
         if name not in latest and specs.get(name) is None:
             raise specs.unknown(name)
 
-    listed = list(names) if names else sorted(n for n, job in latest.items() if not is_retired(job))
+    listed = list(names) if names else sorted({n for n, job in latest.items() if not is_retired(job)}
+                                              | (set(specs.load().by_name) - set(latest)))
     still_running: list[JobRecord] = []
     targets = [n for n in listed if n in latest]
     if (refresh or wait) and targets:
         latest, still_running = _follow(
             settings, out, targets, wait=wait, timeout=timeout, progress=not as_json, poll_seconds=poll_seconds,
-            sleep=sleep, clock=clock,
+            longest=longest, sleep=sleep, clock=clock,
         )
 
     rows = [(name, latest.get(name), specs.get(name) if name not in latest else None) for name in listed]
@@ -96,6 +102,8 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
         write_json(out, {"jobs": [_json_row(name, job, spec) for name, job, spec in rows]})
     else:
         _render(out, rows, hidden=0 if names else sum(1 for j in latest.values() if is_retired(j)), color=color)
+        if any(job is not None for _, job, _ in rows):
+            out.write(_freshness(refreshed, live=bool((refresh or wait) and targets)) + "\n")
     if still_running:
         running = ", ".join(f"{j.name} ({j.remote_status or j.phase})" for j in still_running)
         raise WaitTimedOut(f"timed out after {timeout:g}s; still running: {running}. "
@@ -105,7 +113,7 @@ def status(settings, out: TextIO, *, names=(), refresh: bool = False, wait: bool
 
 
 def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: float | None, progress: bool,
-            poll_seconds: float, sleep, clock) -> tuple[dict[str, JobRecord], list[JobRecord]]:
+            poll_seconds: float, longest: float, sleep, clock) -> tuple[dict[str, JobRecord], list[JobRecord]]:
     """Refresh through a Session; with `wait`, until every target is terminal or the timeout passes."""
     from reconciler.engine.run import Session
 
@@ -119,6 +127,7 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
     seen: dict[str, str | None] = {}
     noted: set[str] = set()
     started = clock()
+    interval, last, said = poll_seconds, None, 0.0
     try:
         out_of_time = False
         while True:
@@ -144,16 +153,38 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
                     out.write(f"{CLEAR_LINE if tty else ''}{job.name}: {why}; not waiting for it\n")
             elapsed = clock() - started
             if progress:
-                _report(out, jobs, seen, tty=tty, elapsed=elapsed)
+                if _report(out, jobs, seen, tty=tty, elapsed=elapsed):
+                    said = elapsed
+                elif elapsed - said >= HEARTBEAT_SECONDS:  # nothing moved for a minute: say so, on a terminal too
+                    running = ", ".join(f"{j.name} {j.remote_status or j.phase}{_progress_suffix(j)}"
+                                        for j in pending[:5])
+                    out.write(f"{CLEAR_LINE if tty else ''}still waiting after {elapsed:.0f}s: {running}\n")
+                    said = elapsed
             if not pending or out_of_time or (timeout is not None and elapsed >= timeout):
                 if tty:
                     out.write("\n")
                 outcome = "timeout" if pending else "ok"
                 return latest, pending
-            delay = poll_seconds if timeout is None else min(poll_seconds, max(0.0, timeout - elapsed))
+            now = [(j.remote_status, j.processed) for j in jobs]
+            interval = poll_seconds if now != last else min(interval * 2, max(poll_seconds, longest))
+            last = now
+            delay = interval if timeout is None else min(interval, max(0.0, timeout - elapsed))
             sleep(delay)
     finally:
         session.close(outcome)
+
+
+def _freshness(refreshed: str | None, *, live: bool) -> str:
+    """When the statuses shown were last fetched from Zuora, and how to fetch them now."""
+    if live:
+        return "(status fetched from Zuora just now)"
+    if refreshed is None:
+        return "(as recorded; never refreshed from Zuora: --refresh fetches it live)"
+    try:
+        ago = age(datetime.fromisoformat(refreshed))
+    except ValueError:
+        ago = "?"
+    return f"(as of the last refresh, {when(refreshed)} UTC, {ago} ago; --refresh fetches it live)"
 
 
 def _unwaitable(job: JobRecord, missing: set[str]) -> str | None:
@@ -167,12 +198,13 @@ def _unwaitable(job: JobRecord, missing: set[str]) -> str | None:
     return None
 
 
-def _report(out: TextIO, jobs: list[JobRecord], seen: dict[str, str | None], *, tty: bool, elapsed: float) -> None:
-    """A progress bar rewritten in place on a terminal; otherwise a line per status change."""
+def _report(out: TextIO, jobs: list[JobRecord], seen: dict[str, str | None], *, tty: bool, elapsed: float) -> bool:
+    """A progress bar rewritten in place on a terminal; otherwise a line per status change (True when one was)."""
     if tty:
         out.write(CLEAR_LINE + progress_bar(jobs, elapsed))
         out.flush()
-        return
+        return False
+    said = False
     for job in jobs:
         now = job.remote_status or job.phase
         if job.name not in seen or seen[job.name] != now:
@@ -181,6 +213,8 @@ def _report(out: TextIO, jobs: list[JobRecord], seen: dict[str, str | None], *, 
             out.write(f"{job.name}: {moved}{_progress_suffix(job)}\n")
             out.flush()
             seen[job.name] = now
+            said = True
+    return said
 
 
 def _progress_suffix(job: JobRecord) -> str:
@@ -201,7 +235,7 @@ def _render(out: TextIO, rows, *, hidden: int, color: bool) -> None:
         table.append([name, job.kind, job.remote_id, _paint(_status_text(job), job.remote_status, color),
                       _progress(job), job.succeeded, job.failed, age(job.created_at)])
     headers = [_paint(h, None, color) if h == "STATUS" else h for h in HEADERS]  # same width as the cells
-    render_table(table, headers, out)
+    render_table(table, headers, out, width=terminal_width(out), cut_first=(2, 1))  # remote id, kind, then the widest
     if hidden:
         out.write(f"({count(hidden, 'retired job')} hidden; name it to see it)\n")
 

@@ -15,7 +15,9 @@ of DESIGN §5:
   the original answer instead of creating a second job.
 - custom object create/update: the upload is its own resumable step (key + "-upload"), preceded by
   `journal.upload_intent`, like every other remote mutation.
-- stop / cancel: events before and after; a cancel sends key + "-cancel-g<generation>".
+- stop / cancel: events before and after; a cancel sends key + "-cancel-g<generation>". The job of a
+  removed spec is then polled a few times until it ends (its result archived) and retired in the
+  same apply, so the next plan is empty; one still stopping is left for the next plan to retire.
 - replace: stop or cancel, confirm it took (a few quick polls), submit the new generation, then retire
   the old job once it has ended.
 - retire: journal only.
@@ -342,13 +344,35 @@ class Applier:
         return self._observe(change, remote_id)
 
     def _stop(self, change: Change) -> Result:
-        obs = self._halt(change, _job_of(change), MASS_ACTION, "")
+        obs = self._retire_halted(change, MASS_ACTION, self._halt(change, _job_of(change), MASS_ACTION, ""))
         return Result(change.name, change.action, Outcome.STOPPED, change.remote_id, obs.status)
 
     def _cancel(self, change: Change) -> Result:
         key = f"{self._key(change)}-cancel-g{change.generation}"
         obs = self._halt(change, _job_of(change), CUSTOM_OBJECT_JOB, key)
+        obs = self._retire_halted(change, CUSTOM_OBJECT_JOB, obs)
         return Result(change.name, change.action, Outcome.CANCELLED, change.remote_id, obs.status)
+
+    def _retire_halted(self, change: Change, kind: str, obs: Observation) -> Observation:
+        """Poll a halted job of a removed spec until it ends (Stopping turns Stopped within seconds), then retire
+        it. The stop was accepted, so nothing here may fail the change: a poll that fails leaves it to the next plan."""
+        if change.then is not None:
+            return obs  # the spec is there: its job stays, and the next plan submits what it did not apply
+        remote_id = _job_of(change)
+        try:
+            for attempt in range(self.confirm_polls):
+                if is_terminal(kind, obs.status):
+                    break
+                self.sleep(min(1.0, 0.05 * 2 ** attempt))
+                obs = self._observe(change, remote_id)
+            if is_terminal(kind, obs.status):
+                self.journal.retire_ended(change, remote_id=remote_id, reason=f"spec removed; job {obs.status} "
+                                                                              f"after the {change.action}")
+        except AuthError:
+            raise
+        except ReconcilerError:
+            pass  # the job stays as recorded; the next plan retires it once it has ended
+        return obs
 
     def _replace(self, change: Change) -> Result:
         self._file(change)  # a changed file must fail before the old job is stopped

@@ -82,7 +82,7 @@ def _judged(change: Change, facts: DataFacts) -> Change | None:
     if change.action is Action.REPLACE and change.replaces is not None:
         old = change.replaces
         return replace(change, action=halt_action(old.kind), data=facts, target=None, file=None, replaces=None,
-                       remote_id=old.remote_id, generation=old.generation, status=old.status,
+                       remote_id=old.remote_id, generation=old.generation, status=old.status, then=Action.SUBMIT,
                        reason=f"{change.reason.split(':')[0]}: {halt_action(old.kind)} job ({old.status}) first; "
                               "the rows it did not apply are sent once it has ended")
     if facts.missing is not None:

@@ -19,7 +19,7 @@ import signal
 from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
-from reconciler.engine.refresh import record_observation
+from reconciler.engine.refresh import record_observation, result_pending
 from reconciler.engine.applier import ChangeFailed
 from reconciler.engine.data import intent_facts
 from reconciler.engine.plan import Change
@@ -163,6 +163,15 @@ class LedgerJournal:
         """Retire the job (ledger only)."""
         job = self._job(change, remote_id)
         self.ledger.record_retired(job.id, run_id=self.session.run_id, reason=reason, actor=self.session.actor)
+
+    def retire_ended(self, change: Change, *, remote_id: str, reason: str) -> bool:
+        """Retire the job once it has ended and nothing is left to archive: a retired job is no longer
+        refreshed, so one still stopping, or whose result could not be archived yet, stays for the next plan."""
+        job = self._job(change, remote_id)
+        if job.phase != Phase.DONE or result_pending(job):
+            return False
+        self.ledger.record_retired(job.id, run_id=self.session.run_id, reason=reason, actor=self.session.actor)
+        return True
 
     def _job(self, change: Change, remote_id: str | None) -> JobRecord:
         job = self.ledger.job_by_remote_id(remote_id) if remote_id else None

@@ -161,7 +161,7 @@ class Change:
     resolve: str | None = None  # a conflict: what a person can do
     waiting_for: str | None = None  # "job", "dependency" or "slot"
     dependencies: tuple[str, ...] = ()  # waiting_for "dependency": the ones not done
-    then: Action | None = None  # what a held change becomes once it may go
+    then: Action | None = None  # what a held change becomes once it may go; after a stop, what follows it
     data: DataFacts | None = None  # what it does to the data (engine.data adds it after planning)
 
     @property
@@ -203,6 +203,8 @@ class Change:
             if self.waiting_for == "dependency":
                 out["dependencies"] = list(self.dependencies)
             out["then"] = None if self.then is None else str(self.then)
+        elif self.then is not None:  # a stop that a submit follows once the job has ended (engine.data)
+            out["then"] = str(self.then)
         if self.data is not None:
             out["data"] = self.data.document()
         return out
@@ -257,6 +259,11 @@ class Plan:
     def has_changes(self) -> bool:
         """True when Zuora differs from the specs: any change, including wait and conflict."""
         return bool(self.changes)
+
+    @property
+    def blocked(self) -> tuple[Change, ...]:
+        """The changes held by a dependency that failed or was stopped: waiting never frees them."""
+        return tuple(c for c in self.changes if c.action is Action.BLOCKED)
 
     @property
     def has_conflicts(self) -> bool:

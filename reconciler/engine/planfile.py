@@ -87,7 +87,10 @@ def from_document(doc: object, source: str) -> Plan:
     ledger = r.obj(top["ledger"], "ledger", ("lineage", "serial"))
     changes = tuple(_read_change(r, item, f"changes[{i}]") for i, item in enumerate(r.get(top, "changes", list, "")))
     drift = tuple(_read_drift(r, item, f"drift[{i}]") for i, item in enumerate(r.get(top, "drift", list, "")))
-    summary = r.obj(top["summary"], "summary", (*(str(a) for a in Action), "unchanged"))
+    raw_summary = top["summary"]
+    if isinstance(raw_summary, dict) and "blocked" not in raw_summary:  # written before `blocked` existed
+        raw_summary = {**raw_summary, "blocked": 0}
+    summary = r.obj(raw_summary, "summary", (*(str(a) for a in Action), "unchanged"))
     for key in summary:
         r.get(summary, key, int, "summary")
     plan = Plan(

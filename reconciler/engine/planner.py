@@ -9,8 +9,9 @@ Choices the table of DESIGN §4 leaves open, decided here:
   `replace` when the job can be stopped or cancelled and a `wait` otherwise: one name never has two
   running jobs.
 - A dependency counts as done only when its latest job Completed and its own spec is in sync. A
-  dependency that Failed, Stopped or was cancelled keeps its dependents waiting ("dependency X
-  failed") until it is fixed and completes.
+  dependency that Failed, Stopped or was cancelled blocks its dependents ("dependency X failed",
+  action `blocked`, transitively) until it is fixed and completes: waiting would never end. A
+  dependency the filters leave out holds its dependents waiting and says how to add it.
 - Filtered-out names get no change and are not counted, but their jobs still hold custom object
   slots and still gate their dependents. Selectors match labels, so they leave removed specs out.
 - Slots freed by cancels in the same plan are not handed out again: those submits wait one run.
@@ -83,7 +84,9 @@ def make_plan(
     depth = depths(specs)
     ordered = sorted((n for n in names if selected(n, specs.get(n), options)), key=lambda n: (depth.get(n, 0), n))
 
-    results = {n: hold_for_dependencies(base[n], specs, records, base, seen) for n in ordered}
+    results: dict = {}
+    for n in ordered:  # dependencies first, so a blocked one blocks its dependents
+        results[n] = hold_for_dependencies(base[n], specs, records, base, seen, results, options)
     hold_for_slots(results, ordered, recorded, seen, options.custom_object_slots)
 
     return Plan(

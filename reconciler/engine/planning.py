@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from reconciler.engine.refresh import refresh as refresh_jobs
+from reconciler.engine.refresh import refresh as refresh_jobs, result_pending
 from reconciler import __version__
 from reconciler.engine.data import with_data
 from reconciler.engine.plan import Plan, PlanOptions
@@ -21,13 +21,14 @@ from reconciler.model import DesiredState, ObservedState, RecordedState
 
 
 def compute_plan(settings, *, session: Session | None, refresh: bool, targets=(), excludes=(), selectors=(),
-                 reruns=(), desired: DesiredState | None = None) -> Plan:
+                 reruns=(), desired: DesiredState | None = None, refresh_only=None) -> Plan:
     """Load the specs (unless `desired` is given), read the ledger, optionally refresh, and plan.
 
     With a `session` the plan reads its ledger and, when `refresh`, refreshes through it first; the
     plan is classified on, and pinned to, the ledger as the refresh left it, while its drift lists
     what the refresh found against the state read before. Without a session the ledger is only
-    read (no ledger: an empty state, lineage None, serial 0) and `refresh` must be False.
+    read (no ledger: an empty state, lineage None, serial 0) and `refresh` must be False. `refresh_only`
+    (names) limits the refresh to those jobs: `apply --wait` polls each job on its own schedule.
     Bad filters raise UsageError before anything is written; invalid specs raise SpecError.
     """
     if refresh and session is None:
@@ -43,7 +44,9 @@ def compute_plan(settings, *, session: Session | None, refresh: bool, targets=()
     if session is not None:
         before = session.ledger.recorded_state(names)
         check_names(desired, before, options)
-        observed = refresh_jobs(session) if refresh else ObservedState()
+        if refresh and refresh_only is not None:  # plus every finished job whose result is still to archive
+            refresh_only = set(refresh_only) | {j.name for j in session.ledger.live_jobs() if result_pending(j)}
+        observed = refresh_jobs(session, refresh_only) if refresh else ObservedState()
         recorded = session.ledger.recorded_state(names) if refresh else before
     else:
         recorded, observed = read_only(settings, names), ObservedState()

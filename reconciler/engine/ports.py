@@ -67,3 +67,6 @@ class Journal(Protocol):
 
     def retired(self, change: Change, *, remote_id: str | None, reason: str) -> None:
         """Retire the job (ledger only)."""
+
+    def retire_ended(self, change: Change, *, remote_id: str, reason: str) -> bool:
+        """Retire a halted job of a removed spec once it has ended and its result is archived; whether it did."""

@@ -69,6 +69,7 @@ def recover_in_doubt(session: Session, *, now: datetime | None = None) -> list[s
         status = body.get("status")
         phase = phase_after(CUSTOM_OBJECT_JOB, status,
                             awaiting_upload=status == "pending" and job.detail.get("operation") != "delete")
+        session.keep_reads()  # the listing this recovery rests on
         session.ledger.record_submitted(
             job.id, remote_id=body["Id"], status=status, phase=phase,
             event={"run_id": session.run_id, "event_type": "recovered_in_doubt",

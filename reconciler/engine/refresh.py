@@ -1,7 +1,8 @@
 """Refresh: fetch the live status of every job that may still move, record it, archive finished results.
 
-A refresh writes only what it observed (drift events included) through the session's ledger; a
-finished job's result (a Mass Updater response file, a custom object job's error list) is stored
+A refresh writes only what it observed (drift events included) through the session's ledger, with
+the read that observed it only when it changed something (a poll that saw nothing new leaves no
+event); a finished job's result (a Mass Updater response file, a custom object job's error list) is stored
 under state/<env>/results/ with its sha256 in the ledger.
 """
 
@@ -35,7 +36,7 @@ def refresh(session: Session, names: Iterable[str] | None = None) -> ObservedSta
     jobs = [
         j for j in session.ledger.live_jobs()
         if j.remote_id and (wanted is None or j.name in wanted)
-        and (j.phase in REFRESHABLE or _result_pending(j))
+        and (j.phase in REFRESHABLE or result_pending(j))
     ]
     if not jobs:
         return ObservedState()
@@ -55,9 +56,10 @@ def _observe(session: Session, job: JobRecord) -> Observation:
 def record_observation(session: Session, job: JobRecord, obs: Observation, *, source: str) -> JobRecord:
     """Store a job's live status (drift events included) and archive its result once it has ended."""
     if job.phase in REFRESHABLE:
-        session.ledger.record_observation(job.id, obs, run_id=session.run_id, source=source)
+        session.ledger.record_observation(job.id, obs, run_id=session.run_id, source=source,
+                                          calls=session.take_reads())
     fresh = session.ledger.job(job.id)
-    if _result_pending(fresh):
+    if result_pending(fresh):
         archive(session, fresh, obs)
     return fresh
 
@@ -70,6 +72,7 @@ def archive(session: Session, job: JobRecord, obs: Observation) -> str | None:
         dest = archive_path(session.settings, job.name, job.generation, job.remote_id, suffix)
         if job.kind == CUSTOM_OBJECT_JOB:
             errors = session.client.co_job_errors(job.remote_id)
+            session.keep_reads()
             dest.parent.mkdir(parents=True, exist_ok=True)
             payload = json.dumps({"job": job.remote_id, "errors": errors}, indent=2, sort_keys=True).encode()
             _write_atomic(dest, payload)
@@ -83,6 +86,7 @@ def archive(session: Session, job: JobRecord, obs: Observation) -> str | None:
                 return None
             dest.parent.mkdir(parents=True, exist_ok=True)
             digest = session.client.download_file(url, dest)
+            session.keep_reads()
     except (RemoteError, OSError, UnsafePath) as err:
         log.warning("could not archive the result of %s (%s): %s", job.name, job.remote_id, err)
         session.ledger.record_event(
@@ -122,7 +126,7 @@ def _row_counts(obs: Observation, errors: list) -> Observation:
     return replace(obs, total=processed if processed is not None else obs.total, failed=failed, succeeded=succeeded)
 
 
-def _result_pending(job: JobRecord) -> bool:
+def result_pending(job: JobRecord) -> bool:
     """A finished job whose result exists remotely but is not archived yet."""
     if job.phase != Phase.DONE or job.result_path:
         return False

@@ -1,8 +1,10 @@
 """One command run wired together: settings, the ledger, the Zuora client and who is acting.
 
 Commands that only read use `read_ledger`; commands that write open a `Session`, which records the
-run, optionally holds the ledger lock (with a heartbeat) and records every remote call as an event
-(under the spec name the calling thread is working on). Refreshing is in engine/refresh.py.
+run, optionally holds the ledger lock (with a heartbeat) and records remote calls as events (under
+the spec name the calling thread is working on): every mutation and every failed call at once, a
+successful read only once it is known to have changed something (`take_reads` / `keep_reads`, used
+by engine/refresh.py), so a long wait leaves one event per decision, not one per poll.
 A heartbeat that finds the lock taken over sets `lock_lost`; the apply journal then writes no more
 intents and `check_lock` ends the run naming the new holder.
 """
@@ -15,6 +17,7 @@ import os
 import socket
 import subprocess
 import threading
+from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -29,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.session")
 
 HEARTBEAT_SECONDS = 15.0
+READ_METHODS = ("GET", "HEAD")
+READS_HELD = 4  # a thread's successful reads held back until one proves to matter (a poll is 1, an archive 2)
 
 
 def current_actor(root: Path, env: Mapping[str, str] = os.environ) -> Actor:
@@ -63,6 +68,15 @@ def binding(settings) -> Binding:
     """The environment a ledger is bound to, in its canonical spelling; a ledger created under another
     spelling of the same environment (`localhost` for `127.0.0.1`, a URL for its name) is accepted."""
     return Binding(settings.env_key, canonical_base_url(settings.base_url), identity=environment_identity)
+
+
+def retry_line(call) -> str:
+    """`retrying POST /v1/bulk in 4 s (2/6): HTTP 503`: a failed attempt about to be sent again."""
+    wait = f"{call.retry_in:.0f} s" if call.retry_in >= 1 else f"{call.retry_in:.1f} s"
+    of = f"{call.attempt + 1}/{call.max_attempts}" if call.max_attempts else f"attempt {call.attempt + 1}"
+    why = f"HTTP {call.status}" if call.status else (call.error or call.outcome)
+    why = why.removeprefix(f"{call.method} {call.path}: ")
+    return f"retrying {call.method} {call.path} in {wait} ({of}): {why}"
 
 
 def read_ledger(settings) -> Ledger | None:
@@ -168,15 +182,39 @@ class Session:
         """Attribute the remote calls made by this thread to spec `name`."""
         previous = getattr(self._local, "name", None)
         self._local.name = name
+        self._local.reads = deque(maxlen=READS_HELD)  # reads made for another spec never count for this one
         try:
             yield
         finally:
             self._local.name = previous
 
     def _record_call(self, call) -> None:
-        self.ledger.record_event(
+        if call.retry_in is not None:  # one line per retry, so a slow run shows why it is slow
+            log.warning("%s", retry_line(call))
+        event = dict(
             run_id=self.run_id, event_type="remote_call", name=getattr(self._local, "name", None),
             method=call.method, path=call.path, http_status=call.status, request_id=call.request_id,
             track_id=call.track_id, idempotency_key=call.idempotency_key, outcome=call.outcome,
             detail={"attempt": call.attempt, "duration_ms": call.duration_ms, "error": call.error},
         )
+        if call.method in READ_METHODS and call.outcome == "ok":
+            reads = getattr(self._local, "reads", None)
+            if reads is None:
+                reads = self._local.reads = deque(maxlen=READS_HELD)
+            reads.append(event)  # a poll that changed nothing leaves no trace
+            return
+        self.ledger.record_event(**event)
+
+    def take_reads(self) -> list[dict]:
+        """This thread's successful reads not recorded yet (record_event keywords), oldest first; forgotten here."""
+        reads = getattr(self._local, "reads", None)
+        if not reads:
+            return []
+        taken = list(reads)
+        reads.clear()
+        return taken
+
+    def keep_reads(self) -> None:
+        """Record this thread's held-back reads: what they returned changed something (e.g. a result archived)."""
+        for event in self.take_reads():
+            self.ledger.record_event(**event)

@@ -8,7 +8,7 @@ event commit together. Detail is stored as canonical JSON after redaction (rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from reconciler.ledger.chain import event_hash
 from reconciler.ledger.connection import LedgerConnection, Params, Row
@@ -17,14 +17,32 @@ from reconciler.model import canonical_json
 
 _CHUNK = 1000  # events read per short read transaction while streaming
 
+# Every event type the ledger writes, the decisions first; `history --event` accepts these.
+EVENT_TYPES = (
+    "intent", "submitted", "rejected", "uploaded", "upload_intent", "stop_requested", "stop_answered",
+    "cancel_intent", "recovered_in_doubt", "import", "retired", "status_change", "detail_change",
+    "result_archived", "result_archive_failed", "lock_takeover", "lock_release", "lock_lost", "remote_call",
+)
+# What `history` shows by default: everything a person decided or saw change; the HTTP calls behind them
+# (mutations and failures, and reads that changed something) are shown with `--all` or `--event remote_call`.
+CALL_EVENTS = ("remote_call",)
 
-def events_query(name: str | None, limit: int | None, before_id: int | None) -> tuple[str, Params]:
-    """The SQL `Ledger.events` runs: newest first by id, so it walks the primary key or events_by_name."""
+
+def events_query(name: str | None, limit: int | None, before_id: int | None,
+                 types: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> tuple[str, Params]:
+    """The SQL `Ledger.events` runs: newest first by id, so it walks the primary key or events_by_name;
+    `types` keeps only those event types, `exclude` leaves those out."""
     where: list[str] = []
     params: list[object] = []
     if name is not None:
         where.append("name = ?")
         params.append(name)
+    if types is not None:
+        where.append(f"event_type IN ({', '.join('?' * len(types))})" if types else "0")
+        params.extend(types)
+    if exclude:
+        where.append(f"event_type NOT IN ({', '.join('?' * len(exclude))})")
+        params.extend(exclude)
     if before_id is not None:
         where.append("id < ?")
         params.append(before_id)
@@ -44,9 +62,11 @@ class EventLog:
 
     # --- reads ----------------------------------------------------------------------------------
 
-    def events(self, name: str | None = None, limit: int | None = None, before_id: int | None = None) -> list[Row]:
-        """Events newest first, optionally for one name, at most `limit`, older than `before_id`."""
-        sql, params = events_query(name, limit, before_id)
+    def events(self, name: str | None = None, limit: int | None = None, before_id: int | None = None,
+               types: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> list[Row]:
+        """Events newest first, optionally for one name, at most `limit`, older than `before_id`, of `types`
+        only (when given) and not of `exclude`."""
+        sql, params = events_query(name, limit, before_id, types, exclude)
         with self._c.reading():
             return [event_from_row(r) for r in self._c.rows(sql, params)]
 

@@ -11,7 +11,7 @@ retired job) do not.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler.errors import LedgerError
@@ -148,6 +148,14 @@ class JobBook:
                 "ci_run_url": actor.ci_run_url, "plan_digest": plan_digest, "started_at": now(),
             })
 
+    def last_refresh(self) -> str | None:
+        """When a run that fetched live status (plan, apply, status --refresh/--wait) last finished, ISO 8601."""
+        with self._c.reading():
+            value = self._c.value(
+                "SELECT max(finished_at) FROM runs WHERE outcome IS NOT NULL AND outcome != 'error' "
+                "AND (command IN ('plan', 'apply') OR command LIKE 'status --%')")
+        return value if isinstance(value, str) else None
+
     def finish_run(self, run_id: int, outcome: str) -> None:
         """Record a run's end and outcome (bookkeeping: serial unchanged)."""
         with self._c.transaction() as tx:
@@ -248,10 +256,13 @@ class JobBook:
                                    "detail": canonical_json(clean_detail(detail))})
             return job_from_row(self._job_event(job, event, "rejected", {"status": REJECTED, "error": error}))
 
-    def record_observation(self, job_id: int, obs: Observation, *, run_id: int | None, source: str) -> bool:
+    def record_observation(self, job_id: int, obs: Observation, *, run_id: int | None, source: str,
+                           calls: Sequence[Mapping[str, Any]] = ()) -> bool:
         """Store a refreshed remote status and counts; True (plus a status_change event) when the status moved.
 
         A job missing remotely (404) is left as recorded: the planner turns that into a conflict.
+        `calls` (the reads that made the observation, as event keywords) are appended just before the
+        event, in its transaction, and only when there is one: a poll that changed nothing leaves no trace.
         """
         with self._c.transaction() as tx:
             job = self._job_row(job_id)
@@ -275,6 +286,8 @@ class JobBook:
             self._set_job(job_id, changes)
             moved = "remote_status" in changes
             if moved or changes.keys() - set(COUNT_FIELDS):  # progress alone is not a decision: no event
+                for call in calls:
+                    self._events.append(**call)
                 self._row_event(
                     job_id, run_id=run_id, event_type="status_change" if moved else "detail_change",
                     name=job["name"], idempotency_key=job["idempotency_key"], outcome=obs.status,

@@ -64,15 +64,29 @@ def describe_holder(row: Mapping[str, Any]) -> str:
     return f"{text} (CI run {row['ci_run_url']})" if row.get("ci_run_url") else text
 
 
-def held_message(path: object, row: Mapping[str, Any], now: float) -> str:
-    """The LockHeldError text: who holds the lock, since when, and what to do."""
+def held_message(path: object, row: Mapping[str, Any], now: float, waited: float | None = None) -> str:
+    """The LockHeldError text: who holds the lock, since when, how long this run waited, and what to do."""
     silent = max(0.0, now - float(row["heartbeat_at"]))
+    if waited is None:
+        tried = ""
+    elif waited < 0.5:
+        tried = " Did not wait for it (--lock-timeout 0s);"
+    else:
+        tried = f" Waited {_span(waited)} for it (--lock-timeout);"
     return (
         f"{path}: the ledger is locked by {describe_holder(row)} since {iso(float(row['acquired_at']))}, "
-        f"last heartbeat {iso(float(row['heartbeat_at']))} ({silent:.0f}s ago). "
-        "Wait for that run to finish (or pass --lock-timeout), or, if it is gone, "
-        f"run `reconciler lock release {row['id']}`."
+        f"last heartbeat {iso(float(row['heartbeat_at']))} ({silent:.0f}s ago).{tried} "
+        f"{'w' if tried else 'W'}ait for that run to finish (or pass a longer --lock-timeout, e.g. 5m), or, if it "
+        f"is gone, run `reconciler lock release {row['id']}`."
     )
+
+
+def _span(seconds: float) -> str:
+    """`45s`, `2m`, `1h30m`: how long, as --lock-timeout spells it."""
+    total = round(seconds)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0s"
 
 
 def _bad_column(row: Mapping[str, Any]) -> str | None:
@@ -96,7 +110,8 @@ class LeaseLock:
         A holder on this host whose process is gone is taken over at once; any holder whose lease
         lapsed (no heartbeat for its lease_seconds) is taken over too; both leave an event.
         """
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while True:
             with self._c.transaction() as tx:
                 tx.bump = False
@@ -107,7 +122,7 @@ class LeaseLock:
                     return self._take(holder, lease_seconds, moment, row, reason)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise LockHeldError(held_message(self._c.path, row, moment))
+                raise LockHeldError(held_message(self._c.path, row, moment, waited=time.monotonic() - started))
             time.sleep(min(POLL_SECONDS, remaining))
 
     def _holder_row(self) -> Row | None:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +71,7 @@ from reconciler.ledger.connection import (
     wal_path,
     wal_size,
 )
-from reconciler.ledger.events import EventLog, events_query
+from reconciler.ledger.events import CALL_EVENTS, EVENT_TYPES, EventLog, events_query
 from reconciler.ledger.interface import Binding
 from reconciler.ledger.jobs import COUNT_FIELDS, JobBook
 from reconciler.ledger.lock import Clock, LeaseLock
@@ -84,11 +84,11 @@ if TYPE_CHECKING:
 
     from reconciler.ledger.interface import LedgerStore
 
-# Actor, redact, REDACTED, COUNT_FIELDS and events_query live in the collaborators and are re-exported
-# so `reconciler.ledger.store` stays the one import for the ledger's whole public API.
+# Actor, redact, REDACTED, COUNT_FIELDS, the event types and events_query live in the collaborators, re-exported so
+# `reconciler.ledger.store` stays the one import for the ledger's whole public API.
 __all__ = [
     "BUSY_TIMEOUT_SECONDS", "COUNT_FIELDS", "WAL_LIMIT_BYTES", "Checkpoint", "wal_path", "wal_size", "REDACTED", "SCHEMA_VERSION", "Actor", "Binding", "Ledger",
-    "events_query", "redact",
+    "events_query", "redact", "CALL_EVENTS", "EVENT_TYPES",
 ]
 
 
@@ -253,6 +253,10 @@ class Ledger:
         """Jobs in the order they were created, all or one name's."""
         return self._jobs.jobs(name)
 
+    def last_refresh(self) -> str | None:
+        """When a run that fetched live status (plan, apply, status --refresh/--wait) last finished, ISO 8601."""
+        return self._jobs.last_refresh()
+
     def live_jobs(self) -> list[JobRecord]:
         """Jobs in creation order that LIVE_JOB admits (every job on a ledger older than schema 3).
 
@@ -313,9 +317,10 @@ class Ledger:
         """Record that Zuora refused an intent's submission: phase done, status rejected."""
         return self._jobs.record_rejected(job_id, error=error, event=event)
 
-    def record_observation(self, job_id: int, obs: Observation, *, run_id: int | None, source: str) -> bool:
-        """Store a refreshed remote status and counts; True (plus a status_change event) when the status moved."""
-        return self._jobs.record_observation(job_id, obs, run_id=run_id, source=source)
+    def record_observation(self, job_id: int, obs: Observation, *, run_id: int | None, source: str,
+                           calls: Sequence[Mapping[str, Any]] = ()) -> bool:
+        """Store a refreshed status and counts (with `calls`, remote_call keywords, only if an event is written)."""
+        return self._jobs.record_observation(job_id, obs, run_id=run_id, source=source, calls=calls)
 
     def record_retired(self, job_id: int, *, run_id: int | None, reason: str, actor: Actor) -> JobRecord:
         """Move a job to phase retired (ledger only, no remote call); a retired job is left as is."""
@@ -347,9 +352,9 @@ class Ledger:
             )
 
     def events(self, name: str | None = None, limit: int | None = None, before_id: int | None = None,
-               ) -> list[Row]:
-        """Events newest first, optionally for one name, at most `limit`, older than `before_id`."""
-        return self._events.events(name, limit, before_id)
+               types: Sequence[str] | None = None, exclude: Sequence[str] = ()) -> list[Row]:
+        """Events newest first, of one name, at most `limit`, older than `before_id`, of `types`, not of `exclude`."""
+        return self._events.events(name, limit, before_id, types, exclude)
 
     def iter_events(self) -> Iterator[Row]:
         """Every event oldest first, streamed in short read transactions (writers are not held up)."""

@@ -190,7 +190,9 @@ class Connection:
                 acted = acted or failure.reached_server
                 error = decision.error if isinstance(decision, GiveUp) else failure.error
                 self._report(method, path, error.status, error.request_id, idempotency_key,
-                             outcome_of(failure, decision), attempt, t0, str(error))
+                             outcome_of(failure, decision), attempt, t0, str(error),
+                             retry_in=None if isinstance(decision, GiveUp) else (decision.after or 0.0),
+                             max_attempts=policy.max_attempts)
                 if isinstance(decision, GiveUp):
                     if failure.unauthorized and bearer:  # the token was refused, not the request
                         raise _refused_token(decision.error, static=self.auth.static) from failure.__cause__
@@ -256,7 +258,8 @@ class Connection:
     def _transport_failure(self, exc: Exception, endpoint: str, response: httpx.Response | None = None, *,
                            overdue: str | None = None) -> Failure:
         timed_out = isinstance(exc, httpx.TimeoutException) or overdue is not None
-        what = "timed out" if timed_out else "connection failed" if response is None else "connection lost mid-answer"
+        what = ("timed out" if timed_out else f"connection to {self.base_url} failed" if response is None
+                else f"connection to {self.base_url} lost mid-answer")
         text = overdue or f"{what} ({type(exc).__name__}: {exc})"
         error = RemoteError(
             self._redact(text), endpoint=endpoint,
@@ -318,10 +321,11 @@ class Connection:
                            request_id=response.headers.get("zuora-request-id"), retryable=retryable)
 
     def _report(self, method: str, path: str, status: int | None, request_id: str | None, key: str | None,
-                outcome: str, attempt: int, t0: float, error: str | None) -> None:
+                outcome: str, attempt: int, t0: float, error: str | None, *, retry_in: float | None = None,
+                max_attempts: int | None = None) -> None:
         ms = int((time.monotonic() - t0) * 1000)
         call = Call(method, path, status, request_id, self.track_id, key, outcome, attempt, ms,
-                    self._redact(error) if error else None)
+                    self._redact(error) if error else None, retry_in=retry_in, max_attempts=max_attempts)
         log.debug("%s %s -> %s %s in %d ms (attempt %d, Zuora-Request-Id %s)",
                   method, path, status if status is not None else "-", outcome, ms, attempt, request_id)
         if self._on_call is not None:

@@ -74,6 +74,8 @@ class Call:
     attempt: int
     duration_ms: int
     error: str | None
+    retry_in: float | None = None  # outcome "retry" (or a dropped/timed-out attempt sent again): seconds until then
+    max_attempts: int | None = None  # the policy's bound on attempts, for "attempt 2 of 6"
 
 
 class Failure(Exception):
