@@ -151,7 +151,7 @@ class DataFiles:
             mode, check = spec.get("operation"), datafiles.check_custom_object_file
         if not isinstance(mode, str) or mode not in (MASS_ACTIONS if kind == MASS_ACTION else FILE_OPERATIONS):
             return False  # the schema already said why
-        where = (spec.get("namespace", "default"), spec.get("object"))
+        where = tuple(v if isinstance(v, str) else "" for v in (spec.get("namespace", "default"), spec.get("object")))
         key = (real, kind, mode, where)
         if key not in self.seen:
             digest, tallies = hashlib.sha256(), []
