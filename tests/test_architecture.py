@@ -91,3 +91,14 @@ def test_help_and_version_import_no_heavy_library(args):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
     assert proc.stdout.strip()
+
+
+def test_version_is_answered_before_click_is_imported_and_says_what_click_would():
+    fast = subprocess.run([sys.executable, "-c", "import sys; sys.argv = ['reconciler', '--version']\n"
+                           "from reconciler.__main__ import main; main()\n"
+                           "sys.stderr.write(str('click' in sys.modules))"],
+                          capture_output=True, text=True, check=True)
+    assert fast.stderr == "False"
+    full = subprocess.run([sys.executable, "-c", "from reconciler.cli import main; main(['--version'])"],
+                          capture_output=True, text=True)
+    assert full.returncode == 0 and fast.stdout == full.stdout == f"reconciler {__import__('reconciler').__version__}\n"
