@@ -9,6 +9,7 @@ codes; revenue schedules and charges counted; a custom object's object, operatio
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from operator import itemgetter
@@ -39,14 +40,8 @@ class Tally:
                  namespace: str | None = None, object: str | None = None, operation: str | None = None):
         self.kind, self.action_type = kind, action_type
         self.what = (namespace, object, operation)
-        names = [c.strip() for c in header]
-        self.columns = tuple(c for c in names if c and not c.startswith("#"))
-        index = {name: i for i, name in enumerate(names)}
-        self.keys: list[tuple[str, str, itemgetter | None, set]] = []
-        for key, how, cols in _KEYS.get(action_type or "", ()) if kind == MASS_ACTION else ():
-            at = [index[c] for c in cols if c in index]
-            self.keys.append((key, how, itemgetter(*at) if at else None, set()))
-        self.money = (index.get("Payment Amount"), index.get("Currency")) if action_type == "MPU" else None
+        self.columns, getters, self.money = _layout(kind, action_type, tuple(header))
+        self.keys: list[tuple[str, str, itemgetter | None, set]] = [(*g, set()) for g in getters]
         self.sums: dict[str, Decimal] = {}
         self.rows = 0
 
@@ -92,6 +87,21 @@ class Tally:
             else:
                 out.append((key, _listed(values)))
         return tuple(out)
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(kind: str, action_type: str | None, header: tuple[str, ...]):
+    """(columns, (summary key, how, getter) per key, MPU amount and currency indexes) for one header: files of
+    one shape (a repository's are) share it, so a Tally costs its sets alone."""
+    names = [c.strip() for c in header]
+    columns = tuple(c for c in names if c and not c.startswith("#"))
+    index = {name: i for i, name in enumerate(names)}
+    getters = []
+    for key, how, cols in _KEYS.get(action_type or "", ()) if kind == MASS_ACTION else ():
+        at = [index[c] for c in cols if c in index]
+        getters.append((key, how, itemgetter(*at) if at else None))
+    money = (index.get("Payment Amount"), index.get("Currency")) if action_type == "MPU" else None
+    return columns, tuple(getters), money
 
 
 def _trimmed(seen: set) -> set[str]:
