@@ -14,14 +14,13 @@ before the intent, and gives an interrupted one back byte for byte.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from reconciler.dataset.facts import Outgoing, outgoing, resend_mode
-from reconciler.engine.applier import ChangeFailed
+from reconciler.engine.applier import ChangeFailed, file_sha256
 from reconciler.engine.plan import Change, Plan, halt_action
 from reconciler.errors import ResultError
 from reconciler.model import (
@@ -100,8 +99,8 @@ def _with(change: Change, facts: DataFacts) -> Change:
 
 def _bump_words(change: Change, facts: DataFacts) -> str | None:
     """A completed spec's conflict, with what each way out sends."""
-    if CHANGED_AFTER not in change.reason and ALREADY_COMPLETED not in change.reason:
-        return change.resolve
+    if facts.rows is None or (CHANGED_AFTER not in change.reason and ALREADY_COMPLETED not in change.reason):
+        return change.resolve  # a delete sends no rows
     every = f"all {facts.rows} rows"
     if facts.resend != RESEND_NEW_ROWS:
         return f"{change.resolve} (a bump or --rerun sends {every} again)"
@@ -193,6 +192,6 @@ def _write_atomic(dest: Path, payload: bytes) -> None:
 
 def _sha256(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return file_sha256(path)
     except OSError:
         return None
