@@ -8,7 +8,8 @@ from apply_support import (
     admin, assert_exactly_once, cli, converge, ledger_events, ledger_jobs, make_repo, remote_jobs, served_sandbox,
     settings_of,
 )
-from reconciler.engine.applier import UNKNOWN_HINT, Applier, idempotency_key, is_definitive
+from reconciler.engine.answers import idempotency_key, is_definitive
+from reconciler.engine.applier import UNKNOWN_HINT, Applier
 from reconciler.engine.journal import LedgerJournal
 from reconciler.engine.planning import compute_plan
 from reconciler.errors import RemoteError

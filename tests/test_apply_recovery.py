@@ -10,7 +10,7 @@ from apply_support import (
     assert_exactly_once, cli, ledger_events, ledger_jobs, make_repo, remote_jobs, served_sandbox, settings_of,
     zuora_http,
 )
-from reconciler.engine.applier import idempotency_key
+from reconciler.engine.answers import idempotency_key
 from reconciler.ledger.store import Ledger
 from reconciler.engine.run import binding
 from reconciler.spec.load import load_desired

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from apply_support import served_sandbox
-from reconciler.engine.applier import is_definitive, service_limit
+from reconciler.engine.answers import is_definitive, service_limit
 from reconciler.errors import RemoteError
 from reconciler.model import MASS_ACTION
 from reconciler.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 from typing import TextIO
 
 from reconciler.commands._common import count, user_path
-from reconciler.engine.applier import Applier, Result
+from reconciler.engine.answers import Result
+from reconciler.engine.applier import Applier
 from reconciler.engine.data import SentFiles
 from reconciler.engine.config import same_environment
 from reconciler.engine.journal import LedgerJournal, crash_point

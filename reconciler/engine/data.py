@@ -20,7 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from reconciler.dataset.facts import Outgoing, outgoing, resend_mode
-from reconciler.engine.applier import ChangeFailed, file_sha256
+from reconciler.engine.answers import ChangeFailed, file_sha256
 from reconciler.engine.plan import Change, Plan, halt_action
 from reconciler.errors import ResultError
 from reconciler.model import (

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Mapping
 
 from reconciler.engine.refresh import record_observation, result_pending
-from reconciler.engine.applier import ChangeFailed
+from reconciler.engine.answers import ChangeFailed
 from reconciler.engine.data import intent_facts
 from reconciler.engine.plan import Change
 from reconciler.errors import LockHeldError, StateError, UsageError

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
-from reconciler.engine.applier import service_limit
+from reconciler.engine.answers import service_limit
 from reconciler.engine.run import Session
 from reconciler.model import CUSTOM_OBJECT_JOB, IN_DOUBT_SECONDS, JobRecord, Phase, phase_after
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Sequence, TextIO
 
-from reconciler.engine.applier import Result
+from reconciler.engine.answers import Result
 from reconciler.engine.plan import Change, Plan
 from reconciler.errors import AuthError, RemoteError
 from reconciler.model import Action, JobRecord, Outcome, Phase
