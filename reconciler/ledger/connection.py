@@ -17,9 +17,9 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from reconciler.errors import LedgerError
 
@@ -38,7 +38,7 @@ Row = dict[str, Any]
 Params = tuple[object, ...]
 
 
-def not_a_ledger(path: Path, why: str) -> LedgerError:
+def not_a_ledger(path: Path | str, why: str) -> LedgerError:
     """The refusal of a file that is no ledger: it is left untouched."""
     return LedgerError(
         f"{path} is not a reconciler ledger ({why}); it was left untouched. Point `ledger:` in "
@@ -211,6 +211,40 @@ def checkpoint(conn: sqlite3.Connection, mode: str, *, wait: float | None = None
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
 
 
+class Cursor(Protocol):
+    """What `Connection.execute` gives back: the rows changed and the first row."""
+
+    @property
+    def rowcount(self) -> int: ...
+    def fetchone(self) -> Any: ...
+
+
+class Connection(Protocol):
+    """The connection of one open ledger, whichever its store: what the job book, the event log, the
+    lease lock and the audit run on. SQL is written once, with `?` placeholders, in the dialect both
+    SQLite and PostgreSQL speak (the PostgreSQL ledger defines json_valid and json_extract for it)."""
+
+    @property
+    def path(self) -> Path | str: ...
+    read_only: bool
+    lock: threading.RLock
+    closed: bool
+
+    def reading(self) -> AbstractContextManager[None]: ...
+    def transaction(self) -> AbstractContextManager[Transaction]: ...
+    def check_open(self) -> None: ...
+    def close(self) -> None: ...
+    def meta_row(self) -> Row | None: ...
+    def execute(self, sql: str, params: Params = ()) -> Cursor: ...
+    def rows(self, sql: str, params: Params = ()) -> list[Row]: ...
+    def iter_rows(self, sql: str, params: Params = ()) -> Iterator[Row]: ...
+    def row(self, sql: str, params: Params = ()) -> Row | None: ...
+    def value(self, sql: str, params: Params = ()) -> Any: ...
+    def insert(self, table: str, row: Mapping[str, object]) -> int: ...
+    def update(self, table: str, pk: str | int, changes: Mapping[str, object], what: str) -> None: ...
+    def delete(self, table: str, pk: str | int, what: str) -> None: ...
+
+
 class LedgerConnection:
     """The connection of one open ledger file, with its read snapshots and write transactions."""
 
@@ -304,6 +338,16 @@ class LedgerConnection:
             self.conn.close()
 
     # --- reads (plain SQL: no sqlite-utils on the read path) ------------------------------------
+
+    def meta_row(self) -> Row | None:
+        """The meta row, inside the caller's snapshot; not_a_ledger when there is no meta table."""
+        try:
+            return self.row("SELECT * FROM meta WHERE id = 1")
+        except sqlite3.OperationalError as exc:
+            raise not_a_ledger(self.path, str(exc)) from exc
+
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
 
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         return rows_of(self.conn.execute(sql, params))
