@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from apply_support import admin, sandbox_process
+from pg_support import fresh_database, server
 from ops_fixtures import applied, clean_environment, make_repo, settings_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,7 @@ def isolated_environment(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     for var in list(os.environ):
-        if var.startswith(("ZUORA_", "GITHUB_", "RECONCILER_")) or var in ("NO_COLOR", "CI"):
+        if var.startswith(("ZUORA_", "GITHUB_", "RECONCILER_", "PG")) or var in ("NO_COLOR", "CI"):
             monkeypatch.delenv(var, raising=False)
     yield
     after = _state_snapshot()
@@ -59,6 +60,22 @@ def isolated_environment(tmp_path_factory, monkeypatch):
         _state_before = after  # blame this test only, not every test after it
         pytest.fail(f"a test changed the repository's own state/ directory ({REPO_STATE}): {', '.join(changed)}",
                     pytrace=False)
+
+
+# --- PostgreSQL: one real server per session, a database per test (pg_support.py) ------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The admin URL of a real PostgreSQL server: RECONCILER_TEST_POSTGRES_URL's, or a throwaway cluster."""
+    with server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """The URL of an empty database of this test's own."""
+    return fresh_database(pg_server)
 
 
 # --- the apply tests: one `reconciler sandbox serve` process per module -----------------------------
