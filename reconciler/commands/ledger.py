@@ -32,6 +32,10 @@ def checkpoint(settings, out: TextIO, *, err: TextIO | None = None) -> int:
     from reconciler.ledger.store import Ledger, wal_path, wal_size
 
     err = err or sys.stderr
+    if settings.ledger_url is not None:
+        out.write(f"nothing to checkpoint: the ledger is on PostgreSQL ({settings.ledger_url.display}), "
+                  "whose commits need no copying back\n")
+        return ExitCode.OK
     path = settings.ledger_path
     shown = display_path(settings, path)
     ledger = Ledger.open_checkpoint(path, binding(settings))
