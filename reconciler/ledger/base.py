@@ -26,6 +26,7 @@ from reconciler.ledger.schema import SCHEMA_VERSION
 from reconciler.model import JobRecord, Observation, RecordedState
 
 _Store = TypeVar("_Store", bound="LedgerBase")
+COPIED_TABLES = ("runs", "jobs", "events", "locks")  # in an order their references allow
 
 
 class LedgerBase:
@@ -69,6 +70,12 @@ class LedgerBase:
                 f"not {binding.environment} ({binding.base_url}); {self._elsewhere(binding.environment)}"
             )
         return row
+
+    def snapshot(self) -> tuple[Row, dict[str, list[Row]]]:
+        """The meta row and every row of COPIED_TABLES, oldest first, from one consistent snapshot."""
+        with self._c.reading():
+            meta = self._c.meta_row() or {}
+            return meta, {t: self._c.rows(f"SELECT * FROM {t} ORDER BY id") for t in COPIED_TABLES}
 
     def close(self) -> None:
         """Close the connection (see the store's connection for what a closing writer does)."""

@@ -18,6 +18,7 @@ What differs is only how it is opened:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -26,6 +27,7 @@ from reconciler.errors import LedgerError
 from reconciler.ledger import schema
 from reconciler.ledger.base import LedgerBase
 from reconciler.ledger.chain import GENESIS_HASH
+from reconciler.ledger.connection import Row
 from reconciler.ledger.interface import Binding
 from reconciler.ledger.pgconnection import PgConnection, connect, pg_errors
 from reconciler.ledger.rows import now
@@ -53,39 +55,70 @@ def _has_ledger(conn: psycopg.Connection) -> bool:
     return bool(found and found[0])
 
 
-def _create(conn: psycopg.Connection, binding: Binding, version: int, shown: str) -> None:
-    """Make a new ledger in one transaction, unless another process made it first.
+def _new_meta(binding: Binding, version: int) -> Row:
+    return {"id": 1, "lineage": str(uuid.uuid4()), "serial": 0, "schema_version": version,
+            "environment": binding.environment, "base_url": binding.base_url, "head_hash": GENESIS_HASH,
+            "events_count": 0, "created_at": now()}
+
+
+def _insert(conn: psycopg.Connection, table: str, rows: Sequence[Row]) -> None:
+    if not rows:
+        return
+    names = list(rows[0])
+    sql = f'INSERT INTO "{table}" ({", ".join(chr(34) + n + chr(34) for n in names)}) ' \
+          f'VALUES ({", ".join("%s" for _ in names)})'
+    with conn.cursor() as cursor:
+        cursor.executemany(sql, [tuple(r[n] for n in names) for r in rows])
+
+
+def _create(conn: psycopg.Connection, meta: Row, shown: str, tables: Mapping[str, Sequence[Row]] | None = None,
+            ) -> bool:
+    """Make a new ledger (with these rows, for a copy) in one transaction; False when one was there already.
 
     The advisory lock is taken before the transaction begins, so the check inside it sees the
-    catalog as the process that held the lock before left it.
+    catalog as the process that held the lock before left it: two runners starting at once make one.
     """
     conn.execute("SELECT pg_advisory_lock(%s)", (_CREATE_LOCK,))
     try:
-        _create_alone(conn, binding, version, shown)
+        conn.execute("BEGIN")
+        try:
+            made = not _has_ledger(conn)
+            if made:
+                _make(conn, meta, shown, tables or {})
+            conn.execute("COMMIT")
+            return made
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_LOCK,))
 
 
-def _create_alone(conn: psycopg.Connection, binding: Binding, version: int, shown: str) -> None:
-    conn.execute("BEGIN")
+def _make(conn: psycopg.Connection, meta: Row, shown: str, tables: Mapping[str, Sequence[Row]]) -> None:
+    _refuse_foreign_tables(conn, shown)
+    target = _first_schema(conn)
+    current = conn.execute("SELECT current_schema()").fetchone()
+    if target is not None and (current is None or current[0] is None):
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.replace(chr(34), chr(34) * 2)}"')
+    for statement in schema.postgres_create(meta["schema_version"]):
+        conn.execute(statement)
+    _insert(conn, "meta", [meta])
+    for name, rows in tables.items():
+        _insert(conn, name, rows)
+        if rows and name != "locks":  # ids were given: the next one the database picks follows them
+            conn.execute(f"SELECT setval(pg_get_serial_sequence('\"{name}\"', 'id'), (SELECT max(id) FROM \"{name}\"))")
+
+
+def create_copy(url: LedgerUrl, meta: Row, tables: Mapping[str, Sequence[Row]]) -> None:
+    """Make a new ledger holding exactly these rows (`ledger copy`); LedgerError when one is there already."""
+    conn = connect(url, read_only=False)
     try:
-        if not _has_ledger(conn):
-            _refuse_foreign_tables(conn, shown)
-            target = _first_schema(conn)
-            current = conn.execute("SELECT current_schema()").fetchone()
-            if target is not None and (current is None or current[0] is None):
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{target.replace(chr(34), chr(34) * 2)}"')
-            for statement in schema.postgres_create(version):
-                conn.execute(statement)
-            conn.execute(
-                'INSERT INTO meta ("id", "lineage", "serial", "schema_version", "environment", "base_url", '
-                '"head_hash", "events_count", "created_at") VALUES (1, %s, 0, %s, %s, %s, %s, 0, %s)',
-                (str(uuid.uuid4()), version, binding.environment, binding.base_url, GENESIS_HASH, now()),
-            )
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+        with pg_errors(url):
+            if not _create(conn, dict(meta), url.display, tables):
+                raise LedgerError(f"{url.display} already holds a ledger; `ledger copy` only makes a new one "
+                                  "(point it at an empty schema or database)")
+    finally:
+        conn.close()
 
 
 def _refuse_foreign_tables(conn: psycopg.Connection, shown: str) -> None:
@@ -135,7 +168,7 @@ class PgLedger(LedgerBase):
         try:
             with pg_errors(url):
                 if not _has_ledger(conn):
-                    _create(conn, binding, migrate_to, url.display)
+                    _create(conn, _new_meta(binding, migrate_to), url.display)
             ledger = cls(PgConnection(conn, url, read_only=False), binding)
             ledger._migrate(migrate_to)
             return ledger

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,7 @@ from reconciler.ledger.connection import (
     Checkpoint,
     LedgerConnection,
     check_file,
+    Row,
     checkpoint,
     connect,
     create_file,
@@ -94,6 +96,22 @@ def _new_ledger(db: Database, binding: Binding, version: int) -> None:
         "environment": binding.environment, "base_url": binding.base_url, "head_hash": GENESIS_HASH,
         "events_count": 0, "created_at": now(),
     })
+
+
+def create_copy(path: Path, meta: Row, tables: Mapping[str, list[Row]]) -> None:
+    """Make a new ledger file holding exactly these rows (`ledger copy`); LedgerError when `path` exists."""
+    path = Path(path)
+    if path.exists():
+        raise LedgerError(f"{path} already exists; `ledger copy` only makes a new ledger (move that one away first)")
+
+    def build(db: Database) -> None:
+        schema.create(db, meta["schema_version"])
+        db.table("meta").insert(dict(meta))
+        for name, rows in tables.items():
+            if rows:
+                db.table(name).insert_all(rows)
+
+    create_file(path, build)
 
 
 # --- the SQLite store -----------------------------------------------------------------------------
