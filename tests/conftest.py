@@ -78,6 +78,16 @@ def pg_url(pg_server):
     return fresh_database(pg_server)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def both_stores(request, monkeypatch):
+    """Run the test once on the SQLite ledger and once on a PostgreSQL one (RECONCILER_LEDGER, which the
+    CLI's subprocesses inherit and settings_of reads), each environment in a schema of its own."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        monkeypatch.setenv("RECONCILER_LEDGER", url + "?options=-csearch_path%3D{environment}")
+    return request.param
+
+
 # --- the apply tests: one `reconciler sandbox serve` process per module -----------------------------
 
 
