@@ -146,3 +146,102 @@ def test_psycopg_is_needed_only_for_a_postgres_ledger(tmp_path):
             "try: main(['-C', sys.argv[1], 'status'])\nexcept SystemExit: pass\n"
             "assert 'psycopg' not in sys.modules\n")
     subprocess.run([os.sys.executable, "-c", code, str(repo)], check=True, capture_output=True)
+
+
+def test_two_clones_with_sigkills_end_with_one_job_per_spec_that_both_see(tmp_path, pg_url):
+    """Two clones, no shared files, one ledger: applies started side by side, each killed once it has
+    written a few events of its own, then both converge; every spec was submitted exactly once."""
+    import random
+    import signal
+
+    from apply_support import converge, event_count, wait_until
+
+    with served_sandbox() as url:
+        ledger = pg_url + SCHEMA_OPTION
+        clones = [on_postgres(make_repo(tmp_path / f"clone-{i}", url, mass=("fx-a", "fx-b", "fx-c")), ledger)
+                  for i in range(2)]
+        rng, killed = random.Random(20261204), 0
+        for _ in range(3):
+            target = event_count(clones[0]) + rng.randint(1, 8)
+            procs = [start_cli(clone, "apply", "--auto-approve", "--lock-timeout", "60") for clone in clones]
+            wait_until(lambda: all(p.poll() is not None for p in procs) or event_count(clones[0]) >= target,
+                       timeout=90, message="neither apply wrote its events nor ended")
+            victim = rng.choice(procs)
+            if victim.poll() is None:
+                victim.kill()
+            for p in procs:
+                p.communicate(timeout=120)
+            killed += victim.returncode == -signal.SIGKILL
+        assert killed >= 1, "no run was killed mid-way: the kills did not test anything"
+        for clone in clones:
+            converge(clone)
+        names = ("fx-a", "fx-b", "fx-c", "load-cars", "purge-cars")
+        assert_exactly_once(clones[0], url, names)
+        seen = [[(j.name, j.remote_id) for j in settings_ledger_jobs(clone)] for clone in clones]
+        assert seen[0] == seen[1] and len({name for name, _ in seen[0]}) == len(names)
+        for clone in clones:
+            assert cli(clone, "audit", "verify").returncode == 0
+
+
+def test_a_server_that_goes_away_mid_apply_exits_1_and_the_next_apply_converges(tmp_path, pg_url, pg_server):
+    import psycopg
+
+    from apply_support import converge, event_count, wait_until
+
+    with served_sandbox() as url:
+        admin(url, "faults", {"latency_ms": 200})
+        repo = on_postgres(make_repo(tmp_path, url), pg_url + SCHEMA_OPTION)
+        proc = start_cli(repo, "apply", "--auto-approve")
+        wait_until(lambda: proc.poll() is not None or event_count(repo) >= 2, timeout=60,
+                   message="apply never started writing")
+        with psycopg.connect(pg_server, autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'reconciler' "
+                         "AND datname = %s", (pg_url.rsplit("/", 1)[1],))
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 1, out + err
+        assert "lost the connection to the PostgreSQL ledger" in err and "Traceback" not in err, err
+        admin(url, "faults", {"latency_ms": 0})
+        converge(repo)
+        assert_exactly_once(repo, url, ALL)
+        assert cli(repo, "audit", "verify").returncode == 0
+
+
+def test_lock_status_and_release_on_postgres_show_no_password(tmp_path, pg_url):
+    from reconciler.engine.run import binding
+    from reconciler.ledger.postgres import PgLedger
+    from reconciler.ledger.store import Actor
+
+    with served_sandbox() as url:
+        repo = on_postgres(make_repo(tmp_path, url), secret_url(pg_url))
+        settings = settings_of(repo)
+        with PgLedger.open_write(settings.ledger_url, binding(settings)) as led:
+            lock_id = led.acquire_lock(Actor("ci-bot", "runner-7", 4242, None, "https://ci.example/runs/9"))
+        status = cli(repo, "lock", "status")
+        assert status.returncode == 0 and "ci-bot@runner-7" in status.stdout and lock_id in status.stdout
+        refused = cli(repo, "apply", "--auto-approve")
+        assert refused.returncode == 1 and "ci-bot@runner-7" in refused.stderr
+        released = cli(repo, "lock", "release", lock_id, "--force")
+        assert released.returncode == 0, released.stdout + released.stderr
+        assert "not locked" in cli(repo, "lock", "status").stdout
+        no_password_anywhere(repo, status.stdout, status.stderr, refused.stdout, refused.stderr, released.stdout,
+                             released.stderr)
+        assert remote_jobs(url) == []
+
+
+def test_a_select_only_role_can_read_but_not_write(tmp_path, pg_url):
+    import psycopg
+
+    with served_sandbox() as url:
+        repo = on_postgres(make_repo(tmp_path, url), pg_url + SCHEMA_OPTION)
+        assert cli(repo, "apply", "--auto-approve").returncode == 0
+        schema_name = settings_of(repo).env_key
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("CREATE ROLE reader LOGIN")
+            conn.execute(f'GRANT USAGE ON SCHEMA "{schema_name}" TO reader')
+            conn.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema_name}" TO reader')
+        reader = {"RECONCILER_LEDGER": with_database(pg_url, pg_url.rsplit("/", 1)[1], user="reader") + SCHEMA_OPTION}
+        for args in (("status",), ("history",), ("plan", "--no-refresh"), ("audit", "verify"), ("lock", "status")):
+            proc = cli(repo, *args, env=reader)
+            assert proc.returncode == 0, (args, proc.stdout + proc.stderr)
+        denied = cli(repo, "apply", "--auto-approve", env=reader)
+        assert denied.returncode == 1 and "permission denied" in denied.stderr and "Traceback" not in denied.stderr
