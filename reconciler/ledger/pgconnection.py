@@ -97,6 +97,13 @@ class PgConnection:
         self.lock = threading.RLock()
         self.closed = False
 
+    def _begin(self, sql: str) -> None:
+        # PostgreSQL only warns about a BEGIN inside a transaction, and the inner COMMIT would end the
+        # outer one early: refuse nesting outright (SQLite raises for it on its own).
+        if self.conn.info.transaction_status != TransactionStatus.IDLE:
+            raise LedgerError(f"{self.path}: a ledger transaction was opened inside another one")
+        self.conn.execute(sql)
+
     def _end(self, ok: bool) -> None:
         status = self.conn.info.transaction_status
         if status == TransactionStatus.INTRANS and ok:
@@ -109,7 +116,7 @@ class PgConnection:
         """A short read transaction: one consistent snapshot."""
         with self.lock, pg_errors(self.url):
             self.check_open()
-            self.conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ" + (" READ ONLY" if self.read_only else ""))
+            self._begin("BEGIN ISOLATION LEVEL REPEATABLE READ" + (" READ ONLY" if self.read_only else ""))
             ok = False
             try:
                 yield
@@ -132,7 +139,7 @@ class PgConnection:
         tx = Transaction(bump=True)
         with self.lock, pg_errors(self.url):
             self.check_open()
-            self.conn.execute("BEGIN")
+            self._begin("BEGIN")
             ok = False
             try:
                 self.conn.execute("SELECT serial FROM meta WHERE id = 1 FOR UPDATE")
