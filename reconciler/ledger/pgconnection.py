@@ -100,9 +100,12 @@ class PgConnection:
     def _begin(self, sql: str) -> None:
         # PostgreSQL only warns about a BEGIN inside a transaction, and the inner COMMIT would end the
         # outer one early: refuse nesting outright (SQLite raises for it on its own).
-        if self.conn.info.transaction_status != TransactionStatus.IDLE:
+        status = self.conn.info.transaction_status
+        if status in (TransactionStatus.INTRANS, TransactionStatus.ACTIVE):
             raise LedgerError(f"{self.path}: a ledger transaction was opened inside another one")
-        self.conn.execute(sql)
+        if status == TransactionStatus.INERROR:  # an earlier cleanup failed part-way: finish it
+            self.conn.execute("ROLLBACK")
+        self.conn.execute(sql)  # on a lost connection (status UNKNOWN) this raises: pg_errors names it
 
     def _end(self, ok: bool) -> None:
         status = self.conn.info.transaction_status
