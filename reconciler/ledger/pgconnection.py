@@ -142,13 +142,12 @@ class PgConnection:
         tx = Transaction(bump=True)
         with self.lock, pg_errors(self.url):
             self.check_open()
-            self._begin("BEGIN")
+            # one round trip each way: BEGIN with the row lock, and the bump with the COMMIT
+            self._begin("BEGIN; SELECT serial FROM meta WHERE id = 1 FOR UPDATE")
             ok = False
             try:
-                self.conn.execute("SELECT serial FROM meta WHERE id = 1 FOR UPDATE")
                 yield tx
-                if tx.bump:
-                    self.conn.execute("UPDATE meta SET serial = serial + 1 WHERE id = 1")
+                self.conn.execute("UPDATE meta SET serial = serial + 1 WHERE id = 1; COMMIT" if tx.bump else "COMMIT")
                 ok = True
             finally:
                 self._end_quietly(ok)
