@@ -245,3 +245,21 @@ def test_a_select_only_role_can_read_but_not_write(tmp_path, pg_url):
             assert proc.returncode == 0, (args, proc.stdout + proc.stderr)
         denied = cli(repo, "apply", "--auto-approve", env=reader)
         assert denied.returncode == 1 and "permission denied" in denied.stderr and "Traceback" not in denied.stderr
+
+
+def test_without_psycopg_a_postgres_ledger_names_the_extra_to_install(tmp_path):
+    repo = make_repo(tmp_path, "http://127.0.0.1:9")
+    code = (
+        "import sys, importlib.abc\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'psycopg': raise ModuleNotFoundError(name, name=name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "from reconciler.cli import main\n"
+        "main(['-C', sys.argv[1], 'status'])\n"
+    )
+    proc = subprocess.run([os.sys.executable, "-c", code, str(repo)], capture_output=True, text=True,
+                          env={**os.environ, "RECONCILER_LEDGER": "postgresql://u:hunter2@127.0.0.1:1/x"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "zuora-reconciler[postgres]" in proc.stderr and "Traceback" not in proc.stderr
+    assert "hunter2" not in proc.stderr

@@ -21,9 +21,16 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-import psycopg
-
 from reconciler.errors import LedgerError
+
+try:
+    import psycopg
+except ImportError as missing:  # the SQLite ledger needs no driver, so psycopg is an optional extra
+    raise LedgerError(
+        "the ledger is a postgresql:// URL, which needs the PostgreSQL driver: "
+        "pip install 'zuora-reconciler[postgres]' (psycopg 3)"
+    ) from missing
+
 from reconciler.ledger import schema
 from reconciler.ledger.base import LedgerBase
 from reconciler.ledger.chain import GENESIS_HASH
