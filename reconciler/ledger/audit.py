@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from reconciler.ledger.chain import AuditReport, Head, job_digest, verify_chain
-from reconciler.ledger.connection import Connection, Row
+from reconciler.ledger.connection import Row
+from reconciler.ledger.protocol import Connection
 from reconciler.ledger.rows import event_from_row
 from reconciler.ledger.schema import LIVE_SCHEMA
 

@@ -1,7 +1,7 @@
 """What every ledger store shares (DESIGN §6): the meta check on open and the operations of `LedgerStore`.
 
 A store (store.Ledger on SQLite, postgres.PgLedger on PostgreSQL) opens its connection, which offers
-the same reads, writes and transactions either way (connection.Connection), and hands it here; the
+the same reads, writes and transactions either way (protocol.Connection), and hands it here; the
 job book, the event log and the lease lock then run on it unchanged, so both stores keep one set of
 semantics: serial, lineage, binding, the chain and the lock.
 """
@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 from reconciler.errors import LedgerError
 from reconciler.ledger.audit import verify_ledger
 from reconciler.ledger.chain import AuditReport, Head
-from reconciler.ledger.connection import Connection, Row, not_a_ledger
+from reconciler.ledger.connection import Row, not_a_ledger
+from reconciler.ledger.protocol import Connection
 from reconciler.ledger.events import EventLog
 from reconciler.ledger.interface import Binding
 from reconciler.ledger.jobs import JobBook

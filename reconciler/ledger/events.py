@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 from reconciler.ledger.chain import event_hash
-from reconciler.ledger.connection import Connection, Params, Row
+from reconciler.ledger.connection import Params, Row
+from reconciler.ledger.protocol import Connection
 from reconciler.ledger.rows import Actor, clean_detail, event_from_row, now, redact_path
 from reconciler.model import canonical_json
 

@@ -16,7 +16,8 @@ from typing import Any
 
 from reconciler.errors import LedgerError
 from reconciler.ledger.chain import job_digest
-from reconciler.ledger.connection import Connection, Row
+from reconciler.ledger.connection import Row
+from reconciler.ledger.protocol import Connection
 from reconciler.ledger.events import EventLog
 from reconciler.ledger.lock import LeaseLock
 from reconciler.ledger.rows import Actor, clean_detail, job_from_row, loads, now

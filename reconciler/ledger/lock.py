@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from reconciler.errors import LedgerError, LockHeldError
-from reconciler.ledger.connection import Connection, Row
+from reconciler.ledger.connection import Row
+from reconciler.ledger.protocol import Connection
 from reconciler.ledger.events import EventLog
 from reconciler.ledger.rows import Actor
 from reconciler.model import iso

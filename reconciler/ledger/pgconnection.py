@@ -1,4 +1,4 @@
-"""The connection of one PostgreSQL ledger: connection.Connection's reads and writes on psycopg 3.
+"""The connection of one PostgreSQL ledger: protocol.Connection's reads and writes on psycopg 3.
 
 The twin of connection.LedgerConnection, so the job book, the event log, the lease lock and the audit
 run on either store unchanged. Choices a caller relies on:
