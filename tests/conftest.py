@@ -137,6 +137,27 @@ def repo(applied_template, tmp_path):
     return settings_of(root)
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def repo_on_both_stores(request, applied_template, tmp_path, monkeypatch):
+    """`repo`, once as it is and once with its ledger moved to PostgreSQL by `ledger copy` (the SQLite
+    file removed, RECONCILER_LEDGER pointing at the copy): its Settings."""
+    from reconciler.engine.run import binding
+    from reconciler.ledger.copy import copy_ledger
+    from reconciler.ledger.url import LedgerUrl
+
+    root = tmp_path / "applied"
+    shutil.copytree(applied_template.root, root)
+    settings = settings_of(root)
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url") + "?options=-csearch_path%3D{environment}"
+        target = LedgerUrl.from_setting(url.replace("{environment}", settings.env_key), "the test")
+        copy_ledger(settings.ledger_path, target, binding(settings))
+        settings.ledger_path.unlink()
+        monkeypatch.setenv("RECONCILER_LEDGER", url)
+        settings = settings_of(root)
+    return settings
+
+
 @pytest.fixture
 def fresh(tmp_path):
     """A repo with specs and data but no ledger yet: its Settings."""
