@@ -100,6 +100,13 @@ def test_apply_status_history_and_audit_on_postgres_and_reads_create_nothing(tmp
         assert any(o.startswith("OK: ") for o in outputs)  # audit verify
         assert any(f"{SECRET_ROLE}:***@" in o for o in outputs)  # audit verify names the ledger, redacted
         no_password_anywhere(repo, applied.stdout, applied.stderr, *outputs)
+        import psycopg
+
+        with psycopg.connect(pg_url) as conn:  # nor does the ledger itself hold it, in any table
+            conn.execute(f'SET search_path = "{settings_of(repo).env_key}"')
+            for table in ("meta", "runs", "jobs", "events", "locks"):
+                dump = repr(conn.execute(f"SELECT * FROM {table}").fetchall())
+                assert SECRET_PASSWORD not in dump and (table == "locks" or dump != "[]")
         again = cli(repo, "apply", "--auto-approve")
         assert again.returncode == 0 and "No changes." in again.stdout, again.stdout + again.stderr
 
