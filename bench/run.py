@@ -33,6 +33,7 @@ BENCHMARKS = [
     ("p4", "p4_ledger_scale", ("plan", "history"), "P4"),
     ("p2", "p2_apply_throughput", ("apply",), "P2"),
     ("p5", "p5_memory", ("apply",), "P5"),
+    ("p6", "p6_stores", ("apply", "plan"), "P6"),
 ]
 ORDER = [prefix for *_, prefix in BENCHMARKS]
 RESULTS_JSON = BENCH / "results.json"

@@ -290,7 +290,7 @@ def lock_release(c, lock_id, force):
 
 @cli.group()
 def ledger():
-    """Maintain the ledger file."""
+    """Maintain the ledger: checkpoint its file, copy it between SQLite and PostgreSQL."""
 
 
 @ledger.command("checkpoint")
@@ -300,6 +300,17 @@ def ledger_checkpoint(c):
     from reconciler.commands.ledger import checkpoint as run
 
     return run(c.settings(), c.out)
+
+
+@ledger.command("copy")
+@click.argument("source", metavar="SRC")
+@click.argument("destination", metavar="DST")
+@pass_ctx
+def ledger_copy(c, source, destination):
+    """Copy the ledger to a new SQLite file or PostgreSQL database (chain, lineage and serial kept)."""
+    from reconciler.commands.ledger import copy as run
+
+    return run(c.settings(), c.out, source=source, destination=destination)
 
 
 @cli.group()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from apply_support import admin, sandbox_process
+from pg_support import fresh_database, server
 from ops_fixtures import applied, clean_environment, make_repo, settings_of
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,7 +50,7 @@ def isolated_environment(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     for var in list(os.environ):
-        if var.startswith(("ZUORA_", "GITHUB_", "RECONCILER_")) or var in ("NO_COLOR", "CI"):
+        if var.startswith(("ZUORA_", "GITHUB_", "RECONCILER_", "PG")) or var in ("NO_COLOR", "CI"):
             monkeypatch.delenv(var, raising=False)
     yield
     after = _state_snapshot()
@@ -59,6 +60,32 @@ def isolated_environment(tmp_path_factory, monkeypatch):
         _state_before = after  # blame this test only, not every test after it
         pytest.fail(f"a test changed the repository's own state/ directory ({REPO_STATE}): {', '.join(changed)}",
                     pytrace=False)
+
+
+# --- PostgreSQL: one real server per session, a database per test (pg_support.py) ------------------
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The admin URL of a real PostgreSQL server: RECONCILER_TEST_POSTGRES_URL's, or a throwaway cluster."""
+    with server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(pg_server):
+    """The URL of an empty database of this test's own."""
+    return fresh_database(pg_server)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def both_stores(request, monkeypatch):
+    """Run the test once on the SQLite ledger and once on a PostgreSQL one (RECONCILER_LEDGER, which the
+    CLI's subprocesses inherit and settings_of reads), each environment in a schema of its own."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        monkeypatch.setenv("RECONCILER_LEDGER", url + "?options=-csearch_path%3D{environment}")
+    return request.param
 
 
 # --- the apply tests: one `reconciler sandbox serve` process per module -----------------------------
@@ -108,6 +135,27 @@ def repo(applied_template, tmp_path):
     root = tmp_path / "applied"
     shutil.copytree(applied_template.root, root)
     return settings_of(root)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def repo_on_both_stores(request, applied_template, tmp_path, monkeypatch):
+    """`repo`, once as it is and once with its ledger moved to PostgreSQL by `ledger copy` (the SQLite
+    file removed, RECONCILER_LEDGER pointing at the copy): its Settings."""
+    from reconciler.engine.run import binding
+    from reconciler.ledger.copy import copy_ledger
+    from reconciler.ledger.url import LedgerUrl
+
+    root = tmp_path / "applied"
+    shutil.copytree(applied_template.root, root)
+    settings = settings_of(root)
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url") + "?options=-csearch_path%3D{environment}"
+        target = LedgerUrl.from_setting(url.replace("{environment}", settings.env_key), "the test")
+        copy_ledger(settings.ledger_path, target, binding(settings))
+        settings.ledger_path.unlink()
+        monkeypatch.setenv("RECONCILER_LEDGER", url)
+        settings = settings_of(root)
+    return settings
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from apply_support import (
     settings_of, sleeps_with_file_open, start_cli, wait_until,
 )
 from reconciler.ledger.store import Actor, Ledger
-from reconciler.engine.run import binding, read_ledger
+from reconciler.engine.run import binding, read_ledger, write_ledger
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
 
@@ -61,6 +61,7 @@ def test_a_held_lock_refuses_a_second_apply_naming_the_holder(tmp_path):
         assert len(intents) == 4 and all(datetime.fromisoformat(e["ts"]) > released for e in intents)
 
 
+@pytest.mark.usefixtures("both_stores")
 def test_two_concurrent_applies_never_both_submit(tmp_path):
     with served_sandbox() as url:
         repo = make_repo(tmp_path, url)
@@ -74,6 +75,7 @@ def test_two_concurrent_applies_never_both_submit(tmp_path):
         assert_exactly_once(repo, url, ALL)
 
 
+@pytest.mark.usefixtures("both_stores")
 def test_a_run_waiting_on_jobs_holds_the_lock_until_it_ends(tmp_path):
     with served_sandbox(pending_seconds=3600) as url:
         repo = make_repo(tmp_path, url, create=(), delete=())
@@ -89,12 +91,13 @@ def test_a_run_waiting_on_jobs_holds_the_lock_until_it_ends(tmp_path):
         assert_exactly_once(repo, url, ("fx-a", "fx-b"))
 
 
+@pytest.mark.usefixtures("both_stores")
 def test_a_lost_lock_of_a_dead_process_is_taken_over(tmp_path):
     with served_sandbox() as url:
         repo = make_repo(tmp_path, url, mass=("fx-a",), create=(), delete=())
         settings = settings_of(repo)
         dead = Actor(user="gone", host=socket.gethostname(), pid=_dead_pid())
-        with Ledger.open_write(settings.ledger_path, binding(settings)) as ledger:
+        with write_ledger(settings) as ledger:
             ledger.acquire_lock(dead)
         proc = cli(repo, "apply", "--auto-approve")
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -18,6 +18,10 @@ from apply_support import (
 )
 from reconciler.engine.run import read_ledger
 
+
+# Every test here runs on both ledger stores (conftest.both_stores).
+pytestmark = pytest.mark.usefixtures("both_stores")
+
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
 CRASH = "RECONCILER_TEST_CRASH_AT"
 KILLED = -signal.SIGKILL

@@ -16,6 +16,10 @@ from reconciler.errors import RemoteError
 from reconciler.zuora.retry import RetryPolicy
 from reconciler.engine.run import Session
 
+
+# Every test here runs on both ledger stores (conftest.both_stores).
+pytestmark = pytest.mark.usefixtures("both_stores")
+
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")
 STORMS = {  # seeded; rates kept where bounded retries usually win, so a storm costs seconds, not minutes
     "everything": {"error_rate": 0.1, "error_after_rate": 0.1, "rate_limit_rate": 0.1, "drop_rate": 0.1,

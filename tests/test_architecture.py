@@ -85,7 +85,7 @@ def test_help_and_version_import_no_heavy_library(args):
         f"    main({args!r})\n"
         "except SystemExit as e:\n"
         "    assert e.code == 0, e.code\n"
-        "heavy = [m for m in ('yaml', 'jsonschema', 'httpx', 'sqlite_utils') if m in sys.modules]\n"
+        "heavy = [m for m in ('yaml', 'jsonschema', 'httpx', 'sqlite_utils', 'psycopg') if m in sys.modules]\n"
         "sys.stderr.write(__import__('json').dumps(heavy))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

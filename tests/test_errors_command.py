@@ -17,6 +17,12 @@ from reconciler.errors import ReconcilerError
 from reconciler.engine.run import read_ledger
 
 
+@pytest.fixture
+def repo(repo_on_both_stores):
+    """Every test here runs on the SQLite ledger and on its PostgreSQL copy."""
+    return repo_on_both_stores
+
+
 def run(settings, name: str, **kw) -> tuple[int, str]:
     out = io.StringIO()
     code = errors(settings, out, name=name, **kw)

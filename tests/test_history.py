@@ -6,11 +6,18 @@ import io
 import json
 import sqlite3
 
+import pytest
 
 from ops_fixtures import cli, state_files
 from reconciler.commands.history import history
 from reconciler.ledger.store import Ledger
 from reconciler.engine.run import binding, read_ledger
+
+
+@pytest.fixture
+def repo(repo_on_both_stores):
+    """Every test here runs on the SQLite ledger and on its PostgreSQL copy."""
+    return repo_on_both_stores
 
 
 def run(settings, **kw) -> tuple[int, str]:

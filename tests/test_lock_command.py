@@ -15,15 +15,21 @@ from ops_fixtures import cli, state_files
 from reconciler.commands.lock import release, status
 from reconciler.errors import UsageError
 from reconciler.ledger.store import Actor, Ledger
-from reconciler.engine.run import binding, read_ledger
+from reconciler.engine.run import binding, read_ledger, write_ledger
 
 CI = Actor("ci-bot", "runner-7", 4242, "abc123", "https://github.com/acme/billing/actions/runs/99")
 
 
 def hold(settings, actor: Actor = CI, *, now=time.time) -> str:
     """Take the lock as another run would, and leave it held."""
-    with Ledger.open_write(settings.ledger_path, binding(settings)) as ledger:
+    with write_ledger(settings) as ledger:
         return ledger.acquire_lock(actor, now=now)
+
+
+@pytest.fixture
+def repo(repo_on_both_stores):
+    """Every test here runs on the SQLite ledger and on its PostgreSQL copy."""
+    return repo_on_both_stores
 
 
 def run_status(settings, **kw) -> tuple[int, str]:

@@ -5,11 +5,18 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 
 from ops_fixtures import advance, apply, cli, state_files
 from reconciler.commands.show import show
 from reconciler.engine.run import read_ledger
 from reconciler.spec.load import load_desired
+
+
+@pytest.fixture
+def repo(repo_on_both_stores):
+    """Every test here runs on the SQLite ledger and on its PostgreSQL copy."""
+    return repo_on_both_stores
 
 
 def run(settings, name: str, **kw) -> tuple[int, str]:

@@ -13,7 +13,13 @@ from reconciler.commands.status import JSON_FIELDS, status
 from reconciler.errors import ReconcilerError, UsageError
 from reconciler.ledger.store import Ledger
 from reconciler.sandbox import make_app, serve
-from reconciler.engine.run import binding, read_ledger
+from reconciler.engine.run import binding, read_ledger, write_ledger
+
+
+@pytest.fixture
+def repo(repo_on_both_stores):
+    """Every test here runs on the SQLite ledger and on its PostgreSQL copy."""
+    return repo_on_both_stores
 
 NAMES = ["fx-rates", "load-vehicles", "payments", "purge-old-vehicles", "update-vehicles"]
 
@@ -160,7 +166,7 @@ def test_wait_on_a_terminal_draws_a_progress_bar(repo):
 
 
 def test_wait_does_not_wait_for_what_polling_cannot_move(repo):
-    with Ledger.open_write(repo.ledger_path, binding(repo)) as ledger:  # an interrupted submission
+    with write_ledger(repo) as ledger:  # an interrupted submission
         ledger.add_intent(run_id=None, name="fx-rates", kind="MassAction", generation=2, fingerprint="f" * 64,
                           fingerprint_version=1, revision=1, idempotency_key="interrupted", detail={})
     code, text = run(repo, names=("fx-rates",), wait=True, sleep=lambda s: pytest.fail("it waited"))
@@ -196,7 +202,7 @@ def test_reads_never_write(repo):
 
 
 def test_cli_exit_codes_and_no_ledger_message(fresh, repo):
-    proc = cli(fresh, "status")
+    proc = cli(fresh, "status", env={"RECONCILER_LEDGER": "state/{environment}/ledger.db"})  # not repo's
     assert proc.returncode == 0 and proc.stdout.startswith("no ledger yet")
     assert not (fresh.root / "state").exists()
     proc = cli(repo, "status", "--json")

@@ -17,8 +17,15 @@ from reconciler.model import DesiredSpec, JobRecord, Phase, iso
 
 def no_ledger(settings) -> str:
     """The line printed by reading commands when the environment has no ledger yet."""
-    return (f"no ledger yet ({display_path(settings, settings.ledger_path)} does not exist): nothing has been "
+    return (f"no ledger yet ({ledger_location(settings)} does not exist): nothing has been "
             f"applied in environment {settings.environment}")
+
+
+def ledger_location(settings) -> str:
+    """Where the ledger is, as it may be shown: its path, or its PostgreSQL URL with the password hidden."""
+    if settings.ledger_url is not None:
+        return settings.ledger_url.display
+    return display_path(settings, settings.ledger_path)
 
 
 def display_path(settings, path: Path) -> str:

@@ -23,6 +23,7 @@ from reconciler.commands._common import (
     atomic_file,
     count,
     display_path,
+    ledger_location,
     no_ledger,
     user_path,
 )
@@ -42,7 +43,7 @@ def verify(settings, out: TextIO, *, head: str | None = None) -> int:
         return ExitCode.OK if witness is None else ExitCode.ERROR
     with ledger:
         report = ledger.verify(witness)
-    where = display_path(settings, settings.ledger_path)
+    where = ledger_location(settings)
     if report.ok:
         extends = f"; it extends {witness}" if witness is not None else ""
         out.write(f"OK: {count(report.count, 'event')} and the job rows they bind, head {report.head_hash}:{report.count}"

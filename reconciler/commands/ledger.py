@@ -1,4 +1,6 @@
-"""`reconciler ledger checkpoint`: put every commit of the ledger into `ledger.db` itself, emptying its `-wal`.
+"""`reconciler ledger checkpoint` and `reconciler ledger copy SRC DST` (copy: ledger/copy.py).
+
+`ledger checkpoint` puts every commit of the ledger into `ledger.db` itself, emptying its `-wal`.
 
 Writers keep the ledger in WAL mode and checkpoint when they close; a writer that died (SIGKILL, an
 OOM kill, a cancelled CI job) leaves its last commits only in `ledger.db-wal`, which state/.gitignore
@@ -21,8 +23,8 @@ import socket
 import sys
 from typing import TextIO
 
-from reconciler.commands._common import display_path
-from reconciler.errors import ExitCode, LedgerError
+from reconciler.commands._common import display_path, user_path
+from reconciler.errors import ExitCode, LedgerError, UsageError
 
 
 def checkpoint(settings, out: TextIO, *, err: TextIO | None = None) -> int:
@@ -32,6 +34,10 @@ def checkpoint(settings, out: TextIO, *, err: TextIO | None = None) -> int:
     from reconciler.ledger.store import Ledger, wal_path, wal_size
 
     err = err or sys.stderr
+    if settings.ledger_url is not None:
+        out.write(f"nothing to checkpoint: the ledger is on PostgreSQL ({settings.ledger_url.display}), "
+                  "whose commits need no copying back\n")
+        return ExitCode.OK
     path = settings.ledger_path
     shown = display_path(settings, path)
     ledger = Ledger.open_checkpoint(path, binding(settings))
@@ -65,3 +71,28 @@ def checkpoint(settings, out: TextIO, *, err: TextIO | None = None) -> int:
         err.write(f"Note: a live run ({lock['holder']}) holds the ledger lock; what it commits from now on is "
                   "in the WAL until it ends. Checkpoint again after it has finished, before committing the ledger.\n")
     return ExitCode.OK
+
+
+def copy(settings, out: TextIO, *, source: str, destination: str) -> int:
+    """`ledger copy SRC DST`: the environment's ledger at SRC (path or postgresql:// URL) made anew at DST."""
+    from reconciler.engine.run import binding
+    from reconciler.ledger.copy import copy_ledger, shown
+
+    origin, target = _location(settings, source, "SRC"), _location(settings, destination, "DST")
+    done = copy_ledger(origin, target, binding(settings))
+    out.write(f"Copied the ledger {shown(origin)} to {shown(target)}: {done.runs} run{'s' * (done.runs != 1)}, "
+              f"{done.jobs} job{'s' * (done.jobs != 1)}, {done.events} event{'s' * (done.events != 1)}; lineage "
+              f"{done.lineage}, serial {done.serial}, head {done.head}; the copy verifies.\n")
+    return ExitCode.OK
+
+
+def _location(settings, given: str, which: str):
+    """A path (relative to where the command started) or a PostgreSQL URL; {environment} filled in."""
+    from reconciler.ledger.url import LedgerUrl, is_database_url
+
+    text = given.replace("{environment}", settings.env_key)
+    if is_database_url(text):
+        return LedgerUrl.from_setting(text, f"ledger copy {which}")
+    if "://" in text:
+        raise UsageError(f"ledger copy {which}: only a file path or a postgresql:// URL names a ledger")
+    return user_path(settings, text)

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import SplitResult, urlsplit
 
 from reconciler.errors import ConfigError
+from reconciler.ledger.url import LedgerUrl, is_database_url, redact_url
 from reconciler.zuora.auth import Credentials  # the one credentials value, shown redacted
 from reconciler.zuora.wire import is_loopback_host  # the one loopback rule (wire.is_sandbox uses it too)
 
@@ -54,7 +55,7 @@ class Settings:
     root: Path  # repo root: the directory holding reconciler.yaml
     config_file: Path
     specs_dir: Path
-    ledger_path: Path
+    ledger_path: Path | None  # the SQLite file; None when the ledger is on PostgreSQL (ledger_url)
     state_dir: Path  # root/state/<env_key>; archived results go to state_dir / "results"
     environment: str  # as configured: a name or a URL
     env_key: str  # what {environment} becomes in paths: one per environment, however it is spelled
@@ -74,6 +75,7 @@ class Settings:
     sandbox_job_limit: str = "400"
     sandbox_tenant_type: str = "production"
     cwd: Path | None = None  # where relative command-line paths start (--chdir or the current directory)
+    ledger_url: LedgerUrl | None = None  # a PostgreSQL ledger (`ledger:` or RECONCILER_LEDGER is a postgresql:// URL)
 
     @property
     def results_dir(self) -> Path:
@@ -127,8 +129,12 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
     specs_dir = (root / data.get("specs", _DEFAULTS["specs"])).resolve()
     if not specs_dir.is_relative_to(root):
         raise ConfigError(f"{config_file}: specs: {data['specs']!r} must be a directory inside the repository {root}")
-    template = data.get("ledger", _DEFAULTS["ledger"])
-    env_key = _key_in_use(root, template, environment, env_key)
+    template, ledger_source = data.get("ledger", _DEFAULTS["ledger"]), f"{config_file}: ledger"
+    if env.get("RECONCILER_LEDGER"):
+        template, ledger_source = env["RECONCILER_LEDGER"], "RECONCILER_LEDGER"
+    ledger_url = _ledger_url(template, env_key, ledger_source)
+    if ledger_url is None:
+        env_key = _key_in_use(root, template, environment, env_key)
     ledger = template.replace("{environment}", env_key)
     zuora = data.get("zuora") or {}
     apply = data.get("apply") or {}
@@ -137,7 +143,8 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
         root=root,
         config_file=config_file,
         specs_dir=specs_dir,
-        ledger_path=(root / Path(ledger).expanduser()).resolve(),
+        ledger_path=None if ledger_url is not None else (root / Path(ledger).expanduser()).resolve(),
+        ledger_url=ledger_url,
         state_dir=root / "state" / env_key,
         environment=environment,
         env_key=env_key,
@@ -157,6 +164,20 @@ def load_settings(config: str | None = None, chdir: str | None = None, env: Mapp
         sandbox_tenant_type=str(answers.get("tenant_type", "production")),
         cwd=base,
     )
+
+
+def _ledger_url(template: str, env_key: str, source: str) -> LedgerUrl | None:
+    """The PostgreSQL ledger `ledger:` names, or None for a file path; any other URL is refused.
+
+    A URL is never taken as a path: `postgresql://...` must not become a folder named `postgresql:`.
+    """
+    if is_database_url(template):
+        return LedgerUrl.from_setting(template.replace("{environment}", env_key), source)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", template):
+        raise ConfigError(f"{source}: {redact_url(template)} is neither a file path nor a postgresql:// URL; "
+                          "the ledger is a SQLite file (e.g. state/{environment}/ledger.db) or a PostgreSQL "
+                          "database (postgresql://USER@HOST:PORT/DATABASE)")
+    return None
 
 
 def _key_in_use(root: Path, template: str, environment: str, env_key: str) -> str:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from reconciler.engine.config import canonical_base_url, environment_identity
 from reconciler.errors import LedgerError, LockHeldError
+from reconciler.ledger.interface import LedgerStore
 from reconciler.ledger.store import Actor, Binding, Ledger
 
 if TYPE_CHECKING:
@@ -79,9 +80,22 @@ def retry_line(call) -> str:
     return f"retrying {call.method} {call.path} in {wait} ({of}): {why}"
 
 
-def read_ledger(settings) -> Ledger | None:
+def read_ledger(settings) -> LedgerStore | None:
     """Open the ledger read-only; None when it does not exist yet (nothing is created)."""
+    if settings.ledger_url is not None:
+        from reconciler.ledger.postgres import PgLedger  # psycopg only for a PostgreSQL ledger
+
+        return PgLedger.open_read(settings.ledger_url, binding(settings))
     return Ledger.open_read(settings.ledger_path, binding(settings))
+
+
+def write_ledger(settings) -> LedgerStore:
+    """Open the ledger for writing, creating and migrating it as needed."""
+    if settings.ledger_url is not None:
+        from reconciler.ledger.postgres import PgLedger
+
+        return PgLedger.open_write(settings.ledger_url, binding(settings))
+    return Ledger.open_write(settings.ledger_path, binding(settings))
 
 
 class Session:
@@ -92,7 +106,7 @@ class Session:
         self.settings = settings
         self._retry = retry  # a zuora.RetryPolicy; None = the client's default
         self.actor = current_actor(settings.root, env)
-        self.ledger = Ledger.open_write(settings.ledger_path, binding(settings))
+        self.ledger = write_ledger(settings)
         self.lock_id: str | None = None
         self.lock_lost: str | None = None  # why this run no longer holds its lock, once it knows
         self._lost_told = False  # check_lock raised it: the caller reports it, close need not repeat it

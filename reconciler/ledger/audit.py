@@ -17,7 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 
 from reconciler.ledger.chain import AuditReport, Head, job_digest, verify_chain
-from reconciler.ledger.connection import LedgerConnection, Row
+from reconciler.ledger.connection import Row
+from reconciler.ledger.protocol import Connection
 from reconciler.ledger.rows import event_from_row
 from reconciler.ledger.schema import LIVE_SCHEMA
 
@@ -72,10 +73,10 @@ class _Bindings:
         return None
 
 
-def verify_ledger(c: LedgerConnection, schema_version: int, witness: Head | None = None) -> AuditReport:
+def verify_ledger(c: Connection, schema_version: int, witness: Head | None = None) -> AuditReport:
     """Verify the chain, the job rows and runs bound to it and (given) that it extends `witness`, in one snapshot."""
     with c.reading():
-        head_hash, events_count = c.conn.execute("SELECT head_hash, events_count FROM meta WHERE id = 1").fetchone()
+        head_hash, events_count = c.execute("SELECT head_hash, events_count FROM meta WHERE id = 1").fetchone()
         bindings = _Bindings(witness)
         events = (event_from_row(r) for r in c.iter_rows("SELECT * FROM events ORDER BY id"))
         report = verify_chain(bindings.watch(events), head_hash=head_hash, events_count=events_count)
@@ -91,7 +92,7 @@ def verify_ledger(c: LedgerConnection, schema_version: int, witness: Head | None
     return AuditReport(ok=False, count=report.count, message=why, head_hash=report.head_hash, bad_job=bad_job)
 
 
-def _check_jobs(c: LedgerConnection, bindings: _Bindings, schema_version: int) -> tuple[int | None, str] | None:
+def _check_jobs(c: Connection, bindings: _Bindings, schema_version: int) -> tuple[int | None, str] | None:
     for row in c.iter_rows("SELECT * FROM jobs ORDER BY id"):
         why = bindings.check_job(row)
         if why is not None:
@@ -100,15 +101,16 @@ def _check_jobs(c: LedgerConnection, bindings: _Bindings, schema_version: int) -
         return None, (f"{facts['name']} generation {facts['generation']} has an intent (event {event_id}, key {key}) "
                       "but no job row: the row was deleted by hand")
     if schema_version >= LIVE_SCHEMA:
-        wrong = c.row("SELECT id, name, generation FROM jobs j WHERE superseded != EXISTS (SELECT 1 FROM jobs later "
-                      "WHERE later.name = j.name AND later.generation > j.generation) ORDER BY id LIMIT 1")
+        wrong = c.row("SELECT id, name, generation FROM jobs j WHERE superseded != CASE WHEN EXISTS (SELECT 1 FROM jobs "
+                      "later WHERE later.name = j.name AND later.generation > j.generation) THEN 1 ELSE 0 END "
+                      "ORDER BY id LIMIT 1")
         if wrong is not None:
             return wrong["id"], (f"job {wrong['id']} ({wrong['name']} generation {wrong['generation']}): its superseded "
                                  f"flag does not match the later generations recorded ({EDITED})")
     return None
 
 
-def _check_runs(c: LedgerConnection, bindings: _Bindings) -> tuple[int | None, str] | None:
+def _check_runs(c: Connection, bindings: _Bindings) -> tuple[int | None, str] | None:
     runs = {r["id"] for r in c.iter_rows("SELECT id FROM runs")}
     missing = sorted(bindings.run_ids - runs)
     if missing:

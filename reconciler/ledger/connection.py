@@ -38,7 +38,7 @@ Row = dict[str, Any]
 Params = tuple[object, ...]
 
 
-def not_a_ledger(path: Path, why: str) -> LedgerError:
+def not_a_ledger(path: Path | str, why: str) -> LedgerError:
     """The refusal of a file that is no ledger: it is left untouched."""
     return LedgerError(
         f"{path} is not a reconciler ledger ({why}); it was left untouched. Point `ledger:` in "
@@ -304,6 +304,16 @@ class LedgerConnection:
             self.conn.close()
 
     # --- reads (plain SQL: no sqlite-utils on the read path) ------------------------------------
+
+    def meta_row(self) -> Row | None:
+        """The meta row, inside the caller's snapshot; not_a_ledger when there is no meta table."""
+        try:
+            return self.row("SELECT * FROM meta WHERE id = 1")
+        except sqlite3.OperationalError as exc:
+            raise not_a_ledger(self.path, str(exc)) from exc
+
+    def execute(self, sql: str, params: Params = ()) -> sqlite3.Cursor:
+        return self.conn.execute(sql, params)
 
     def rows(self, sql: str, params: Params = ()) -> list[Row]:
         return rows_of(self.conn.execute(sql, params))

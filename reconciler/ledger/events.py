@@ -2,7 +2,7 @@
 
 Events are only inserted (triggers refuse UPDATE and DELETE) and hash-chained as chain.py describes;
 `meta.head_hash` and `meta.events_count` move in the same transaction as each insert. `EventLog.append`
-runs inside a transaction its caller opened on the shared LedgerConnection, so a job change and its
+runs inside a transaction its caller opened on the shared Connection, so a job change and its
 event commit together. Detail is stored as canonical JSON after redaction (rows.py).
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 from reconciler.ledger.chain import event_hash
-from reconciler.ledger.connection import LedgerConnection, Params, Row
+from reconciler.ledger.connection import Params, Row
+from reconciler.ledger.protocol import Connection
 from reconciler.ledger.rows import Actor, clean_detail, event_from_row, now, redact_path
 from reconciler.model import canonical_json
 
@@ -56,7 +57,7 @@ def events_query(name: str | None, limit: int | None, before_id: int | None,
 class EventLog:
     """The `events` table of one ledger, on the connection it is given."""
 
-    def __init__(self, connection: LedgerConnection):
+    def __init__(self, connection: Connection):
         self._c = connection
         self._run_actors: dict[int, str | None] = {}  # run id -> actor label (runs never change it)
 
@@ -112,7 +113,7 @@ class EventLog:
         }
         event["hash"] = event_hash(event)
         self._c.insert("events", {**event, "detail": canonical_json(event["detail"])})
-        self._c.conn.execute(
+        self._c.execute(
             "UPDATE meta SET head_hash = ?, events_count = events_count + 1 WHERE id = 1", (event["hash"],)
         )
         return next_id

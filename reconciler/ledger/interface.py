@@ -43,7 +43,8 @@ class Binding:
 class LedgerStore(Protocol):
     """The operations the engine and the commands use on an open ledger; `Ledger` is the SQLite one."""
 
-    path: Path
+    @property
+    def path(self) -> Path | str: ...  # the SQLite file, or the PostgreSQL URL with its password redacted
     read_only: bool
     lineage: str
     schema_version: int
@@ -101,3 +102,5 @@ class LedgerStore(Protocol):
     def current_lock(self, *, now: Clock = time.time) -> Row | None: ...
 
     def close(self) -> None: ...
+    def __enter__(self) -> LedgerStore: ...
+    def __exit__(self, *exc: object) -> None: ...

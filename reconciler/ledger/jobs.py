@@ -1,6 +1,6 @@
 """The job lifecycle (DESIGN §6): command runs and each remote job from intent to result, read and recorded.
 
-`JobBook` reads in the short snapshots and writes in the transactions of the LedgerConnection it is
+`JobBook` reads in the short snapshots and writes in the transactions of the Connection it is
 given; the event each change leaves goes through the EventLog it is given in the same transaction, and
 writes made under the run lock renew it through the LeaseLock it is given. Every method that changes
 jobs or appends an event on their behalf lets its transaction bump the serial once; run bookkeeping
@@ -16,7 +16,8 @@ from typing import Any
 
 from reconciler.errors import LedgerError
 from reconciler.ledger.chain import job_digest
-from reconciler.ledger.connection import LedgerConnection, Row
+from reconciler.ledger.connection import Row
+from reconciler.ledger.protocol import Connection
 from reconciler.ledger.events import EventLog
 from reconciler.ledger.lock import LeaseLock
 from reconciler.ledger.rows import Actor, clean_detail, job_from_row, loads, now
@@ -39,7 +40,7 @@ _NAMES_PER_QUERY = 500  # bound parameters per `name IN (...)`, well under SQLit
 class JobBook:
     """The `runs` and `jobs` tables of one ledger of schema `schema_version`, on the connection given."""
 
-    def __init__(self, connection: LedgerConnection, events: EventLog, lease: LeaseLock, schema_version: int):
+    def __init__(self, connection: Connection, events: EventLog, lease: LeaseLock, schema_version: int):
         self._c = connection
         self._events = events
         self._lease = lease

@@ -1,6 +1,6 @@
 """The run lock (DESIGN §5): one lease row in the ledger's `locks` table, and the pure lease rules.
 
-`LeaseLock` runs in transactions on the LedgerConnection it is given and appends its audit events
+`LeaseLock` runs in transactions on the Connection it is given and appends its audit events
 through the EventLog it is given. Lock transactions never bump the ledger serial, even when they
 append an audit event (a take-over, a forced release): taking the lock must not make the saved plan
 a run is about to apply look stale. A write that precedes a remote change (an intent, a stop or cancel
@@ -20,7 +20,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from reconciler.errors import LedgerError, LockHeldError
-from reconciler.ledger.connection import LedgerConnection, Row
+from reconciler.ledger.connection import Row
+from reconciler.ledger.protocol import Connection
 from reconciler.ledger.events import EventLog
 from reconciler.ledger.rows import Actor
 from reconciler.model import iso
@@ -100,7 +101,7 @@ def _bad_column(row: Mapping[str, Any]) -> str | None:
 class LeaseLock:
     """The run lock of one ledger, on the connection it is given; its audit events go to `events`."""
 
-    def __init__(self, connection: LedgerConnection, events: EventLog):
+    def __init__(self, connection: Connection, events: EventLog):
         self._c = connection
         self._events = events
 
@@ -156,7 +157,7 @@ class LeaseLock:
         A write that must only happen under the lock (an intent before its remote call) runs this in its
         own transaction, so no other run can take the lock between the check and the write.
         """
-        renewed = self._c.conn.execute("UPDATE locks SET heartbeat_at = ? WHERE id = ?", (moment, lock_id))
+        renewed = self._c.execute("UPDATE locks SET heartbeat_at = ? WHERE id = ?", (moment, lock_id))
         if renewed.rowcount != 1:
             raise LockHeldError(self._lost_message(lock_id, self._new_holder(lock_id)))
 
@@ -200,7 +201,7 @@ class LeaseLock:
         return the LockHeldError text naming the new holder instead of raising (None when released)."""
         with self._c.transaction() as tx:
             tx.bump = False
-            if self._c.conn.execute("DELETE FROM locks WHERE id = ?", (lock_id,)).rowcount == 1:
+            if self._c.execute("DELETE FROM locks WHERE id = ?", (lock_id,)).rowcount == 1:
                 return None
             holder = self._new_holder(lock_id)
             self._events.append(run_id=run_id, event_type="lock_lost", detail={"lock_id": lock_id, "holder": holder})

@@ -5,6 +5,9 @@ for an index later replaced, the version that dropped it (`until`); `Backfill`s 
 migration makes to rows recorded before it. `create(db, version)` builds a new ledger of any version
 in one pass; `migrate(db, version)` brings a ledger of version - 1 to `version`. Both run inside the
 store's transaction on a sqlite-utils Database (imported by the caller, on the write path only).
+`postgres_create(version)` and `postgres_migrate(version)` render the same definition as PostgreSQL
+statements (schema_pg.py) for the PostgreSQL store; tests/test_schema_dialects.py checks both make
+the same tables, columns and indexes.
 Released versions never change, since ledgers made by them exist: a new schema is a new version
 number on new elements. Reading needs none of this beyond SCHEMA_VERSION and `live_job`.
 """
@@ -59,6 +62,7 @@ class Trigger:
     name: str
     sql: str
     since: int = 1
+    postgres: tuple[str, ...] = ()  # the same trigger in PostgreSQL: its function, then CREATE TRIGGER
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,12 @@ def _append_only(op: str) -> Trigger:
         f"events_no_{op.lower()}",
         f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events "
         "BEGIN SELECT RAISE(ABORT, 'events are append-only'); END",
+        postgres=(
+            "CREATE OR REPLACE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'events are append-only'; END $$",
+            f"CREATE TRIGGER events_no_{op.lower()} BEFORE {op} ON events FOR EACH ROW "
+            "EXECUTE FUNCTION events_append_only()",
+        ),
     )
 
 
@@ -162,6 +172,14 @@ TRIGGERS = (
         "UPDATE jobs SET superseded = 1 WHERE id = NEW.id AND EXISTS "
         "(SELECT 1 FROM jobs later WHERE later.name = NEW.name AND later.generation > NEW.generation); END",
         since=3,
+        postgres=(
+            "CREATE OR REPLACE FUNCTION jobs_supersede() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "UPDATE jobs SET superseded = 1 WHERE name = NEW.name AND generation < NEW.generation AND superseded = 0; "
+            "UPDATE jobs SET superseded = 1 WHERE id = NEW.id AND EXISTS "
+            "(SELECT 1 FROM jobs later WHERE later.name = NEW.name AND later.generation > NEW.generation); "
+            "RETURN NULL; END $$",
+            "CREATE TRIGGER jobs_supersede AFTER INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION jobs_supersede()",
+        ),
     ),
 )
 
@@ -229,3 +247,17 @@ def migrate(db: Database, version: int) -> None:
     for trigger in TRIGGERS:
         if trigger.since == version:
             db.execute(trigger.sql)
+
+
+def postgres_create(version: int = SCHEMA_VERSION) -> list[str]:
+    """The PostgreSQL statements that make a new ledger of this schema version (see schema_pg.py)."""
+    from reconciler.ledger.schema_pg import create_statements
+
+    return create_statements(version)
+
+
+def postgres_migrate(version: int) -> list[str]:
+    """The PostgreSQL statements that bring a ledger of schema version - 1 to `version`."""
+    from reconciler.ledger.schema_pg import migrate_statements
+
+    return migrate_statements(version)
