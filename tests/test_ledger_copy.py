@@ -6,7 +6,7 @@ import re
 
 import psycopg
 
-from apply_support import CREATE_SPEC, MASS_SPEC, assert_exactly_once, cli, fx_csv, make_repo, served_sandbox, settings_of, write_spec
+from apply_support import MASS_SPEC, assert_exactly_once, cli, fx_csv, make_repo, served_sandbox, settings_of, write_spec
 from pg_support import objects
 
 ALL = ("fx-a", "fx-b", "load-cars", "purge-cars")

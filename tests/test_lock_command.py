@@ -14,8 +14,8 @@ import pytest
 from ops_fixtures import cli, state_files
 from reconciler.commands.lock import release, status
 from reconciler.errors import UsageError
-from reconciler.ledger.store import Actor, Ledger
-from reconciler.engine.run import binding, read_ledger, write_ledger
+from reconciler.ledger.store import Actor
+from reconciler.engine.run import read_ledger, write_ledger
 
 CI = Actor("ci-bot", "runner-7", 4242, "abc123", "https://github.com/acme/billing/actions/runs/99")
 

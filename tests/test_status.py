@@ -11,9 +11,8 @@ from ops_fixtures import Tty, advance, cli, fail_in_tenant, make_repo, settings_
 from reconciler.commands.forget import forget
 from reconciler.commands.status import JSON_FIELDS, status
 from reconciler.errors import ReconcilerError, UsageError
-from reconciler.ledger.store import Ledger
 from reconciler.sandbox import make_app, serve
-from reconciler.engine.run import binding, read_ledger, write_ledger
+from reconciler.engine.run import read_ledger, write_ledger
 
 
 @pytest.fixture
