@@ -245,8 +245,9 @@ def render_json(plan: Plan, stream: TextIO) -> None:
     stream.write(document_text(plan))
 
 
-def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000) -> None:
-    """A pull-request comment: summary table, conflicts on top, changes folded, cut to limit_bytes."""
+def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000, audit_head: str | None = None) -> None:
+    """A pull-request comment: summary table, conflicts on top, changes folded, cut to limit_bytes; the ledger's
+    audit head (HASH:COUNT) in the footer when given, so the comment witnesses the history it was planned on."""
     head = _markdown_head(plan)
     change_rows = [
         f"| `{c.action.symbol}` | {_md(c.name)} | {c.kind} | {_md(c.remote_id or '')} | {_md(describe(c))} | "
@@ -262,6 +263,9 @@ def render_markdown(plan: Plan, stream: TextIO, *, limit_bytes: int = 60_000) ->
         f"<sub>reconciler {_md(plan.reconciler_version)} · ledger serial {plan.serial} · "
         f"specs sha256 {plan.spec_digest[:12]} · {plan.created_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC</sub>",
     ]
+    if audit_head is not None:
+        foot.append(f"<sub>audit head `{_md(audit_head)}` (`reconciler audit verify --head` checks a ledger still "
+                    "extends it)</sub>")
 
     def assemble(changes_shown: int, drift_shown: int) -> str:
         lines = list(head)

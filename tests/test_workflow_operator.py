@@ -59,9 +59,9 @@ def ci(tmp_path, url):
         env = {**os.environ, **CREDENTIALS, "PATH": path, "RUNNER_TEMP": str(runner),
                "BRANCH": "main", "GITHUB_SHA": git(work, "rev-parse", "HEAD").strip(), "GITHUB_ACTOR": OPERATOR,
                "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1", "OPERATION": operation, "NAME": name,
-               "REMOTE_ID": remote_id, "FORCE": force}
+               "REMOTE_ID": remote_id, "FORCE": force, "GITHUB_STEP_SUMMARY": str(runner / "summary.md")}
         results = []
-        for script in (step("Apply")["run"], step("Record the ledger")["run"]):
+        for script in (step("Apply")["run"], step("Show the audit head")["run"], step("Record the ledger")["run"]):
             results.append(subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=work, env=env,
                                           capture_output=True, text=True, timeout=300))
             if results[-1].returncode != 0:
@@ -84,19 +84,22 @@ def test_the_dispatch_inputs_name_every_operator_action():
 
 def test_forget_and_rerun_run_in_ci_under_the_github_user_and_are_committed(tmp_path, ci):
     work, origin, run = ci
-    applied, recorded = run("apply")
+    applied, _, recorded = run("apply")
     assert applied.returncode == 0 and recorded.returncode == 0, applied.stdout + applied.stderr + recorded.stderr
+    summary = (tmp_path / "runner" / "summary.md").read_text()
+    assert summary.startswith("Audit head: ") and cli(work, "audit", "verify", "--head",
+                                                      summary.split()[2]).returncode == 0
 
     git(work, "rm", "--quiet", "specs/fx-a.yaml")  # a removed spec whose record should simply go
     git(work, "commit", "--quiet", "-m", "drop fx-a")
-    forgot, recorded = run("forget", name="fx-a")
+    forgot, _, recorded = run("forget", name="fx-a")
     assert forgot.returncode == 0, forgot.stdout + forgot.stderr
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
     assert "record forget of" in git(work, "log", "-1", "--format=%s") and OPERATOR in git(work, "log", "-1",
                                                                                                "--format=%s")
-    rerun, *recorded = run("rerun", name="fx-b")
+    rerun, *after = run("rerun", name="fx-b")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert recorded and recorded[0].returncode == 0, recorded
+    assert len(after) == 2 and after[-1].returncode == 0, after
 
     clone = tmp_path / "clone"
     git(tmp_path, "clone", "--quiet", str(origin), str(clone))
@@ -119,9 +122,9 @@ def test_import_adopts_a_job_started_outside_reconciler_in_ci(ci, url, monkeypat
         monkeypatch.setenv(key, value)
     with ZuoraClient.from_settings(settings_of(work)) as client:  # someone ran it by hand, outside the tool
         bulk_key = client.submit_mass_action("ImportFXRate", work / "data" / "fx-c.csv", idempotency_key=None)
-    imported, *recorded = run("import", name="fx-c", remote_id=bulk_key)
+    imported, *after = run("import", name="fx-c", remote_id=bulk_key)
     assert imported.returncode == 0, imported.stdout + imported.stderr
-    assert recorded and recorded[0].returncode == 0, recorded
+    assert len(after) == 2 and after[-1].returncode == 0, after
     adopted = [e for e in ledger_events(work) if e["event_type"] == "import"]
     assert adopted and adopted[-1]["actor"].startswith(f"{OPERATOR}@")
     assert len(admin(url, "state")["mass_actions"]) == 3  # fx-a, fx-b and the one run by hand: none again

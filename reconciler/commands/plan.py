@@ -28,23 +28,26 @@ def plan(settings, out, *, out_file, as_json, markdown, detailed_exitcode, refre
     desired = load_desired(settings)
     check_filters(settings, desired, targets=targets, excludes=excludes, selectors=selectors, reruns=reruns)
     filters = dict(targets=targets, excludes=excludes, selectors=selectors, reruns=reruns, desired=desired)
+    audit_head = None
     if refresh and has_ledger(settings):
         session = Session(settings, command="plan")
         outcome = "error"
         try:
             result = compute_plan(settings, session=session, refresh=True, **filters)
+            audit_head = str(session.ledger.head()) if markdown else None
             outcome = "planned"
         finally:
             session.close(outcome)
     else:  # nothing recorded yet means nothing to refresh: do not create a ledger just to plan
         result = compute_plan(settings, session=None, refresh=False, **filters)
+        audit_head = _read_head(settings) if markdown else None
 
     if out_file:
         write_plan_file(result, Path(settings.cwd or Path.cwd()) / Path(out_file).expanduser())
     if as_json:
         render_json(result, out)
     elif markdown:
-        render_markdown(result, out)
+        render_markdown(result, out, audit_head=audit_head)
     else:
         render_text(result, out, color=color)
         if out_file:
@@ -58,6 +61,17 @@ def plan(settings, out, *, out_file, as_json, markdown, detailed_exitcode, refre
         raise ConflictError(f"the plan has {n} blocked change{'s' * (n != 1)}: a dependency failed or was stopped, "
                             f"and waiting will not fix it — {blocked_named(result)}")
     return ExitCode.CHANGES if detailed_exitcode and result.has_changes else ExitCode.OK
+
+
+def _read_head(settings) -> str | None:
+    """The audit head of the environment's ledger, read only (None without one)."""
+    from reconciler.engine.run import read_ledger
+
+    ledger = read_ledger(settings)
+    if ledger is None:
+        return None
+    with ledger:
+        return str(ledger.head())
 
 
 def _conflict_message(result: Plan) -> str:
