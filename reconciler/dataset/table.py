@@ -42,11 +42,10 @@ class Table:
         return [dict(zip(names, row)) for row in self.rows]
 
 
-def identity(record: dict[str, str], ignore: Iterable[str] = ()) -> Identity:
+def identity(record: dict[str, str]) -> Identity:
     """The row's identity: (column, trimmed value) of every non-informational, non-blank cell, sorted."""
-    skip = set(ignore)
     return tuple(sorted((k, v.strip()) for k, v in record.items()
-                        if k and not k.startswith("#") and k not in skip and v is not None and v.strip()))
+                        if k and not k.startswith("#") and v is not None and v.strip()))
 
 
 def key_of(record: dict[str, str], key: Sequence[str]) -> tuple[str, ...] | None:
