@@ -72,6 +72,23 @@ class LedgerBase:
             )
         return row
 
+    def _migrate(self, target: int) -> None:
+        """Bring the ledger forward to schema `target`, one version at a time, in one transaction."""
+        if self.schema_version >= target:
+            return
+        with self._c.transaction() as tx:
+            tx.bump = False  # the schema changed, not the records: a saved plan stays valid
+            current: int = self._c.value("SELECT schema_version FROM meta WHERE id = 1")
+            for version in range(current + 1, target + 1):
+                self._migrate_to(version)
+                self._c.update("meta", 1, {"schema_version": version}, "the meta row")
+        self.schema_version = max(self.schema_version, target)
+        self._jobs.schema_version = self.schema_version
+
+    def _migrate_to(self, version: int) -> None:
+        """The schema changes from version - 1 to `version`, in the store's dialect (inside _migrate's transaction)."""
+        raise NotImplementedError
+
     def snapshot(self) -> tuple[Row, dict[str, list[Row]]]:
         """The meta row and every row of COPIED_TABLES, oldest first, from one consistent snapshot."""
         with self._c.reading():

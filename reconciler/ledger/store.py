@@ -197,17 +197,8 @@ class Ledger(LedgerBase):
             self._c.check_open()
             return checkpoint(self._c.conn, "TRUNCATE")
 
-    def _migrate(self, target: int) -> None:
-        if self.schema_version >= target:
-            return
-        with self._c.transaction() as tx:
-            tx.bump = False  # the schema changed, not the records: a saved plan stays valid
-            current: int = self._c.value("SELECT schema_version FROM meta WHERE id = 1")
-            for version in range(current + 1, target + 1):
-                schema.migrate(self._c.db, version)
-                self._c.update("meta", 1, {"schema_version": version}, "the meta row")
-        self.schema_version = max(self.schema_version, target)
-        self._jobs.schema_version = self.schema_version
+    def _migrate_to(self, version: int) -> None:
+        schema.migrate(self._c.db, version)
 
 
 if TYPE_CHECKING:
