@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.engine.config import ENVIRONMENTS, LOCAL_BASE_URL, Credentials, find_config, load_settings
+from reconciler.engine.config import Credentials, find_config, load_settings
+from reconciler.engine.environments import ENVIRONMENTS, LOCAL_BASE_URL
 from reconciler.errors import ConfigError
 
 SECRET = "s3cr3t-value-that-must-not-leak"

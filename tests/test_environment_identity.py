@@ -13,7 +13,8 @@ import pytest
 
 from apply_support import cli, make_repo, remote_jobs, served_sandbox, settings_of
 
-from reconciler.engine.config import ENVIRONMENTS, canonical_base_url, load_settings, resolve_environment
+from reconciler.engine.config import load_settings
+from reconciler.engine.environments import ENVIRONMENTS, canonical_base_url, resolve_environment
 from reconciler.engine.run import binding, read_ledger
 from reconciler.errors import ConfigError, LedgerError
 from reconciler.ledger.store import Binding, Ledger

@@ -20,7 +20,7 @@ from reconciler.commands._common import count, user_path
 from reconciler.engine.answers import Result
 from reconciler.engine.applier import Applier
 from reconciler.engine.data import SentFiles
-from reconciler.engine.config import same_environment
+from reconciler.engine.environments import same_environment
 from reconciler.engine.journal import LedgerJournal, crash_point
 from reconciler.engine.recovery import recover_in_doubt
 from reconciler.engine.plan import Plan, PlanOptions

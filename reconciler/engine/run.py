@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
 
-from reconciler.engine.config import canonical_base_url, environment_identity
+from reconciler.engine.environments import canonical_base_url, environment_identity
 from reconciler.errors import LedgerError, LockHeldError
 from reconciler.ledger.interface import LedgerStore
 from reconciler.ledger.store import Actor, Binding, Ledger
