@@ -40,6 +40,22 @@ def git(cwd: Path, *args: str) -> str:
     return proc.stdout
 
 
+def pushed_repo(tmp_path: Path, url: str, **specs) -> tuple[Path, Path]:
+    """A repo of make_repo(url, **specs) with init's state/.gitignore, committed and pushed to a bare origin
+    as CI sees it: (origin, work tree)."""
+    origin, work = tmp_path / "origin.git", tmp_path / "work"
+    git(tmp_path, "init", "--quiet", "--bare", "-b", "main", str(origin))
+    make_repo(work, url, **specs)
+    (work / "state").mkdir()
+    shutil.copy(ROOT / "reconciler" / "templates" / "state" / "gitignore", work / "state" / ".gitignore")
+    git(work, "init", "--quiet", "-b", "main")
+    git(work, "add", "--all")
+    git(work, "commit", "--quiet", "-m", "specs")
+    git(work, "remote", "add", "origin", str(origin))
+    git(work, "push", "--quiet", "origin", "HEAD:refs/heads/main")
+    return origin, work
+
+
 def record_step() -> str:
     """The `Record the ledger` script of this repository's workflow (the template's is the same)."""
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "reconcile.yml").read_text())
@@ -70,16 +86,7 @@ def views(repo: Path) -> dict:
 
 def test_a_killed_apply_is_committed_whole_by_the_record_step(tmp_path, url):
     """SIGKILL mid-apply, then the workflow's record step; a fresh clone of the pushed branch sees every job."""
-    origin, work = tmp_path / "origin.git", tmp_path / "work"
-    git(tmp_path, "init", "--quiet", "--bare", "-b", "main", str(origin))
-    make_repo(work, url)
-    (work / "state").mkdir()
-    shutil.copy(ROOT / "reconciler" / "templates" / "state" / "gitignore", work / "state" / ".gitignore")
-    git(work, "init", "--quiet", "-b", "main")
-    git(work, "add", "--all")
-    git(work, "commit", "--quiet", "-m", "specs")
-    git(work, "remote", "add", "origin", str(origin))
-    git(work, "push", "--quiet", "origin", "HEAD:refs/heads/main")
+    origin, work = pushed_repo(tmp_path, url)
     runner_temp = tmp_path / "runner"
     runner_temp.mkdir()
     (runner_temp / "apply-started").touch()

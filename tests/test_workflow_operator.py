@@ -8,7 +8,6 @@ audit log under the GitHub user who started the run, and is committed to the bra
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 
 import pytest
@@ -22,12 +21,11 @@ from apply_support import (
     fx_csv,
     ledger_events,
     ledger_jobs,
-    make_repo,
     settings_of,
     write_spec,
 )
 from reconciler.zuora.client import ZuoraClient
-from test_ledger_checkpoint import ROOT, git, reconciler_on_path
+from test_ledger_checkpoint import ROOT, git, pushed_repo, reconciler_on_path
 
 OPERATOR = "octo-operator"
 
@@ -41,16 +39,7 @@ def step(name: str) -> dict:
 @pytest.fixture
 def ci(tmp_path, url):
     """A repository pushed to a bare origin, and a function running one manual workflow run's steps in it."""
-    origin, work = tmp_path / "origin.git", tmp_path / "work"
-    git(tmp_path, "init", "--quiet", "--bare", "-b", "main", str(origin))
-    make_repo(work, url, mass=("fx-a", "fx-b"), create=(), delete=())
-    (work / "state").mkdir()
-    shutil.copy(ROOT / "reconciler" / "templates" / "state" / "gitignore", work / "state" / ".gitignore")
-    git(work, "init", "--quiet", "-b", "main")
-    git(work, "add", "--all")
-    git(work, "commit", "--quiet", "-m", "specs")
-    git(work, "remote", "add", "origin", str(origin))
-    git(work, "push", "--quiet", "origin", "HEAD:refs/heads/main")
+    origin, work = pushed_repo(tmp_path, url, mass=("fx-a", "fx-b"), create=(), delete=())
     runner = tmp_path / "runner"
     runner.mkdir()
     path = reconciler_on_path(tmp_path)
