@@ -30,12 +30,13 @@ CURRENCIES = ["EUR", "GBP", "JPY", "CAD", "AUD", "CHF", "SEK", "NOK", "DKK", "NZ
 
 
 def build_repo(root: Path, count: int, *, chain: bool = True) -> None:
-    """reconciler.yaml, `count` spec files and `count` CSV files (20 data rows each).
+    """reconciler.yaml, state/, `count` spec files and `count` CSV files (20 data rows each).
 
     With `chain`, specs depend on each other in runs of ten (fx-0001 on fx-0000, ...), as a month's
     files often do; without it they are all independent.
     """
     (root / "reconciler.yaml").write_text("specs: specs\nenvironment: local\n")
+    (root / "state").mkdir()  # as `reconciler init` makes it: validation keeps its cache under state/.cache
     for index in range(count):
         group = root / "specs" / f"team-{index % 10}"
         data = root / "data" / f"team-{index % 10}"

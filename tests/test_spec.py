@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -351,59 +349,3 @@ def test_random_bytes_as_a_data_file_give_problems_never_exceptions(scratch, con
     (scratch / "specs" / "random.yaml").write_text(text)
     (scratch / "data" / "random.csv").write_bytes(content)
     check_never_crashes(scratch)
-
-
-# ---------------------------------------------------------------- schema verdicts remembered across runs
-
-
-def _check_in_a_new_process(root: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reconciler", "-C", str(root), "validate", "--json"],
-                          capture_output=True, text=True, timeout=60)
-
-
-def test_verdicts_are_kept_under_state_cache_and_trusted_only_under_the_same_rules(tmp_path):
-    write_repo(tmp_path, REPO)
-    (tmp_path / "state").mkdir()
-    first = _check_in_a_new_process(tmp_path)
-    assert first.returncode == 0, first.stderr
-    cache = tmp_path / "state" / ".cache" / specschema.CACHE_FILE
-    body = json.loads(cache.read_text(encoding="utf-8"))
-    documents = json.loads(first.stdout)["specs"]
-    assert body["key"] == specschema.cache_key() and len(body["verdicts"]) == documents > 1
-    assert all(pairs == [] for pairs in body["verdicts"].values())  # every document is valid
-
-    # A remembered verdict is used as it is: plant one, and the next run reports it.
-    planted = {k: [[["spec", "file"], "planted by the test"]] for k in body["verdicts"]}
-    cache.write_text(json.dumps({"key": body["key"], "verdicts": planted}), encoding="utf-8")
-    assert "planted by the test" in _check_in_a_new_process(tmp_path).stdout
-    # Under other rules (another schema, message code or version) it is not trusted.
-    cache.write_text(json.dumps({"key": "0" * 64, "verdicts": planted}), encoding="utf-8")
-    again = _check_in_a_new_process(tmp_path)
-    assert again.returncode == 0 and "planted" not in again.stdout
-    assert json.loads(cache.read_text(encoding="utf-8"))["key"] == body["key"]  # rewritten under today's rules
-
-
-@pytest.mark.parametrize("damage", [b"", b"{not json", b'{"key": 1}', b'{"key": "k", "verdicts": 3}', b"\xff\xfe"])
-def test_a_damaged_cache_is_ignored_and_replaced(tmp_path, damage):
-    write_repo(tmp_path, REPO)
-    cache = tmp_path / "state" / ".cache" / specschema.CACHE_FILE
-    cache.parent.mkdir(parents=True)
-    cache.write_bytes(damage)
-    proc = _check_in_a_new_process(tmp_path)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    assert json.loads(cache.read_text(encoding="utf-8"))["key"] == specschema.cache_key()
-
-
-def test_no_state_directory_means_no_cache_and_nothing_created(tmp_path):
-    write_repo(tmp_path, REPO)
-    assert _check_in_a_new_process(tmp_path).returncode == 0
-    assert not (tmp_path / "state").exists()
-
-
-def test_an_unwritable_cache_path_never_fails_a_command(tmp_path):
-    """A file where the cache directory would be (a read-only directory fails the same way, but not as root)."""
-    write_repo(tmp_path, REPO)
-    (tmp_path / "state").mkdir()
-    (tmp_path / "state" / ".cache").write_text("a file where the cache directory would be")
-    proc = _check_in_a_new_process(tmp_path)
-    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr

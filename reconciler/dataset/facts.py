@@ -19,7 +19,7 @@ from pathlib import Path
 
 from reconciler.actions import MASS_ACTIONS, OPERATIONS
 from reconciler.dataset.applied import Archive, Unknown, applied_rows, ran, sent_rows
-from reconciler.dataset.summary import Tally
+from reconciler.dataset.summary import Digest, Tally
 from reconciler.dataset.table import Identity, identity, key_of, parse, render
 from reconciler.errors import ResultError
 from reconciler.model import (
@@ -99,9 +99,9 @@ def tally_of(spec: DesiredSpec, header) -> Tally:
     return Tally(spec.kind, header, namespace=spec.namespace, object=spec.object, operation=spec.operation)
 
 
-def first_run_facts(mode: str, file_sha256: str | None, tally: Tally) -> DataFacts:
+def first_run_facts(mode: str, file_sha256: str | None, digest: Digest) -> DataFacts:
     """What a run with no earlier job does: every row of the spec's own file (archived in new-rows mode)."""
-    return DataFacts(rows=tally.rows, send=tally.rows, totals=tally.totals(), summary=tally.summary(), resend=mode,
+    return DataFacts(rows=digest.rows, send=digest.rows, totals=digest.totals, summary=digest.summary, resend=mode,
                      sent_sha256=file_sha256 if mode == RESEND_NEW_ROWS else None)
 
 

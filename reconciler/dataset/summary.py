@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from operator import itemgetter
 
@@ -31,6 +32,15 @@ _KEYS: dict[str, tuple[tuple[str, str, tuple[str, ...]], ...]] = {
     "DeleteRevenueSchedule": (("revenue_schedules", "counted", ("Revenue Schedule Number",)),),
     "CreateRevenueSchedule": (("charges", "counted", ("Subscription Charge Key", "Linked Transaction Key")),),
 }
+
+
+@dataclass(frozen=True)
+class Digest:
+    """What a Tally found, once every row is in: what a plan shows of a file (and spec.cache remembers)."""
+
+    rows: int
+    totals: tuple[tuple[str, str], ...]
+    summary: Summary
 
 
 class Tally:
@@ -70,6 +80,10 @@ class Tally:
     def totals(self) -> tuple[tuple[str, str], ...]:
         """(currency, exact decimal sum) of MPU rows, sorted by currency."""
         return tuple((currency, format(total, "f")) for currency, total in sorted(self.sums.items()))
+
+    def digest(self) -> Digest:
+        """The rows counted so far, their totals and summary."""
+        return Digest(self.rows, self.totals(), self.summary())
 
     def summary(self) -> Summary:
         """The per-type digest, in its documented key order."""

@@ -8,6 +8,7 @@ and the wording of its errors are in schema.py; the rules beyond the schema in r
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import os
 import re
@@ -22,6 +23,7 @@ from reconciler.model import DesiredState, Problem
 from reconciler.spec import rules as specrules
 from reconciler.spec.rules import FINGERPRINT_VERSION, fingerprint
 from reconciler.spec import schema as specschema
+from reconciler.spec.cache import CheckCache
 from reconciler.spec.schema import schema_text
 
 __all__ = ["FINGERPRINT_VERSION", "RepoCheck", "check_repo", "fingerprint", "load_desired", "load_yaml_file",
@@ -94,7 +96,9 @@ def load_yaml_file(path: Path) -> object:
     return docs[0].value if docs else None
 
 
-def _load_file(path: str, source: str) -> tuple[list[specrules.Document], list[Problem]]:
+def _load_file(path: str, source: str, cache: CheckCache | None = None) -> tuple[list[specrules.Document], list[Problem]]:
+    """The file's documents and its problems; documents a `cache` remembers for these bytes come from it
+    (`Document.known`: nothing of their own to report)."""
     try:
         with open(path, "rb") as stream:
             if os.fstat(stream.fileno()).st_size > MAX_SPEC_BYTES:
@@ -111,6 +115,14 @@ def _load_file(path: str, source: str) -> tuple[list[specrules.Document], list[P
         line = data[: err.start].count(b"\n") + 1
         message = f"not UTF-8 (invalid byte 0x{data[err.start]:02x}); save the file as UTF-8"
         return [], [Problem(source, message, line=line)]
+    sha = None
+    if cache is not None and cache.path is not None:
+        sha = hashlib.sha256(data).hexdigest()
+        known = cache.spec_docs(source, sha)
+        if known is not None:
+            return [specrules.Document(source, path, line, value, lines=None, index=index, sha256=sha, known=True,
+                                       locate=functools.partial(_line_map, text, index))
+                    for index, line, value in known], []
     if _too_deep(text):
         return [], [Problem(source, f"nested more than {MAX_NESTING} levels deep; no spec is, is this really one?")]
     docs, problems = [], []
@@ -122,7 +134,7 @@ def _load_file(path: str, source: str) -> tuple[list[specrules.Document], list[P
             index += 1
             if node is None or (node.tag == _TAG + "null" and isinstance(node, yaml.ScalarNode)):
                 continue  # an empty document
-            doc = specrules.Document(source, path, node.start_mark.line + 1, None)
+            doc = specrules.Document(source, path, node.start_mark.line + 1, None, index=index, sha256=sha)
             try:
                 doc.value = _quick(node, 0, [MAX_NODES])
                 doc.lines, doc.locate = None, functools.partial(_line_map, text, index)
@@ -241,14 +253,8 @@ def _scalar(node) -> object:
 # ---------------------------------------------------------------- schema
 
 
-def _schema_problems(doc: specrules.Document, verdicts: specschema.VerdictCache) -> list[Problem]:
-    return [doc.problem(at, message) for at, message in verdicts.problems(doc.value)]
-
-
-def _verdict_cache(root: Path) -> specschema.VerdictCache:
-    """The schema verdicts remembered under state/.cache/; none in a checkout without state/ (nothing is created)."""
-    state = root / "state"
-    return specschema.VerdictCache(state / ".cache" / specschema.CACHE_FILE if state.is_dir() else None)
+def _schema_problems(doc: specrules.Document) -> list[Problem]:
+    return [doc.problem(at, message) for at, message in specschema.problems(doc.value)]
 
 
 # ---------------------------------------------------------------- the repo
@@ -275,25 +281,32 @@ def check_repo(settings, paths: Sequence[str] = ()) -> RepoCheck:
     problems: list[Problem] = []
     files = _spec_files(Path(settings.specs_dir), root, problems)
     selected = _select(files, paths, settings, problems) if paths else set(files)
-    docs = []
+    cache = CheckCache.under(root)
+    docs, parsed = [], {}  # parsed: spec file -> (sha256, its documents) when it loaded without a problem
     for path in files:
-        found, load_problems = _load_file(path, specrules.rel(path, root))
+        source = specrules.rel(path, root)
+        found, load_problems = _load_file(path, source, cache)
         for doc in found:
             doc.selected = path in selected
         docs.extend(found)
         if path in selected:
             problems.extend(load_problems)
-    data = specrules.DataFiles(root)
-    verdicts = _verdict_cache(root)
+            if not load_problems and found and found[0].sha256 is not None and not found[0].known:
+                parsed[source] = found
+    data = specrules.DataFiles(root, cache)
     specs = []
     for doc in (d for d in docs if d.selected):
-        own = _schema_problems(doc, verdicts) + specrules.kind_problems(doc)
+        own = [] if doc.known else _schema_problems(doc) + specrules.kind_problems(doc)
         file_info = data.check(doc, own)
+        if own:
+            parsed.pop(doc.source, None)
         problems.extend(own)
         if not own and file_info is not False:
             specs.append(specrules.desired_spec(doc, file_info))
     problems.extend(specrules.cross_problems(docs))
-    verdicts.save()
+    for source, found in parsed.items():  # files with nothing of their own to report, for the next run
+        cache.remember_spec(source, found[0].sha256, [[d.index, d.line, d.value] for d in found])
+    cache.save()
     problems = sorted(dict.fromkeys(problems), key=lambda p: (p.file, p.line or 0, p.row or 0))
     desired = None if problems else specrules.desired_state(specs)
     return RepoCheck(desired, tuple(problems), sum(1 for d in docs if d.selected))
@@ -304,19 +317,36 @@ def _spec_files(specs_dir: Path, root: Path, problems: list) -> list[str]:
         problems.append(Problem(specrules.rel(specs_dir, root), "specs directory not found; create it, or set "
                                                                 "`specs:` in reconciler.yaml to where your specs are"))
         return []
-    found = []
+    found: list[str] = []
     real_root = os.path.realpath(root)
-    for directory, subdirs, names in os.walk(specs_dir):
-        subdirs[:] = [d for d in subdirs if not d.startswith(".")]  # .git and friends
-        for name in names:
-            if not name.endswith(_SPEC_SUFFIXES) or name.startswith("."):
-                continue
-            path = os.path.join(directory, name)
-            if specrules.inside(os.path.realpath(path), real_root):
-                found.append(path)
-            else:  # what a spec says must be in the repository's history, like its data file
-                problems.append(Problem(specrules.rel(path, root), "is a link pointing outside the repository; "
-                                                                   "a spec file must be inside it"))
+    top = os.fspath(specs_dir)
+    # Below the specs directory only links can lead elsewhere (linked directories are not entered, as
+    # os.walk does not), so only they and the directory itself need resolving.
+    top_inside = specrules.inside(os.path.realpath(top), real_root)
+    pending = [top]
+    while pending:
+        try:
+            listing = os.scandir(pending.pop())
+        except OSError:
+            continue  # unreadable: skipped, as os.walk skips it
+        with listing as entries:
+            for entry in entries:
+                name = entry.name
+                if name.startswith("."):
+                    continue  # .git and friends
+                if entry.is_dir():
+                    if not entry.is_symlink():
+                        pending.append(entry.path)
+                    continue
+                if not name.endswith(_SPEC_SUFFIXES):
+                    continue
+                real_inside = (specrules.inside(os.path.realpath(entry.path), real_root) if entry.is_symlink()
+                               else top_inside)
+                if real_inside:
+                    found.append(entry.path)
+                else:  # what a spec says must be in the repository's history, like its data file
+                    problems.append(Problem(specrules.rel(entry.path, root), "is a link pointing outside the "
+                                                                             "repository; a spec file must be inside it"))
     return sorted(found, key=lambda p: specrules.rel(p, root))
 
 

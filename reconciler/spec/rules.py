@@ -28,7 +28,7 @@ from reconciler.model import (
     DesiredState,
     Problem,
 )
-from reconciler.spec import datafiles
+from reconciler.spec import cache as speccache, datafiles
 
 FINGERPRINT_VERSION = 1
 
@@ -45,6 +45,9 @@ class Document:
     selected: bool = True
     # Builds `lines` on first use: most documents never report a problem, so never need it.
     locate: Callable[[], dict] | None = field(default=None, repr=False, compare=False)
+    index: int = 0  # among the file's YAML documents (empty ones included)
+    sha256: str | None = None  # of the file's bytes, when a spec.cache.CheckCache is in use
+    known: bool = False  # from the cache: passed its own checks before, with these bytes
 
     def line_of(self, at: tuple) -> int:
         """The line of the deepest node of `at` that exists (a missing field points at its parent)."""
@@ -100,8 +103,9 @@ def kind_problems(doc: Document) -> list[Problem]:
 class DataFiles:
     """Resolves and checks data files once each, reading every file a single time."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, cache: speccache.CheckCache | None = None):
         self.root = os.fspath(root)
+        self.cache = cache or speccache.CheckCache(None)
         self.real_root = os.path.realpath(self.root)
         self.real_dirs: dict[str, str] = {}  # many specs share a data directory: resolve it once
         self.seen: dict = {}
@@ -154,20 +158,37 @@ class DataFiles:
         where = tuple(v if isinstance(v, str) else "" for v in (spec.get("namespace", "default"), spec.get("object")))
         key = (real, kind, mode, where)
         if key not in self.seen:
-            digest, tallies = hashlib.sha256(), []
-
-            def observe(header, kind=kind, mode=mode):
-                fields = dict(action_type=mode) if kind == MASS_ACTION else dict(
-                    namespace=where[0], object=where[1], operation=mode)
-                tallies.append(Tally(kind, header, **fields))
-                return tallies[-1]
-
-            found = check(real, mode, display, digest=digest, observe=observe)
-            tally = tallies[0] if tallies else None
-            self.seen[key] = (found, (display, digest.hexdigest(), info.st_size, tally))
-            problems.extend(found)
+            self.seen[key] = self._verdict(real, info.st_size, kind, mode, where, display, check)
+            problems.extend(self.seen[key][0])
         found, result = self.seen[key]
         return False if found else result
+
+    def _verdict(self, real: str, size: int, kind: str, mode: str, where: tuple[str, str], display: str, check):
+        """(problems, (display, sha256, size, digest)) of one file: remembered by content, or checked now."""
+        sha = key = None
+        if self.cache.path is not None:
+            try:
+                sha = speccache.file_sha256(real, size)
+            except OSError:
+                pass  # the check says why it cannot be read
+            else:
+                key = speccache.data_key(sha, kind, mode, where)
+                known = self.cache.digest(key)
+                if known is not None:
+                    return [], (display, sha, size, known)
+        digest, tallies = hashlib.sha256(), []
+
+        def observe(header):
+            fields = dict(action_type=mode) if kind == MASS_ACTION else dict(
+                namespace=where[0], object=where[1], operation=mode)
+            tallies.append(Tally(kind, header, **fields))
+            return tallies[-1]
+
+        found = check(real, mode, display, digest=digest, observe=observe)
+        facts = tallies[0].digest() if tallies else None
+        if not found and facts is not None and key is not None and digest.hexdigest() == sha:
+            self.cache.remember_data(key, facts)
+        return found, (display, digest.hexdigest(), size, facts)
 
 
 def inside(path: str, root: str) -> bool:
@@ -260,7 +281,7 @@ def fingerprint(*, kind: str, file_sha256: str | None, revision: int, action_typ
 def desired_spec(doc: Document, file_info) -> DesiredSpec:
     """The DesiredSpec of a document that passed every check; file_info as DataFiles.check returned it."""
     meta, spec, kind = doc.value["metadata"], doc.value["spec"], doc.value["kind"]
-    path, sha, size, tally = file_info or (None, None, None, None)
+    path, sha, size, digest = file_info or (None, None, None, None)
     conditions = tuple(Condition(c["field"], c["operator"], c["value"])
                        for c in (spec.get("filter") or {}).get("conditions", ()))
     fields = dict(kind=kind, revision=int(spec.get("revision", 1)), file_sha256=sha, resend=spec.get("resend"))
@@ -271,9 +292,9 @@ def desired_spec(doc: Document, file_info) -> DesiredSpec:
                       operation=spec["operation"], conditions=conditions,
                       allow_delete_all=spec.get("allowDeleteAll", False))
     facts = None
-    if tally is not None:  # the file's digest from the checks' pass over it (dataset.summary.Tally)
+    if digest is not None:  # the file's digest from the checks' pass over it (dataset.summary.Tally)
         mode = resend_of(kind, fields.get("action_type"), fields.get("operation"), fields["resend"])
-        facts = first_run_facts(mode, sha, tally)
+        facts = first_run_facts(mode, sha, digest)
     return DesiredSpec(
         name=meta["name"], source=doc.source, line=doc.line, fingerprint=fingerprint(**fields),
         fingerprint_version=FINGERPRINT_VERSION, description=meta.get("description"),

@@ -1,9 +1,9 @@
 """The spec JSON Schema: its text (enums from reconciler/actions.py), the one jsonschema validator, the messages.
 
 jsonschema is imported when the first document is judged, never before (`--help` does not need it), and
-its validator is built once per process. Each verdict is remembered by the document's content, in the
-process and across runs (VerdictCache, under state/.cache/), so an unchanged document is judged once;
-each jsonschema error becomes a message in plain words.
+its validator is built once per process. Each verdict is remembered by the document's content in the
+process (across runs, spec.cache remembers whole files that passed); each jsonschema error becomes a
+message in plain words.
 """
 
 from __future__ import annotations
@@ -12,13 +12,9 @@ import difflib
 import functools
 import hashlib
 import json
-import os
 import re
-import tempfile
 from importlib import resources
-from pathlib import Path
 
-from reconciler import __version__
 from reconciler.actions import ACTION_TYPES, OPERATIONS
 
 
@@ -83,86 +79,23 @@ def validator():
 
 Verdict = tuple[tuple[tuple, str], ...]  # (field path, message) pairs; () when the document is valid
 
-# The verdict on each document judged in this process, by the sha256 of its content.
-_VERDICTS: dict[str, Verdict] = {}
+# The verdict on each document judged in this process, by its content.
+_VERDICTS: dict[bytes, Verdict] = {}
 MAX_VERDICTS = 100_000
 # The document as JSON, keys in their order: the order of unknown fields is part of what is reported.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
-CACHE_FILE = "spec-schema-verdicts.json"
-MAX_CACHE_BYTES = 64 * 1024 * 1024
 
 
 def problems(document: object) -> Verdict:
     """(field path, message) of everything the schema finds wrong with a parsed document; () when it is valid."""
-    return VerdictCache(None).problems(document)
-
-
-class VerdictCache:
-    """The verdicts of one run: this process's, and those a previous run left in `path` (a file under state/.cache).
-
-    A verdict is addressed by the document's content and trusted only under the same schema text,
-    message code and reconciler version (`cache_key`); a file that is missing, unreadable, damaged or
-    of other rules is ignored, and `save` never fails a command (a read-only directory just keeps no cache).
-    The file holds field paths and messages of spec documents (which live in git anyway), no CSV contents.
-    """
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.stored = self._read() if path is not None else {}
-        self.used: dict[str, Verdict] = {}
-
-    def problems(self, document: object) -> Verdict:
-        """The document's verdict: remembered, or judged by jsonschema now."""
-        key = hashlib.sha256(_encode(document).encode("utf-8", "surrogatepass")).hexdigest()
-        verdict = _VERDICTS.get(key)
-        if verdict is None:
-            verdict = self.stored.get(key)
-        if verdict is None:
-            verdict = tuple(pair for error in validator().iter_errors(document)
-                            for pair in explain(error, tuple(error.absolute_path)))
+    key = hashlib.sha256(_encode(document).encode("utf-8", "surrogatepass")).digest()
+    verdict = _VERDICTS.get(key)
+    if verdict is None:
+        verdict = tuple(pair for error in validator().iter_errors(document)
+                        for pair in explain(error, tuple(error.absolute_path)))
         if len(_VERDICTS) < MAX_VERDICTS:
             _VERDICTS[key] = verdict
-        if self.path is not None:
-            self.used[key] = verdict
-        return verdict
-
-    def save(self) -> None:
-        """Keep this run's verdicts for the next run, when the documents changed since the file was written."""
-        if self.path is None or self.used.keys() == self.stored.keys():
-            return
-        body = {"key": cache_key(), "verdicts": {k: [[list(at), m] for at, m in v] for k, v in self.used.items()}}
-        temp = None
-        try:
-            self.path.parent.mkdir(exist_ok=True)
-            fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(body, handle, ensure_ascii=False, separators=(",", ":"))
-            os.replace(temp, self.path)
-        except OSError:
-            if temp is not None:
-                Path(temp).unlink(missing_ok=True)
-
-    def _read(self) -> dict[str, Verdict]:
-        assert self.path is not None
-        try:
-            if self.path.stat().st_size > MAX_CACHE_BYTES:
-                return {}
-            body = json.loads(self.path.read_bytes())
-            if not isinstance(body, dict) or body.get("key") != cache_key():
-                return {}
-            return {key: tuple((tuple(at), message) for at, message in pairs)
-                    for key, pairs in body["verdicts"].items()}
-        except (OSError, ValueError, TypeError, AttributeError, KeyError):
-            return {}
-
-
-@functools.lru_cache(maxsize=1)
-def cache_key() -> str:
-    """What a remembered verdict depends on: the schema, the code that words its messages, the version."""
-    digest = hashlib.sha256(schema_text().encode("utf-8"))
-    digest.update(Path(__file__).read_bytes())
-    digest.update(__version__.encode())
-    return digest.hexdigest()
+    return verdict
 
 
 _NAME_RULE = "must be lowercase letters, digits, '.', '_' or '-', start with a letter or digit, at most 63 characters"
