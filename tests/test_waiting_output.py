@@ -1,13 +1,15 @@
 """Long waits and flaky networks, as a CI log shows them: heartbeats, one line per retry, the base URL.
 
-The heartbeat test waits for a real job of about 70 s (a served sandbox processing one row a second),
-once through pipes and once on a pseudo-terminal, side by side. Polling's back-off on Zuora is pinned
+The heartbeat test waits for a real job of a few seconds (a served sandbox processing one row a second)
+on a clock that runs 30 times fast, once through a pipe and once on a terminal; a real
+pseudo-terminal shows the progress line. Polling's back-off on Zuora is pinned
 on the schedule itself with a clock the test moves (a sandbox is always polled every 0.25 s, so no
 loopback run can show it).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import re
@@ -21,8 +23,15 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from apply_support import CREDENTIALS, admin, cli, make_repo, sandbox_process
+from ops_fixtures import Tty
+from reconciler.commands.apply import apply
+from reconciler.engine.config import load_settings
+from reconciler.engine.waiter import CLEAR_LINE
 from reconciler.engine.waiter import PollSchedule
 from reconciler.model import JobRecord, Phase
+
+
+FAST = 30  # the heartbeat test's clock: seconds it counts per real second
 
 
 @pytest.fixture(scope="module")
@@ -62,24 +71,32 @@ def run_on_a_terminal(repo, *args: str, timeout: float) -> tuple[int, str]:
     return proc.wait(timeout=30), b"".join(chunks).decode("utf-8", "replace")
 
 
-def test_a_long_wait_prints_a_heartbeat_at_least_every_minute(one_row_a_second, tmp_path):
+def test_a_long_wait_prints_a_heartbeat_at_least_every_minute(one_row_a_second, tmp_path, monkeypatch):
+    """A job of about 6 s on a clock that runs 30 times fast: the minutes a real wait takes, in seconds."""
     admin(one_row_a_second, "reset", {})
-    repos = []
-    for name in ("piped", "tty"):
+    for name, key in CREDENTIALS.items():
+        monkeypatch.setenv(name, key)
+    for name, out in (("piped", io.StringIO()), ("tty", Tty())):
         repo = make_repo(tmp_path / name, one_row_a_second, mass=(f"fx-{name}",), create=(), delete=())
-        (repo / "data" / f"fx-{name}.csv").write_text(long_fx_csv(70, seed=len(repos)))
-        repos.append(repo)
-    piped = subprocess.Popen([sys.executable, "-m", "reconciler", "-C", str(repos[0]), "apply", "--auto-approve",
-                              "--wait", "--timeout", "150"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             stdin=subprocess.DEVNULL, env={**os.environ, **CREDENTIALS})
-    code, screen = run_on_a_terminal(repos[1], "apply", "--auto-approve", "--wait", "--timeout", "150", timeout=170)
-    out, err = piped.communicate(timeout=170)
+        (repo / "data" / f"fx-{name}.csv").write_text(long_fx_csv(6, seed=len(name)))
+        code = apply(load_settings(chdir=str(repo)), out, auto_approve=True, wait=True, timeout=3600,
+                     clock=lambda: time.monotonic() * FAST, sleep=lambda s: time.sleep(s / FAST))
+        assert code == 0, out.getvalue()
+        # splitlines() ends a line at the \r of CLEAR_LINE too: what follows the erase is the line
+        beats = [line.rpartition(CLEAR_LINE[1:])[2] for line in out.getvalue().splitlines() if "still waiting after " in line]
+        assert beats and all(re.fullmatch(rf"still waiting after \d+m(\d\ds)?: fx-{name} (Pending|Processing)( \(.*\))?",
+                                          line) for line in beats), out.getvalue()
+        assert any(f"fx-{name} Processing (" in line for line in beats), beats
 
-    assert piped.returncode == 0, out + err
-    beats = [line for line in out.splitlines() if line.startswith("still waiting after ")]
-    assert beats and "fx-piped Processing (" in beats[0], out
+
+def test_a_terminal_gets_one_updating_progress_line(one_row_a_second, tmp_path):
+    admin(one_row_a_second, "reset", {})
+    repo = make_repo(tmp_path / "tty", one_row_a_second, mass=("fx-tty",), create=(), delete=())
+    (repo / "data" / "fx-tty.csv").write_text(long_fx_csv(3, seed=1))
+    code, screen = run_on_a_terminal(repo, "apply", "--auto-approve", "--wait", "--timeout", "60", timeout=90)
     assert code == 0, screen
-    assert "still waiting after 1m" in screen and "fx-tty Processing (" in screen, screen
+    assert CLEAR_LINE in screen and "fx-tty" in screen.rpartition(CLEAR_LINE)[0], screen
+    assert "Apply complete" in screen
 
 
 def test_each_retry_is_one_line_naming_the_call_the_delay_and_the_attempt(one_row_a_second, tmp_path):

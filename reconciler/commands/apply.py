@@ -63,11 +63,12 @@ PROMPT = "Apply these changes? Only 'yes' is accepted: "
 
 def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, timeout=None, parallelism=None,
           lock_timeout=0.0, color=False, answers: TextIO | None = None, targets=(), excludes=(),
-          selectors=(), reruns=()) -> int:
+          selectors=(), reruns=(), clock=time.monotonic, sleep=time.sleep) -> int:
     """Converge Zuora on the specs: exit 0 when every change succeeded, 1 on refusal, conflict or failure.
 
     The confirmation is read from `answers` (the terminal's stdin in the CLI); without it and without
-    `auto_approve`, apply refuses.
+    `auto_approve`, apply refuses. `clock` and `sleep` pace --wait's polls and heartbeats (a test moves
+    the clock); the client's deadline for --timeout is always on the real one.
     """
     if timeout is not None and (not wait or timeout <= 0):
         raise UsageError("--timeout SECONDS limits --wait: pass --wait too, with a timeout above 0")
@@ -92,7 +93,7 @@ def apply(settings, out, *, plan_file=None, auto_approve=False, wait=False, time
         run = _Run(settings, out, session, desired, saved=saved, crash=crash, auto_approve=auto_approve, wait=wait,
                    timeout=timeout, color=color, answers=answers,
                    filters=dict(targets=tuple(targets), excludes=tuple(excludes), selectors=tuple(selectors)),
-                   reruns=set(reruns))
+                   reruns=set(reruns), pace=(clock, sleep))
         return run.go()
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (errors.Terminated)
         if run is not None:
@@ -107,15 +108,16 @@ class _Run:
     """One apply: the plan, the confirmation, the passes and the summary."""
 
     def __init__(self, settings, out, session, desired, *, saved, crash, auto_approve, wait, timeout, color,
-                 answers, filters, reruns):
+                 answers, filters, reruns, pace):
         self.settings, self.out, self.session, self.desired = settings, out, session, desired
+        self.clock, self.sleep = pace
         self.saved, self.auto_approve, self.wait, self.timeout = saved, auto_approve, wait, timeout
         self.color, self.answers, self.filters, self.reruns = color, answers, filters, reruns
         self.outcome = "error"
         self.deadline: float | None = None
         self.failed: set[str] = set()
         self.blocked: list = []  # changes held by a failed or stopped dependency
-        self.progress = Progress(out, tty=bool(getattr(out, "isatty", lambda: False)()))
+        self.progress = Progress(out, tty=bool(getattr(out, "isatty", lambda: False)()), clock=self.clock)
         self.journal = LedgerJournal(session, crash=crash)
         self.applier = Applier(session.client, self.journal, root=settings.root,
                                lineage=session.ledger.lineage, parallelism=settings.parallelism,
@@ -271,8 +273,10 @@ class _Run:
         if self.saved is not None and not self.saved.changes:
             return WaitOutcome()
         waiter = Waiter(plan_next=self._next_plan, execute=self._execute, jobs=self._followed_jobs,
-                        in_scope=self.in_scope, progress=self.progress, deadline=deadline,
-                        poll=poll_seconds(self.settings), longest=longest_poll(self.settings))
+                        in_scope=self.in_scope, progress=self.progress,
+                        deadline=None if deadline is None else self.clock() + deadline - time.monotonic(),
+                        poll=poll_seconds(self.settings), longest=longest_poll(self.settings), sleep=self.sleep,
+                        clock=self.clock)
         try:
             return waiter.run(self.failed)
         finally:
