@@ -19,6 +19,7 @@ import yaml
 
 from reconciler.errors import ConfigError, SpecError
 from reconciler.model import DesiredState, Problem
+from reconciler.spec import definitions as specdefinitions
 from reconciler.spec import rules as specrules
 from reconciler.spec.rules import FINGERPRINT_VERSION, fingerprint
 from reconciler.spec import schema as specschema
@@ -293,6 +294,7 @@ def check_repo(settings, paths: Sequence[str] = ()) -> RepoCheck:
         if not own and file_info is not False:
             specs.append(specrules.desired_spec(doc, file_info))
     problems.extend(specrules.cross_problems(docs))
+    problems.extend(specdefinitions.check_jobs(root, [d for d in docs if d.selected]))  # only with definitions/
     verdicts.save()
     problems = sorted(dict.fromkeys(problems), key=lambda p: (p.file, p.line or 0, p.row or 0))
     desired = None if problems else specrules.desired_state(specs)
