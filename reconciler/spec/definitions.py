@@ -174,7 +174,8 @@ def check_jobs(root: Path, docs: list) -> list[Problem]:
         if doc.get("kind") != CUSTOM_OBJECT_JOB or not isinstance(spec, dict):
             continue
         namespace, name, operation = spec.get("namespace", "default"), spec.get("object"), spec.get("operation")
-        if namespace not in namespaces or not isinstance(name, str) or operation not in OPERATIONS:
+        if not all(isinstance(v, str) for v in (namespace, name, operation)) or namespace not in namespaces \
+                or operation not in OPERATIONS:
             continue  # no definitions for the namespace, or the schema already said what is wrong
         definition = found.get((namespace, name))
         if definition is None:
