@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from test_sandbox_helpers import FakeClock
 
 from reconciler.commands.definitions import pull
 from reconciler.engine.config import load_settings
@@ -17,8 +18,6 @@ from reconciler.errors import ConfigError, RemoteError, UsageError
 from reconciler.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, make_app, serve
 from reconciler.spec.load import check_repo
 from reconciler.zuora.client import Credentials, RetryPolicy, ZuoraClient
-
-from test_sandbox_helpers import FakeClock
 
 VEHICLE_JOB = """\
 apiVersion: reconciler/v1

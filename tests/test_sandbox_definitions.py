@@ -8,12 +8,11 @@ import json
 
 import httpx
 import pytest
+from test_sandbox_helpers import FakeClock, token
 
 from reconciler.commands.sandbox import serve as serve_command
 from reconciler.errors import ConfigError
 from reconciler.sandbox import make_app, serve
-
-from test_sandbox_helpers import FakeClock, token
 
 SYSTEM = ["Id", "CreatedById", "CreatedDate", "UpdatedById", "UpdatedDate"]
 TICKETS = {"definitions": {"ticket": {
@@ -57,7 +56,7 @@ def run_create(clock, client, text: str, object_name="vehicle") -> tuple[dict, l
 
 
 def test_definitions_have_zuoras_shape(http):
-    clock, client = http
+    _, client = http
     listed = client.get("/objects/definitions/default").json()
     assert set(listed) == {"count", "definitions"} and listed["count"] == len(listed["definitions"])
     assert {"vehicle", "car"} <= set(listed["definitions"])
@@ -77,7 +76,7 @@ def test_definitions_have_zuoras_shape(http):
 
 
 def test_unknown_objects_and_filters_zuora_cannot_run_are_refused(http):
-    clock, client = http
+    _, client = http
     unknown = client.post("/objects/jobs", json={"namespace": "default", "object": "spaceship", "operation": "create"})
     assert unknown.status_code == 400 and unknown.json()["code"] == 71013020 and "spaceship" in unknown.json()["message"]
 
@@ -121,7 +120,7 @@ def test_definitions_option_replaces_the_demo_set(tmp_path):
         assert list(client.get("/objects/definitions/default").json()["definitions"]) == ["ticket"]
         refused = client.post("/objects/jobs", json={"namespace": "default", "object": "vehicle", "operation": "create"})
         assert refused.status_code == 400
-        done, errors = run_create(clock, client, "code__c,paid__c,price__c,kind__c\nA1,true,9.5,day\n"
+        _, errors = run_create(clock, client, "code__c,paid__c,price__c,kind__c\nA1,true,9.5,day\n"
                                                  "A2,yes,9,day\nA3,false,nine,week\nA4,TRUE,1,month\n"
                                                  "LONGER-THAN-8,false,1,day\n", "ticket")
         assert [(e["row"], e["code"]) for e in errors] == [(3, 71012525), (4, 71012524), (5, 71012526), (6, 71012526)]
@@ -143,7 +142,7 @@ def test_a_malformed_definitions_file_is_a_clear_error(tmp_path, text, place):
 
 
 def test_a_missing_permission_is_zuoras_403(http):
-    clock, client = http
+    _, client = http
     job = {"namespace": "default", "object": "vehicle", "operation": "delete"}
     assert client.post("/_sandbox/permissions", json={"denied": ["delete", "view"]}).json()["denied"] == ["delete",
                                                                                                           "view"]

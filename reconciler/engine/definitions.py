@@ -7,8 +7,8 @@ custom object jobs against them from then on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from reconciler.errors import RemoteError, UsageError
 from reconciler.spec import definitions as repo_definitions

@@ -79,7 +79,7 @@ DEMO = {name: definition(name, label, fields, required=required, filterable=filt
 def check(body, where: str) -> dict:
     """`body` as a definition (Zuora's shape); ValueError naming `where` and the place when it is not one."""
     if not isinstance(body, dict) or not isinstance(body.get("schema"), dict):
-        raise ValueError(f"{where}: a definition must be an object with a 'schema' object")
+        raise ValueError(f"{where}: a definition must be an object with a 'schema' object")  # noqa: TRY004
     schema = body["schema"]
     name = schema.get("object", body.get("type"))
     if not isinstance(name, str) or not NAME.match(name):

@@ -17,9 +17,9 @@ import io
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from reconciler.actions import FILE_OPERATIONS, OPERATIONS, SYSTEM_FIELDS
 from reconciler.model import CUSTOM_OBJECT_JOB, Problem
@@ -46,7 +46,7 @@ class Field:
     system: bool = False
 
     @classmethod
-    def from_json(cls, name: str, spec: dict, where: str) -> "Field":
+    def from_json(cls, name: str, spec: dict, where: str) -> Field:
         """A field from its JSON; ValueError naming the place when it is not one."""
         if not isinstance(spec, dict) or spec.get("type") not in TYPES:
             raise ValueError(f"{where}.type must be one of {', '.join(TYPES)}")
@@ -78,11 +78,11 @@ class ObjectDefinition:
     unique: tuple[str, ...]
 
     @classmethod
-    def from_json(cls, namespace: str, body: object, source: str) -> "ObjectDefinition":
+    def from_json(cls, namespace: str, body: object, source: str) -> ObjectDefinition:
         """The definition in a file's JSON (Zuora's CustomObjectDefinition); ValueError naming the place."""
         schema = body.get("schema") if isinstance(body, dict) else None
         if not isinstance(schema, dict):
-            raise ValueError("must be a custom object definition: an object with a `schema` object")
+            raise ValueError("must be a custom object definition: an object with a `schema` object")  # noqa: TRY004
         name = schema.get("object", body.get("type"))
         if not isinstance(name, str) or not OBJECT_NAME.match(name):
             raise ValueError("schema.object must be the object's API name (letters, digits and _)")
@@ -267,13 +267,13 @@ def _header_problems(header: list[str], definition: ObjectDefinition, operation:
         if not name or name.lower() in system or (name.lower() == "id" and operation == "update"):
             continue  # empty names, system fields and Id are the data file checks' to judge
         if name not in definition.fields:
-            problems.append((name, f"not a field of {definition.object}{_close(name, definition.fields)}; its "
-                                   f"fields are in {definition.source}"))
+            problems.append((name, (f"not a field of {definition.object}{_close(name, definition.fields)}; its "
+                                   f"fields are in {definition.source}")))
     for name in definition.required:
         field = definition.fields[name]
         if not field.system and not field.has_default and name not in header:
-            problems.append((name, f"required field of {definition.object} is missing (Zuora sets an absent column "
-                                   "to the field's default, and it has none)"))
+            problems.append((name, (f"required field of {definition.object} is missing (Zuora sets an absent column "
+                                   "to the field's default, and it has none)")))
     return problems
 
 
@@ -292,8 +292,8 @@ def _row_problems(cells, header, columns, required, seen, number):
         value = cells[header.index(name)].strip()
         if value:
             if value in values:
-                out.append((name, f"repeats row {values[value]}'s value {value!r}; {name} is unique, and Zuora "
-                                  "rejects every row after the first"))
+                out.append((name, (f"repeats row {values[value]}'s value {value!r}; {name} is unique, and Zuora "
+                                  "rejects every row after the first")))
             else:
                 values[value] = number
     return out
