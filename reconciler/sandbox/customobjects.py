@@ -6,7 +6,8 @@ no Id column for update) makes the job `failed` once processing starts. delete j
 `accepted`, wait pending_seconds, then remove the records their filter matches. A 6th active job is
 refused with a 400, or (job_limit "failed", Zuora's documented form) created `failed` with 71012560. recordsProcessed
 counts the rows (or records) processed so far, rejected rows included; rejected rows are listed by
-/errors.
+/errors. Jobs, filters and rows are checked against the tenant's custom object definitions and the API
+user's permissions (definitions.py).
 """
 
 from __future__ import annotations
