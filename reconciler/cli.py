@@ -314,6 +314,21 @@ def ledger_copy(c, source, destination):
 
 
 @cli.group()
+def definitions():
+    """Custom object definitions: fetch the tenant's into definitions/ for validate to check against."""
+
+
+@definitions.command("pull")
+@click.argument("objects", nargs=-1, metavar="[OBJECT...]")
+@pass_ctx
+def definitions_pull(c, objects):
+    """Write the tenant's custom object definitions (all, or those named) to definitions/default/."""
+    from reconciler.commands.definitions import pull as run
+
+    return run(c.settings(), c.out, objects=objects)
+
+
+@cli.group()
 def sandbox():
     """The Zuora simulator: the embedded `local` environment, served over HTTP."""
 
@@ -334,9 +349,14 @@ def sandbox():
               help="The 6th active custom object job: a 400, or created failed with 71012560.")
 @click.option("--tenant-type", type=click.Choice(["production", "apisandbox", "developer-sandbox"]),
               default="production", show_default=True, help="Whose rate limits to enforce, as Zuora does per tenant type.")
+@click.option("--definitions", "definitions_path", type=click.Path(), default=None,
+              help="Custom object definitions: a JSON file (the GET /objects/definitions/default answer, or one "
+                   "definition) or a repo's definitions/ folder (default: the demo set).")
+@click.option("--without-permission", "denied", multiple=True, type=click.Choice(["view", "edit", "delete"]),
+              help="A Custom Objects permission the API user lacks: its calls get Zuora's 403 (repeatable).")
 @pass_ctx
 def sandbox_serve(c, host, port, db, client_id, client_secret, pending_seconds, rows_per_second, replay_status,
-                  v1_errors, job_limit, tenant_type):
+                  v1_errors, job_limit, tenant_type, definitions_path, denied):
     """Serve the simulator over real HTTP (threaded) until interrupted."""
     from reconciler.commands.sandbox import serve as run
 
@@ -344,7 +364,7 @@ def sandbox_serve(c, host, port, db, client_id, client_secret, pending_seconds, 
         c.out, host=host, port=port, db=db, client_id=client_id, client_secret=client_secret,
         pending_seconds=pending_seconds, rows_per_second=rows_per_second,
         answers={"replay_status": int(replay_status), "v1_errors": v1_errors, "job_limit": job_limit,
-                 "tenant_type": tenant_type},
+                 "tenant_type": tenant_type, "definitions": definitions_path, "denied_permissions": denied},
     )
 
 

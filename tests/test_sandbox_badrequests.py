@@ -135,7 +135,7 @@ def fuzz():
     key = upload_bulk(client, "ImportFXRate", FX_CSV).json()["bulkKey"]
     client.post("/_sandbox/clock", json={"advance_seconds": 60})
     file_id = client.get(f"/v1/bulk/{key}").json()["outputURL"].rsplit("/", 1)[1]
-    job = client.post("/objects/jobs", json={"namespace": "default", "object": "a", "operation": "create"})
+    job = client.post("/objects/jobs", json={"namespace": "default", "object": "passenger", "operation": "create"})
     return client, {"key": key, "file": file_id, "job": job.json()["Id"]}
 
 

@@ -12,7 +12,8 @@ from reconciler.errors import ConfigError
 def serve(out, *, host, port, db, client_id, client_secret, pending_seconds, rows_per_second, answers=None) -> int:
     """Serve the sandbox; the first output line is `Sandbox listening on URL`; ^C or SIGTERM stops it (exit 0).
 
-    `answers` picks Zuora's other documented answers: replay_status, v1_errors, job_limit (sandbox.make_app).
+    `answers` holds sandbox.make_app's other settings: Zuora's other documented answers (replay_status, v1_errors,
+    job_limit), tenant_type, and the custom object `definitions` file and `denied_permissions`.
     """
     client_id = sandbox.DEFAULT_CLIENT_ID if client_id is None else client_id
     client_secret = sandbox.DEFAULT_CLIENT_SECRET if client_secret is None else client_secret

@@ -20,9 +20,13 @@ Id. Custom object job ids stay random (uuid4).
 
 Endpoints: POST /oauth/token; POST /v1/bulk, GET /v1/bulk/{key}, PUT /v1/bulk/{key}/stop,
 GET /v1/files/{id}; POST/GET /objects/jobs, GET /objects/jobs/{id}, GET /objects/jobs/{id}/errors,
-PATCH /objects/jobs/{id}/cancel, POST /objects/jobs/{id}/files; admin (no auth): GET /_sandbox/state,
-POST /_sandbox/clock, GET|POST /_sandbox/faults, POST /_sandbox/reset, GET /_sandbox/records,
-POST /_sandbox/fail, POST /_sandbox/rate.
+PATCH /objects/jobs/{id}/cancel, POST /objects/jobs/{id}/files; GET /objects/definitions/default[/{object}];
+admin (no auth): GET /_sandbox/state, POST /_sandbox/clock, GET|POST /_sandbox/faults, POST /_sandbox/reset,
+GET /_sandbox/records, POST /_sandbox/fail, POST /_sandbox/rate, POST /_sandbox/permissions.
+
+Custom object definitions (definitions.py) are the demo set (vehicle, car, bus, passenger, driver) unless
+`definitions` names a file or directory of them; jobs on other objects, unknown columns, wrong types, missing
+required and duplicate unique values are refused as Zuora refuses them.
 
 This package imports nothing from the rest of reconciler and nothing outside the standard library.
 """
@@ -68,20 +72,28 @@ def make_app(
     v1_errors: str = "http",
     job_limit: str = "400",
     tenant_type: str = "production",
+    definitions: str | None = None,
+    denied_permissions=(),
 ) -> SandboxApp:
     """A sandbox WSGI app on `db_path` (None: in memory); ValueError names a bad setting or unusable db.
 
     replay_status (200 | 409), v1_errors ("http" | "200") and job_limit ("400" | "failed") choose between
     Zuora's documented answers where it has two (README, "The sandbox"); tenant_type ("production" |
-    "apisandbox" | "developer-sandbox") whose rate limits it enforces.
+    "apisandbox" | "developer-sandbox") whose rate limits it enforces. `definitions` is a file or directory of
+    custom object definitions (definitions.load) that replace the tenant's, the demo set when None;
+    `denied_permissions` the Custom Objects permissions ("view", "edit", "delete") the API user lacks (403).
     """
+    from . import definitions as co_definitions
     from .app import SandboxApp, make_settings
     from .store import Store
 
     settings = make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds,
                              replay_status=replay_status, v1_errors=v1_errors, job_limit=job_limit,
-                             tenant_type=tenant_type)
-    return SandboxApp(Store(db_path), settings, clock=clock or time.time)
+                             tenant_type=tenant_type, denied_permissions=denied_permissions)
+    found = co_definitions.DEMO if definitions is None else co_definitions.load(definitions)
+    app = SandboxApp(Store(db_path), settings, clock=clock or time.time)
+    app.install_definitions(found)
+    return app
 
 
 def serve(app, host: str = "127.0.0.1", port: int = 0) -> Server:

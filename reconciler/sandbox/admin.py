@@ -1,10 +1,12 @@
-"""The admin API under /_sandbox/ (DESIGN §7): state dump, clock, faults, reset, records, fail, rate. No auth."""
+"""The admin API under /_sandbox/ (DESIGN §7): state dump, clock, faults, reset, records, fail, rate, permissions.
+
+No auth."""
 
 from __future__ import annotations
 
 import json
 
-from . import bulk, customobjects, faults, limits, records
+from . import bulk, customobjects, definitions, faults, limits, records
 from .store import TENANT_TABLES
 from .web import ApiError, Context, Response, json_response
 
@@ -116,3 +118,13 @@ def fail(ctx: Context) -> Response:
 def rate(ctx: Context) -> Response:
     """POST /_sandbox/rate {"api": N, "auth": N}: this minute's, hour's and day's request counts set to N."""
     return json_response(200, limits.preload(ctx.conn, ctx.settings.tenant_type, _payload(ctx), ctx.now))
+
+
+def permissions(ctx: Context) -> Response:
+    """POST /_sandbox/permissions {"denied": ["view" | "edit" | "delete", ...]}: the Custom Objects permissions
+    the API user lacks from now on (added to `serve --without-permission`); [] restores them. Reset clears it."""
+    denied = _payload(ctx).get("denied", [])
+    if not isinstance(denied, list) or not set(denied) <= set(definitions.PERMISSIONS):
+        raise ApiError(400, f"denied must be a list of: {', '.join(definitions.PERMISSIONS)}")
+    ctx.conn.set_meta("denied_permissions", sorted(set(denied)))
+    return json_response(200, {"denied": sorted(set(denied) | set(ctx.settings.denied_permissions))})

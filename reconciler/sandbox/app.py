@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from . import admin, auth, bulk, customobjects, faults, idempotency, limits
+from . import admin, auth, bulk, customobjects, definitions, faults, idempotency, limits
 from .store import Store, sandbox_now
 from .web import (
     ADMIN,
@@ -51,6 +51,8 @@ ROUTES = [
     ("GET", "/objects/jobs/{job_id}/errors", ZUORA, customobjects.errors),
     ("PATCH", "/objects/jobs/{job_id}/cancel", ZUORA, customobjects.cancel),
     ("POST", "/objects/jobs/{job_id}/files", ZUORA, customobjects.upload),
+    ("GET", "/objects/definitions/default", ZUORA, definitions.listing),
+    ("GET", "/objects/definitions/default/{object_name}", ZUORA, definitions.get),
     ("GET", "/_sandbox/state", ADMIN_ROUTE, admin.state),
     ("POST", "/_sandbox/clock", ADMIN_ROUTE, admin.clock),
     ("GET", "/_sandbox/faults", ADMIN_ROUTE, admin.get_faults),
@@ -60,6 +62,7 @@ ROUTES = [
     ("GET", "/_sandbox/records", ADMIN_ROUTE, admin.list_records),
     ("POST", "/_sandbox/fail", ADMIN_ROUTE, admin.fail),
     ("POST", "/_sandbox/rate", ADMIN_ROUTE, admin.rate),
+    ("POST", "/_sandbox/permissions", ADMIN_ROUTE, admin.permissions),
 ]
 COMPILED = [
     (method, re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"), kind, handler)
@@ -84,6 +87,8 @@ class Settings:
     v1_errors: str = "http"
     job_limit: str = "400"
     tenant_type: str = "production"  # whose rate limits apply (limits.TENANT_TYPES)
+    # The Custom Objects permissions the API user lacks (definitions.PERMISSIONS): their calls get a 403.
+    denied_permissions: frozenset = frozenset()
 
     @property
     def user_id(self) -> str:
@@ -123,6 +128,11 @@ class SandboxApp:
         self.sleep = getattr(clock, "sleep", None) or time.sleep
         self._lock = threading.Lock()
         self._in_flight = 0
+
+    def install_definitions(self, found: dict) -> None:
+        """Make `found` (object name -> definition) the tenant's custom object definitions."""
+        with self.store.write() as conn:
+            definitions.install(conn, found)
 
     def __call__(self, environ, start_response):
         request_id = str(uuid.uuid4())
@@ -284,7 +294,8 @@ JOB_LIMITS = ("400", "failed")
 
 
 def make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds, *,
-                  replay_status=200, v1_errors="http", job_limit="400", tenant_type="production") -> Settings:
+                  replay_status=200, v1_errors="http", job_limit="400", tenant_type="production",
+                  denied_permissions=()) -> Settings:
     """Validated settings; a bad value raises ValueError naming it."""
     if len(client_id) != 36:
         raise ValueError(f"client_id must be exactly 36 characters (got {len(client_id)})")
@@ -301,5 +312,9 @@ def make_settings(client_id, client_secret, pending_seconds, rows_per_second, to
                                  ("tenant_type", tenant_type, tuple(limits.TENANT_TYPES))):
         if value not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(map(str, allowed))} (got {value!r})")
+    unknown = sorted(set(denied_permissions) - set(definitions.PERMISSIONS))
+    if unknown:
+        raise ValueError(f"denied_permissions: {unknown[0]!r} is not one of {', '.join(definitions.PERMISSIONS)}")
     return Settings(client_id, client_secret, float(pending_seconds), float(rows_per_second), int(token_seconds),
-                    replay_status=replay_status, v1_errors=v1_errors, job_limit=job_limit, tenant_type=tenant_type)
+                    replay_status=replay_status, v1_errors=v1_errors, job_limit=job_limit, tenant_type=tenant_type,
+                    denied_permissions=frozenset(denied_permissions))

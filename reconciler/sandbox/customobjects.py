@@ -6,7 +6,8 @@ no Id column for update) makes the job `failed` once processing starts. delete j
 `accepted`, wait pending_seconds, then remove the records their filter matches. A 6th active job is
 refused with a 400, or (job_limit "failed", Zuora's documented form) created `failed` with 71012560. recordsProcessed
 counts the rows (or records) processed so far, rejected rows included; rejected rows are listed by
-/errors.
+/errors. Jobs, filters and rows are checked against the tenant's custom object definitions and the API
+user's permissions (definitions.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 import re
 import uuid
 
-from . import records
+from . import definitions, records
 from .web import MISSING_FIELD, ApiError, Context, Response, json_response
 
 JSON_LIMIT = 1024 * 1024
@@ -104,6 +105,12 @@ def _validate(payload) -> dict:
 def create(ctx: Context) -> Response:
     """POST /objects/jobs: submit a job (at most five active per tenant)."""
     payload = _validate(_read_json(ctx))
+    if payload["operation"] == "delete":  # documented: 71012514 (reference B.1)
+        definitions.require(ctx, "delete", 71012514, "delete custom objects")
+    else:  # 71012515 is documented for create (reference B.3); 71012513 (update) follows the scheme
+        definitions.require(ctx, "edit", 71012515 if payload["operation"] == "create" else 71012513,
+                            f"{payload['operation']} custom objects")
+    _check_definition(ctx, payload)
     records.settle(ctx.conn, ctx.now)
     active = ctx.conn.one(
         "SELECT COUNT(*) AS n FROM co_jobs WHERE status IN (?, ?, ?)", records.ACTIVE)["n"]
@@ -129,13 +136,31 @@ def create(ctx: Context) -> Response:
     return json_response(200, job_body(_find(ctx, job_id), ctx.now))
 
 
+def _check_definition(ctx: Context, payload: dict) -> None:
+    """Zuora refuses a job on an object the tenant does not define, and a filter it cannot run."""
+    if payload["namespace"] != "default":
+        return  # com_zuora, Zuora's standard objects, is not modelled
+    found = definitions.lookup(ctx.conn, "default", payload["object"])
+    if found is None:
+        raise ApiError(400, f"Bad Request: the tenant has no custom object '{payload['object']}' in namespace "
+                       "default", code=BAD_REQUEST)
+    if payload.get("filter") is not None:
+        definitions.check_filter(found, payload["filter"]["conditions"])
+
+
+def _can_view(ctx: Context) -> None:
+    definitions.require(ctx, "view", 71013012, "view custom object bulk jobs")
+
+
 def get(ctx: Context, job_id: str) -> Response:
     """GET /objects/jobs/{id}."""
+    _can_view(ctx)
     return json_response(200, job_body(_find(ctx, job_id), ctx.now))
 
 
 def listing(ctx: Context) -> Response:
     """GET /objects/jobs: newest first, pageSize (default 25, max 100), cursor, status."""
+    _can_view(ctx)
     page_size = ctx.request.param("pageSize")
     if page_size is None:
         size = 25
@@ -168,6 +193,7 @@ def listing(ctx: Context) -> Response:
 
 def errors(ctx: Context, job_id: str) -> Response:
     """GET /objects/jobs/{id}/errors: rejected rows, with row numbers counting the header as 1."""
+    _can_view(ctx)
     _find(ctx, job_id)
     rows = ctx.conn.all("SELECT * FROM co_errors WHERE job_id = ? ORDER BY row", (job_id,))
     return json_response(200, {"errors": [
@@ -177,6 +203,7 @@ def errors(ctx: Context, job_id: str) -> Response:
 
 def cancel(ctx: Context, job_id: str) -> Response:
     """PATCH /objects/jobs/{id}/cancel: only accepted or pending jobs."""
+    definitions.require(ctx, "edit", 71013013, "cancel custom object bulk jobs")
     row = _find(ctx, job_id)
     if row["status"] not in ("accepted", "pending"):
         raise ApiError(400, f"The job is {row['status']}; only an accepted or pending job can be cancelled",
@@ -188,6 +215,7 @@ def cancel(ctx: Context, job_id: str) -> Response:
 
 def upload(ctx: Context, job_id: str) -> Response:
     """POST /objects/jobs/{id}/files: the job's one CSV (text/csv, UTF-8, at most 15 MB)."""
+    definitions.require(ctx, "edit", 71012515, "create custom objects")
     row = _find(ctx, job_id)
     if row["has_file"]:
         raise ApiError(400, "A file was already uploaded for this job; only one file per job", code=71013630)

@@ -18,6 +18,8 @@ import re
 import time
 import uuid
 
+from . import definitions
+
 UUID_TEXT = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 SYSTEM_FIELDS = ("CreatedDate", "UpdatedDate", "CreatedById", "UpdatedById")
 ACTIVE = ("accepted", "pending", "in_progress")
@@ -144,6 +146,14 @@ def _write_row(conn, job, header, cells, at):
     record = {"Id": record_id or None, **given, "type": job["object"]}
     if len(cells) != len(header):
         return INVALID, f"The row has {len(cells)} values but the header has {len(header)} columns", record
+    if "_definition" not in job:
+        job["_definition"] = definitions.lookup(conn, job["namespace"], job["object"])
+    if job["operation"] == "update" and record_id and not UUID_TEXT.match(record_id):
+        return INVALID, f'input string "{record_id}" is not a valid UUID', record
+    if job["_definition"] is not None:
+        problem = definitions.row_problem(conn, job, job["_definition"], given, record_id.lower() or None)
+        if problem:
+            return (*problem, record)
     # Empty cells and absent columns both mean "the field's default", which the sandbox stores as absent.
     fields = json.dumps({name: value for name, value in given.items() if value != ""})
     if job["operation"] == "create":

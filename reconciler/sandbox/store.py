@@ -42,9 +42,12 @@ CREATE TABLE IF NOT EXISTS idempotency (key TEXT PRIMARY KEY, method TEXT NOT NU
     state TEXT NOT NULL, owner TEXT NOT NULL, started_wall REAL NOT NULL, created_at REAL NOT NULL,
     status INTEGER, headers TEXT, body BLOB, content_type TEXT);
 CREATE TABLE IF NOT EXISTS rate_windows (key TEXT PRIMARY KEY, start INTEGER NOT NULL, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS co_definitions (namespace TEXT NOT NULL, object TEXT NOT NULL, body TEXT NOT NULL,
+    PRIMARY KEY (namespace, object));
 """
 
-# Tables emptied by POST /_sandbox/reset; tokens and the clock offset survive so clients keep working.
+# Tables emptied by POST /_sandbox/reset; tokens, the clock offset and the custom object definitions (the
+# tenant's schema, which each app writes when it starts) survive so clients keep working.
 TENANT_TABLES = ("mass_actions", "output_files", "co_jobs", "co_items", "co_errors", "records", "idempotency",
                  "rate_windows")
 

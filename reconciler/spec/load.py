@@ -20,6 +20,7 @@ import yaml
 
 from reconciler.errors import ConfigError, SpecError
 from reconciler.model import DesiredState, Problem
+from reconciler.spec import definitions as specdefinitions
 from reconciler.spec import rules as specrules
 from reconciler.spec.rules import FINGERPRINT_VERSION, fingerprint
 from reconciler.spec import schema as specschema
@@ -304,6 +305,7 @@ def check_repo(settings, paths: Sequence[str] = ()) -> RepoCheck:
         if not own and file_info is not False:
             specs.append(specrules.desired_spec(doc, file_info))
     problems.extend(specrules.cross_problems(docs))
+    problems.extend(specdefinitions.check_jobs(root, [d for d in docs if d.selected]))  # only with definitions/
     for source, found in parsed.items():  # files with nothing of their own to report, for the next run
         cache.remember_spec(source, found[0].sha256, [[d.index, d.line, d.value] for d in found])
     cache.save()

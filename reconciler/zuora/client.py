@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import httpx
 
+from reconciler.errors import ConfigError
 from reconciler.model import Condition, Observation
 from reconciler.zuora.auth import Credentials, credentials_for
 from reconciler.zuora.connection import DEFAULT_CALL_TIMEOUT, DEFAULT_TIMEOUT, Connection
@@ -54,11 +55,17 @@ class ZuoraClient:
                 db = settings.sandbox_db
                 if db is not None:
                     Path(db).parent.mkdir(parents=True, exist_ok=True)
-                app = make_app(db_path=str(db) if db is not None else None,
-                               replay_status=getattr(settings, "sandbox_replay_status", 200),
-                               v1_errors=getattr(settings, "sandbox_v1_errors", "http"),
-                               job_limit=getattr(settings, "sandbox_job_limit", "400"),
-                               tenant_type=getattr(settings, "sandbox_tenant_type", "production"))
+                # `local` uses the repo's definitions/ as its custom object definitions (the demo set without).
+                definitions = Path(settings.root) / "definitions" if getattr(settings, "root", None) else None
+                try:
+                    app = make_app(db_path=str(db) if db is not None else None,
+                                   definitions=str(definitions) if definitions and definitions.is_dir() else None,
+                                   replay_status=getattr(settings, "sandbox_replay_status", 200),
+                                   v1_errors=getattr(settings, "sandbox_v1_errors", "http"),
+                                   job_limit=getattr(settings, "sandbox_job_limit", "400"),
+                                   tenant_type=getattr(settings, "sandbox_tenant_type", "production"))
+                except ValueError as err:  # a malformed definitions/ file, or an unusable sandbox.db
+                    raise ConfigError(f"the local sandbox cannot start: {err}") from None
                 transport = httpx.WSGITransport(app=app)
         return cls(base_url=settings.base_url, credentials=credentials, transport=transport,
                    entity_ids=settings.entity_ids, org_ids=settings.org_ids, zuora_version=settings.zuora_version,
@@ -126,6 +133,12 @@ class ZuoraClient:
 
     def cancel_co_job(self, job_id: str, *, idempotency_key: str | None) -> dict:
         return self._ops.cancel_co_job(job_id, idempotency_key=idempotency_key)
+
+    def list_co_definitions(self) -> dict[str, dict]:
+        return self._ops.list_co_definitions()
+
+    def get_co_definition(self, object_name: str) -> dict:
+        return self._ops.get_co_definition(object_name)
 
     def observe(self, kind: str, remote_id: str) -> Observation:
         return self._ops.observe(kind, remote_id)

@@ -189,6 +189,24 @@ class ZuoraOperations:
         path = f"/objects/jobs/{path_segment(job_id)}/cancel"
         return _job(self._transport.request("PATCH", path, idempotency_key=idempotency_key), f"PATCH {path}")
 
+    # Custom object definitions
+
+    def list_co_definitions(self) -> dict[str, dict]:
+        """GET /objects/definitions/default: every custom object definition of the tenant, by object name."""
+        endpoint = "GET /objects/definitions/default"
+        found = self._transport.request("GET", "/objects/definitions/default").get("definitions")
+        if not isinstance(found, dict) or not all(isinstance(body, dict) for body in found.values()):
+            raise RemoteError("the answer has no `definitions` object of definitions", endpoint=endpoint)
+        return found
+
+    def get_co_definition(self, object_name: str) -> dict:
+        """GET /objects/definitions/default/{object} (the API name, case-sensitive): one definition."""
+        path = f"/objects/definitions/default/{path_segment(object_name)}"
+        body = self._transport.request("GET", path)
+        if not isinstance(body.get("schema"), dict):
+            raise RemoteError("the answer is not a definition (no `schema` object)", endpoint=f"GET {path}")
+        return body
+
     # Common
 
     def observe(self, kind: str, remote_id: str) -> Observation:
