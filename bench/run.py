@@ -12,6 +12,7 @@ and rendered into the table between the markers of bench/RESULTS.md; the rest of
 from __future__ import annotations
 
 import argparse
+import compileall
 import importlib
 import importlib.util
 import json
@@ -22,7 +23,7 @@ import time
 import traceback
 from datetime import datetime, timezone
 
-from common import BENCH, Failed, Result, Workspace, seconds
+from common import BENCH, ROOT, Failed, Result, Workspace, seconds
 
 # (name, module, command modules it needs, key prefix of its results): cheapest first, so a broken
 # build fails fast.
@@ -135,6 +136,9 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(known)}")
 
+    # As an installed package has it (pip byte-compiles on install): where PYTHONDONTWRITEBYTECODE is set,
+    # an editable checkout would otherwise compile itself again in every measured process.
+    compileall.compile_dir(ROOT / "reconciler", quiet=1)
     info = machine()
     print(f"{info['cores']} cores, Python {info['python']}, {info['date']}")
     started = time.perf_counter()
