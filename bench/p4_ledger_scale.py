@@ -25,8 +25,8 @@ HISTORY_GOAL = 0.3
 REPEAT = 5
 
 
-def _repo(ws, name: str, big: bool):
-    """A 100-spec repo with its ledger (big, or empty but created); returns (root, settings)."""
+def repo_with_ledger(ws, name: str, big: bool, count: int = SPECS):
+    """A repo of `count` specs with its ledger (big, or empty but created); returns (root, settings)."""
     from ledgergen import build
     from validate_scale import build_repo
 
@@ -36,7 +36,7 @@ def _repo(ws, name: str, big: bool):
     from reconciler.spec.load import load_desired
 
     root = ws.path(name)
-    build_repo(root, SPECS)
+    build_repo(root, count)
     settings = load_settings(chdir=str(root), env={})
     if big:
         start = time.perf_counter()
@@ -48,7 +48,7 @@ def _repo(ws, name: str, big: bool):
     return root, settings
 
 
-def _plan_summary(root) -> dict:
+def plan_summary(root) -> dict:
     _, proc = run(reconciler_cmd("--chdir", str(root), "plan", "--no-refresh", "--json"), what="reconciler plan")
     return json.loads(proc.stdout)["summary"]
 
@@ -74,14 +74,14 @@ def _fingerprint(path):
 
 def measure(ws) -> list[Result]:
     """Build both repos, check what plan sees, then time plan and history on both ledgers."""
-    big, big_settings = _repo(ws, "p4-big", big=True)
-    empty, empty_settings = _repo(ws, "p4-empty", big=False)
+    big, big_settings = repo_with_ledger(ws, "p4-big", big=True)
+    empty, empty_settings = repo_with_ledger(ws, "p4-empty", big=False)
     before = _fingerprint(big_settings.ledger_path)
 
-    summary = _plan_summary(big)
+    summary = plan_summary(big)
     if summary.get("unchanged") != SPECS or any(summary[a] for a in summary if a != "unchanged"):
         raise Failed(f"plan on the big ledger should find {SPECS} unchanged and nothing else: {summary}")
-    summary = _plan_summary(empty)
+    summary = plan_summary(empty)
     if summary["submit"] + summary["wait"] != SPECS or summary["conflict"]:
         raise Failed(f"plan on the empty ledger should submit (or wait for) {SPECS} specs: {summary}")
 

@@ -283,7 +283,7 @@ def check_repo(settings, paths: Sequence[str] = ()) -> RepoCheck:
     files = _spec_files(Path(settings.specs_dir), root, problems)
     selected = _select(files, paths, settings, problems) if paths else set(files)
     cache = CheckCache.under(root)
-    docs, parsed = [], {}  # parsed: spec file -> (sha256, its documents) when it loaded without a problem
+    docs, parsed = [], {}  # parsed: spec file -> its documents, while none has a problem (to remember)
     for path in files:
         source = specrules.rel(path, root)
         found, load_problems = _load_file(path, source, cache)
