@@ -7,14 +7,23 @@ from __future__ import annotations
 import io
 import shutil
 
-from apply_support import CARS_CSV, CREATE_SPEC, admin, cli, make_repo, served_sandbox, write_spec
+from apply_support import (
+    CARS_CSV,
+    CREATE_SPEC,
+    admin,
+    cli,
+    make_repo,
+    served_sandbox,
+    write_spec,
+)
+from test_row_exactly_once import FIXED, PAYMENTS, posted, write_payments
+
 from reconciler.commands.audit import verify
 from reconciler.commands.errors import errors
 from reconciler.commands.ledger import copy
 from reconciler.engine.config import load_settings
 from reconciler.engine.planning import compute_plan
 from reconciler.engine.run import read_ledger
-from test_row_exactly_once import FIXED, PAYMENTS, posted, write_payments
 
 SCHEMA = "?options=-csearch_path%3D{environment}"
 MORE_CARS = CARS_CSV + "MAN,TGX,2025\n"

@@ -244,7 +244,7 @@ def test_the_postgres_workflows_apply_job_needs_no_state_and_leaves_nothing_to_c
                "FORCE": "false", "RECONCILER_LEDGER": pg_url + "?options=-csearch_path%3D{environment}"}
         for name in ("Apply", "Show the audit head", "Export the audit log"):
             proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", job[name]["run"]], cwd=work, env=env,
-                                  capture_output=True, text=True, timeout=120)
+                                  capture_output=True, text=True, timeout=120, check=False)
             assert proc.returncode == 0, (name, proc.stdout + proc.stderr)
     assert "Apply complete: 2 submitted" in (runner / "apply.out").read_text()
     assert (runner / "summary.md").read_text().startswith("Audit head: ")

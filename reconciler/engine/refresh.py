@@ -9,7 +9,6 @@ with its sha256 in the ledger.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re

@@ -81,10 +81,9 @@ class TableBlobs:
             parts = [r["part"] for r in self._c.rows("SELECT part FROM blobs WHERE ref = ? ORDER BY part", (ref,))]
             if not parts:
                 return None
-            with open(dest, "wb") as handle:
-                for number in parts:  # one part per round trip: memory stays at one part
-                    handle.write(bytes(self._c.value("SELECT data FROM blobs WHERE ref = ? AND part = ?",
-                                                     (ref, number))))
+            with open(dest, "wb") as handle:  # one part per round trip: memory stays at one part
+                handle.writelines(bytes(self._c.value("SELECT data FROM blobs WHERE ref = ? AND part = ?", (ref, n)))
+                                  for n in parts)
         with self._lock:
             self._fetched[ref] = dest
         return dest

@@ -34,8 +34,8 @@ except ImportError as missing:  # the SQLite ledger needs no driver, so psycopg 
 
 from reconciler.dataset.blobs import Blobs
 from reconciler.ledger import schema
-from reconciler.ledger.blobs import TableBlobs, parts_of
 from reconciler.ledger.base import LedgerBase
+from reconciler.ledger.blobs import TableBlobs, parts_of
 from reconciler.ledger.chain import GENESIS_HASH
 from reconciler.ledger.connection import Row
 from reconciler.ledger.interface import Binding
