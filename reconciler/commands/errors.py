@@ -110,8 +110,8 @@ def _failures(settings, job: JobRecord) -> Failures:
 def _changed(job: JobRecord) -> ResultError:
     return ResultError(
         f"{job.result_path}: the archived result of {job.name} was changed or cannot be read: its sha256 no "
-        f"longer matches the ledger's {job.result_sha256}. Restore it (e.g. from git), or move it away so "
-        "`reconciler errors` fetches it again"
+        f"longer matches the ledger's {job.result_sha256}. Restore it (a file from git; a PostgreSQL ledger's blob "
+        "from a backup of its database), or remove it so `reconciler errors` fetches it again"
     )
 
 

@@ -30,8 +30,6 @@ CHUNK = 1 << 20
 class Blobs(Protocol):
     """Results and sent files by ref, with their sha256 checked on every read."""
 
-    where: str  # for messages: the repository's state/ directory, or the ledger's redacted URL
-
     def put(self, ref: str, write: Callable[[Path], object]) -> str:
         """Store what `write` puts in the file it is given as `ref`; its sha256, once durable."""
         ...
@@ -78,7 +76,6 @@ class FileBlobs:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.where = "state/"
 
     def path(self, ref: str) -> Path:
         """The file of `ref`; UnsafeRef unless it resolves inside the repository's state/ (symlinks followed)."""

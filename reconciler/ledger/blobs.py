@@ -37,7 +37,6 @@ class TableBlobs:
     def __init__(self, connection: Connection, schema_version: int):
         self._c = connection
         self._schema_version = schema_version
-        self.where = str(connection.path)
         self._dir: Path | None = None
         self._fetched: dict[str, Path] = {}
         self._numbers = itertools.count()
