@@ -140,7 +140,8 @@ def repo(applied_template, tmp_path):
 @pytest.fixture(params=["sqlite", "postgres"])
 def repo_on_both_stores(request, applied_template, tmp_path, monkeypatch):
     """`repo`, once as it is and once with its ledger moved to PostgreSQL by `ledger copy` (the SQLite
-    file removed, RECONCILER_LEDGER pointing at the copy): its Settings."""
+    file, results and sent files removed from state/, so every read is the database's; RECONCILER_LEDGER
+    pointing at the copy): its Settings."""
     from reconciler.engine.run import binding
     from reconciler.ledger.copy import copy_ledger
     from reconciler.ledger.url import LedgerUrl
@@ -151,8 +152,10 @@ def repo_on_both_stores(request, applied_template, tmp_path, monkeypatch):
     if request.param == "postgres":
         url = request.getfixturevalue("pg_url") + "?options=-csearch_path%3D{environment}"
         target = LedgerUrl.from_setting(url.replace("{environment}", settings.env_key), "the test")
-        copy_ledger(settings.ledger_path, target, binding(settings))
+        copy_ledger(settings.ledger_path, target, binding(settings), root=root)
         settings.ledger_path.unlink()
+        for kept in (settings.results_dir, settings.sent_dir):
+            shutil.rmtree(kept, ignore_errors=True)
         monkeypatch.setenv("RECONCILER_LEDGER", url)
         settings = settings_of(root)
     return settings

@@ -248,3 +248,34 @@ def state_files(settings) -> dict[str, str]:
         return {}
     return {p.relative_to(base).as_posix(): sha256_of(p) for p in sorted(base.rglob("*")) if p.is_file()
             and "sandbox" not in p.name and ".cache" not in p.relative_to(base).parts}
+
+
+def blob(settings, ref: str) -> bytes | None:
+    """An archived result's (or sent file's) bytes where the ledger keeps them: the file under state/, or a
+    PostgreSQL ledger's blobs rows; None when there are none."""
+    if settings.ledger_url is None:
+        path = settings.root / ref
+        return path.read_bytes() if path.exists() else None
+    import psycopg
+
+    with psycopg.connect(settings.ledger_url.url) as conn:
+        parts = conn.execute("SELECT data FROM blobs WHERE ref = %s ORDER BY part", (ref,)).fetchall()
+    return b"".join(bytes(p[0]) for p in parts) if parts else None
+
+
+def set_blob(settings, ref: str, data: bytes | None) -> None:
+    """Change (None: remove) an archived result or sent file where the ledger keeps it, as anyone who can
+    write the file, or the database's table, could."""
+    if settings.ledger_url is None:
+        path = settings.root / ref
+        if data is None:
+            path.unlink()
+        else:
+            path.write_bytes(data)
+        return
+    import psycopg
+
+    with psycopg.connect(settings.ledger_url.url, autocommit=True) as conn:
+        assert conn.execute("DELETE FROM blobs WHERE ref = %s", (ref,)).rowcount >= 1
+        if data is not None:
+            conn.execute("INSERT INTO blobs (ref, part, data) VALUES (%s, 0, %s)", (ref, data))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from reconciler import __version__
-from reconciler.commands.init import FILES, init, render
+from reconciler.commands.init import FILES, LEDGERS, POSTGRES_FILES, init, render
 from reconciler.errors import UsageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,7 +52,7 @@ def test_every_template_file_is_used_and_none_is_a_dotfile():
     # Package-data globs (`templates/*`, `templates/**/*`) skip names starting with a dot.
     sources = {p.relative_to(TEMPLATES).as_posix() for p in TEMPLATES.rglob("*") if p.is_file()
                and "__pycache__" not in p.parts}
-    assert sources == {template for template, _ in FILES}
+    assert sources == {template for files in LEDGERS.values() for template, _ in files}
     assert not [name for name in sources if any(part.startswith(".") for part in name.split("/"))]
 
 
@@ -78,8 +78,8 @@ def test_every_template_ships_in_the_wheel(tmp_path):
         names = set(archive.namelist())
         shipped = {name.removeprefix("reconciler/templates/") for name in names
                    if name.startswith("reconciler/templates/")}
-        assert shipped == {template for template, _ in FILES}
-        for template, _ in FILES:  # byte for byte what init renders from
+        assert shipped == {template for files in LEDGERS.values() for template, _ in files}
+        for template in shipped:  # byte for byte what init renders from
             assert archive.read(f"reconciler/templates/{template}") == (TEMPLATES / template).read_bytes()
 
 
@@ -101,6 +101,27 @@ def test_config_spells_out_every_setting_with_its_default(tmp_path):
     ):
         assert line in text
     assert text.count("#") > 10  # commented
+
+
+def test_the_postgres_variant_says_where_the_ledger_is_and_commits_nothing(tmp_path):
+    import yaml
+
+    out = io.StringIO()
+    assert init(tmp_path / "pg", out, force=False, ledger="postgres") == 0
+    init(tmp_path / "file", io.StringIO(), force=False)
+    assert sorted(files_under(tmp_path / "pg")) == sorted(TARGETS)  # the same files, other contents
+    assert "set the repository secret RECONCILER_LEDGER" in out.getvalue()
+    pg, file = (files_under(tmp_path / name) for name in ("pg", "file"))
+    assert {name for name in TARGETS if pg[name] != file[name]} == {
+        "reconciler.yaml", "state/.gitignore", ".github/workflows/reconcile.yml"}
+    config = pg["reconciler.yaml"].decode()
+    assert yaml.safe_load(config) == yaml.safe_load(file["reconciler.yaml"])  # every setting the same
+    assert "RECONCILER_LEDGER" in config and "Nothing is committed back to git and no runner needs state/" in config
+    assert pg["state/.gitignore"].decode().splitlines()[-2:] == ["*", "!.gitignore"]  # nothing of state/ committed
+    with pytest.raises(UsageError, match="--ledger mysql: choose one of sqlite, postgres"):
+        init(tmp_path / "bad", io.StringIO(), force=False, ledger="mysql")
+    assert not (tmp_path / "bad").exists()
+    assert [target for _, target in POSTGRES_FILES] == TARGETS
 
 
 def test_init_refuses_to_overwrite_and_writes_nothing(tmp_path):

@@ -260,7 +260,7 @@ def indexes(path: Path) -> set[str]:
         conn.close()
 
 
-ADDED_INDEX = {2: "events_by_name", 3: "jobs_live", 4: "jobs_live_v4"}  # schema version -> the index it adds
+ADDED_INDEX = {2: "events_by_name", 3: "jobs_live", 4: "jobs_live_v4", 5: "blobs_by_ref_part"}  # schema version -> the index it adds
 DROPPED_INDEX = {4: "jobs_live"}  # schema version -> the index it replaces
 
 

@@ -29,9 +29,20 @@ def test_a_copy_to_postgres_and_back_is_the_same_ledger(tmp_path, pg_url):
         saved = cli(repo, "plan", "--out", "saved.json")
         assert saved.returncode == 0, saved.stderr
 
+        # A result that is not what the ledger recorded would be laundered by a copy: refused, nothing made.
+        result = next(settings_of(repo).results_dir.rglob("*.csv.zip"))
+        kept = result.read_bytes()
+        result.write_bytes(kept + b"x")
+        refused = cli(repo, "ledger", "copy", "state/{environment}/ledger.db", pg_url + SCHEMA)
+        assert refused.returncode == 1 and "is changed" in refused.stderr and "Nothing was copied" in refused.stderr
+        assert objects(pg_url) == []
+        result.write_bytes(kept)
+
         copied = cli(repo, "ledger", "copy", "state/{environment}/ledger.db", pg_url + SCHEMA)
         assert copied.returncode == 0, copied.stdout + copied.stderr
         assert "4 jobs" in copied.stdout and "the copy verifies" in copied.stdout
+        # four results, and the file load-cars (a custom object create: new-rows) sent
+        assert "5 result and sent files" in copied.stdout
         on_server = {"RECONCILER_LEDGER": pg_url + SCHEMA}
         verified = cli(repo, "audit", "verify", "--head", head_of(on_file), env=on_server)
         assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -235,6 +235,7 @@ def test_changed_rows_are_paired_by_the_key_and_otherwise_count_as_removed_and_a
 
 
 def test_totals_are_exact_per_currency_over_many_decimals(tmp_path):
+    from reconciler.dataset.blobs import FileBlobs
     from reconciler.dataset.facts import outgoing
     from reconciler.model import DesiredSpec
 
@@ -243,7 +244,7 @@ def test_totals_are_exact_per_currency_over_many_decimals(tmp_path):
     (tmp_path / "pay.csv").write_text("\n".join(lines) + "\n")
     spec = DesiredSpec(name="pay", kind="MassAction", source="s.yaml", line=1, fingerprint="f" * 64,
                        fingerprint_version=1, action_type="MPU", file="pay.csv", file_sha256="x")
-    facts = outgoing(spec, (), tmp_path).facts
+    facts = outgoing(spec, (), tmp_path, FileBlobs(tmp_path)).facts
     assert facts.totals == (("EUR", "3.005"), ("USD", "1234567890.423456789"))
     assert (facts.rows, facts.send, facts.resend, facts.since) == (5, 5, "new-rows", None)
 
@@ -252,6 +253,7 @@ def test_the_digest_the_checks_make_is_the_one_a_full_read_gives(tmp_path):
     """Without history a plan uses the spec checks' one-pass digest; it must equal reading the file again."""
     from dataclasses import replace
 
+    from reconciler.dataset.blobs import FileBlobs
     from reconciler.dataset.facts import outgoing
     from reconciler.spec.load import load_desired
 
@@ -261,7 +263,8 @@ def test_the_digest_the_checks_make_is_the_one_a_full_read_gives(tmp_path):
     assert {s.name for s in specs} == {"fx-a", "load-cars", "pay"}
     for spec in specs:
         assert spec.file_facts is not None
-        fast, full = outgoing(spec, (), root), outgoing(replace(spec, file_facts=None), (), root)
+        blobs = FileBlobs(root)
+        fast, full = outgoing(spec, (), root, blobs), outgoing(replace(spec, file_facts=None), (), root, blobs)
         assert fast.facts == full.facts, spec.name
         if spec.name == "pay":
             assert fast.facts.totals == (("EUR", "0.015"), ("USD", "780.00"))

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from ops_fixtures import advance, apply, cli, state_files
+from ops_fixtures import advance, apply, blob, cli, set_blob, state_files
 from reconciler.commands.show import show
 from reconciler.engine.run import read_ledger
 from reconciler.spec.load import load_desired
@@ -103,11 +103,11 @@ def test_a_changed_spec_and_a_changed_result_file_are_pointed_out(repo):
     data = repo.root / "data" / "fx.csv"
     data.write_text(data.read_text() + "D2,2026-11-03,EUR,USD,1.0901,ECB\n")
     with read_ledger(repo) as ledger:
-        result = repo.root / ledger.jobs("fx-rates")[0].result_path
-    result.write_bytes(result.read_bytes() + b"x")
+        ref = ledger.jobs("fx-rates")[0].result_path
+    set_blob(repo, ref, blob(repo, ref) + b"x")  # a file edited, or a row in the database
     text = run(repo, "fx-rates")[1]
     assert "differs from the spec" in text and "FILE CHANGED since archived" in text
-    result.unlink()
+    set_blob(repo, ref, None)
     assert "FILE MISSING" in run(repo, "fx-rates")[1]
     assert document(repo, "fx-rates")["jobs"][0]["result_file"] == "missing"
 

@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 REPO_WORKFLOWS = sorted((REPO_ROOT / ".github" / "workflows").glob("*.y*ml"))
 RECONCILE_WORKFLOWS = ("repo", "template")
 
-SECRET_VARIABLES = ("ZUORA_CLIENT_ID", "ZUORA_CLIENT_SECRET", "ZUORA_ACCESS_TOKEN", "GH_TOKEN")
+SECRET_VARIABLES = ("ZUORA_CLIENT_ID", "ZUORA_CLIENT_SECRET", "ZUORA_ACCESS_TOKEN", "GH_TOKEN", "RECONCILER_LEDGER")
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +25,14 @@ def template_workflow(tmp_path_factory) -> Path:
     """The workflow exactly as `reconciler init` writes it."""
     root = tmp_path_factory.mktemp("scaffold")
     init(root, io.StringIO(), force=False)
+    return root / ".github" / "workflows" / "reconcile.yml"
+
+
+@pytest.fixture(scope="module")
+def postgres_workflow(tmp_path_factory) -> Path:
+    """The workflow `reconciler init --ledger postgres` writes."""
+    root = tmp_path_factory.mktemp("scaffold-postgres")
+    init(root, io.StringIO(), force=False, ledger="postgres")
     return root / ".github" / "workflows" / "reconcile.yml"
 
 
@@ -54,9 +62,10 @@ def test_repository_workflow_passes_actionlint(path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_init_template_workflow_passes_actionlint(template_workflow):
-    result = actionlint(template_workflow)
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_init_template_workflows_pass_actionlint(template_workflow, postgres_workflow):
+    for path in (template_workflow, postgres_workflow):
+        result = actionlint(path)
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):
@@ -83,26 +92,27 @@ def walk(node, path=()):
         yield path, node
 
 
-def all_workflows(template_workflow):
-    return [*REPO_WORKFLOWS, template_workflow]
+@pytest.fixture
+def all_workflows(template_workflow, postgres_workflow):
+    return [*REPO_WORKFLOWS, template_workflow, postgres_workflow]
 
 
-def test_no_expression_is_interpolated_into_a_script(template_workflow):
-    for path in all_workflows(template_workflow):
+def test_no_expression_is_interpolated_into_a_script(all_workflows):
+    for path in all_workflows:
         for where, value in walk(load(path)):
             if where[-1] == "run":
                 assert "${{" not in value, f"{path.name} {where}: pass values to scripts through env:"
 
 
-def test_secrets_appear_only_as_env_values(template_workflow):
-    for path in all_workflows(template_workflow):
+def test_secrets_appear_only_as_env_values(all_workflows):
+    for path in all_workflows:
         for where, value in walk(load(path)):
             if "secrets." in value.replace(" ", "") and "${{" in value:
                 assert len(where) >= 2 and where[-2] == "env", f"{path.name} {where}: a secret outside env:"
 
 
-def test_scripts_never_read_a_secret_variable(template_workflow):
-    for path in all_workflows(template_workflow):
+def test_scripts_never_read_a_secret_variable(all_workflows):
+    for path in all_workflows:
         for where, value in walk(load(path)):
             if where[-1] == "run":
                 for name in SECRET_VARIABLES:
@@ -185,3 +195,58 @@ def test_repository_workflow_matches_the_template(template_workflow):
         for name, step in steps(template, job).items():
             if name != "Install reconciler":
                 assert steps(repo, job)[name] == step, f"{job}: {name} differs from the template"
+
+
+def test_the_postgres_workflow_reads_the_ledger_from_a_secret_and_commits_nothing(template_workflow,
+                                                                                   postgres_workflow):
+    sqlite, postgres = load(template_workflow), load(postgres_workflow)
+    assert postgres[True] == sqlite[True]  # the same triggers and operator inputs
+    for job in ("plan", "apply"):
+        env = postgres["jobs"][job]["env"]
+        assert env["RECONCILER_LEDGER"] == "${{ secrets.RECONCILER_LEDGER }}"
+        assert {k: v for k, v in env.items() if k != "RECONCILER_LEDGER"} == sqlite["jobs"][job]["env"]
+        check = steps(postgres, job)["Check that the ledger is set"]  # no secret: stop, never plan on nothing
+        assert check["if"] == "env.RECONCILER_LEDGER == ''" and "exit 1" in check["run"]
+    assert postgres["jobs"]["apply"]["permissions"] == {"contents": "read"}  # it cannot push a commit
+    assert postgres["jobs"]["plan"]["permissions"] == sqlite["jobs"]["plan"]["permissions"]
+    for where, value in walk(postgres):
+        if where[-1] == "run":
+            assert "git add" not in value and "git push" not in value and "state" not in value, where
+    apply, sqlite_apply = steps(postgres, "apply"), steps(sqlite, "apply")
+    assert "Record the ledger" not in apply and "Upload the state" not in apply
+    for name in ("Apply", "Show the audit head", "Install reconciler"):
+        assert apply[name] == sqlite_apply[name]
+    assert "reconciler audit export --format jsonl" in apply["Export the audit log"]["run"]
+    plan, sqlite_plan = steps(postgres, "plan"), steps(sqlite, "plan")
+    assert {k: v for k, v in plan.items() if k != "Check that the ledger is set"} == sqlite_plan
+    header = postgres_workflow.read_text(encoding="utf-8").split("\nname:")[0]
+    assert "RECONCILER_LEDGER" in header and "nothing is committed" in header
+
+
+def test_the_postgres_workflows_apply_job_needs_no_state_and_leaves_nothing_to_commit(tmp_path, pg_url,
+                                                                                       postgres_workflow):
+    """The apply job's own scripts, run as a runner would against a real server and the served sandbox."""
+    import os
+
+    from apply_support import CREDENTIALS, make_repo, served_sandbox
+    from test_ledger_checkpoint import git, reconciler_on_path
+
+    job = steps(load(postgres_workflow), "apply")
+    runner = tmp_path / "runner"
+    runner.mkdir()
+    with served_sandbox() as url:
+        work = make_repo(tmp_path / "work", url, mass=("fx-a",), create=("load-cars",), delete=())
+        git(work, "init", "--quiet", "-b", "main")
+        git(work, "add", "--all")
+        git(work, "commit", "--quiet", "-m", "specs")
+        env = {**os.environ, **CREDENTIALS, "PATH": reconciler_on_path(tmp_path), "RUNNER_TEMP": str(runner),
+               "GITHUB_STEP_SUMMARY": str(runner / "summary.md"), "OPERATION": "apply", "NAME": "", "REMOTE_ID": "",
+               "FORCE": "false", "RECONCILER_LEDGER": pg_url + "?options=-csearch_path%3D{environment}"}
+        for name in ("Apply", "Show the audit head", "Export the audit log"):
+            proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", job[name]["run"]], cwd=work, env=env,
+                                  capture_output=True, text=True, timeout=120, check=False)
+            assert proc.returncode == 0, (name, proc.stdout + proc.stderr)
+    assert "Apply complete: 2 submitted" in (runner / "apply.out").read_text()
+    assert (runner / "summary.md").read_text().startswith("Audit head: ")
+    assert '"event_type":"result_archived"' in (runner / "audit.jsonl").read_text()  # results archived, in the DB
+    assert not (work / "state").exists() and git(work, "status", "--porcelain") == ""  # nothing to commit

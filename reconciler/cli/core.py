@@ -15,12 +15,15 @@ from reconciler.cli.base import DURATION, color_of, cli, filter_options, pass_ct
 @cli.command()
 @click.argument("directory", default=".", type=click.Path(file_okay=False))
 @click.option("--force", is_flag=True, help="Overwrite files that already exist.")
+@click.option("--ledger", type=click.Choice(["sqlite", "postgres"]), default="sqlite", show_default=True,
+              help="Where CI keeps the ledger: a SQLite file it commits back, or a PostgreSQL database "
+                   "(the RECONCILER_LEDGER secret) with nothing committed.")
 @pass_ctx
-def init(c, directory, force):
+def init(c, directory, force, ledger):
     """Scaffold reconciler.yaml, specs/, data/, state/.gitignore, .gitattributes and a CI workflow."""
     from reconciler.commands.init import init as run
 
-    return run(directory, c.out, force=force)
+    return run(directory, c.out, force=force, ledger=ledger)
 
 
 @cli.command()

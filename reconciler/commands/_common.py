@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -144,8 +143,9 @@ def event_row(event: dict) -> list:
             call, event.get("http_status"), event.get("outcome")]
 
 
-def job_document(job: JobRecord, settings=None) -> dict:
-    """Every recorded field of a job, for JSON (times ISO 8601; `result_file` says whether the file matches)."""
+def job_document(job: JobRecord, states: Mapping[int, str | None] | None = None) -> dict:
+    """Every recorded field of a job, for JSON (times ISO 8601); with `states` (result_states), `result_file`
+    says whether the archived result is still what the ledger recorded."""
     document = {
         "id": job.id, "name": job.name, "kind": job.kind, "generation": job.generation,
         "remote_id": job.remote_id, "status": job.remote_status, "phase": job.phase, "revision": job.revision,
@@ -155,20 +155,19 @@ def job_document(job: JobRecord, settings=None) -> dict:
         "detail": job.detail, "result_path": job.result_path, "result_sha256": job.result_sha256,
         "created_at": iso(job.created_at, "auto"), "updated_at": iso(job.updated_at, "auto"),
     }
-    if settings is not None:
-        document["result_file"] = result_state(settings, job)
+    if states is not None:
+        document["result_file"] = states.get(job.id)
     return document
 
 
-def result_state(settings, job: JobRecord) -> str | None:
-    """Whether a job's archived result file is still what the ledger recorded: ok, missing or changed."""
+def result_state(blobs, job: JobRecord) -> str | None:
+    """Whether a job's archived result (a file under state/, or a PostgreSQL ledger's blob) is still what the
+    ledger recorded: ok, missing, changed or unreadable; None when nothing is archived."""
     if not job.result_path:
         return None
-    path = settings.root / job.result_path
-    try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
-        return "unreadable"
-    return "ok" if digest == job.result_sha256 else "changed"
+    return blobs.check(job.result_path, job.result_sha256)
+
+
+def result_states(blobs, jobs) -> dict[int, str | None]:
+    """result_state of each job, by ledger id (read while the ledger is open)."""
+    return {job.id: result_state(blobs, job) for job in jobs}

@@ -58,16 +58,12 @@ def errors(settings, out: TextIO, *, name: str, failed_rows: str | None = None, 
         raise StateError(f"{name} has no submitted job yet, so there are no failed rows; "
                               "`reconciler status` shows its state")
     job = _result_ready(settings, latest_by_name(submitted)[name])
-    path = settings.root / job.result_path
-    if job.kind == MASS_ACTION:
-        failures = mass_updater_failures(path, job.detail.get("actionType", ""))
-    else:
-        failures = custom_object_failures(path)
+    failures = _failures(settings, job)
     written, origin = (_write_failed_rows(settings, job, failures, failed_rows) if failed_rows and failures.rows
                        else (None, None))
     if as_json:
         write_json(out, {
-            "name": name, "job": job_document(job, settings), "result_path": job.result_path,
+            "name": name, "job": job_document(job, {job.id: "ok"}), "result_path": job.result_path,
             "failed": [{"row": r.row, "key": r.key, "message": r.message, "code": r.code,
                         **({"values": r.values} if job.kind == MASS_ACTION else {"record": r.record})}
                        for r in failures.rows],
@@ -84,17 +80,48 @@ def errors(settings, out: TextIO, *, name: str, failed_rows: str | None = None, 
     return ExitCode.OK
 
 
+def _stored(settings, job: JobRecord) -> str | None:
+    """result_state of the job's result where its ledger keeps it (read only)."""
+    from reconciler.engine.run import read_ledger
+
+    ledger = read_ledger(settings)
+    if ledger is None:
+        return None
+    with ledger:
+        return result_state(ledger.blobs(settings.root), job)
+
+
+def _failures(settings, job: JobRecord) -> Failures:
+    """The failed rows in the job's archived result, read where its ledger keeps it."""
+    from reconciler.engine.run import read_ledger
+
+    ledger = read_ledger(settings)
+    assert ledger is not None  # _result_ready found the result in it
+    with ledger:
+        assert job.result_path is not None
+        path = ledger.blobs(settings.root).fetch(job.result_path, job.result_sha256)
+        if path is None:
+            raise _changed(job)
+        if job.kind == MASS_ACTION:
+            return mass_updater_failures(path, job.detail.get("actionType", ""))
+        return custom_object_failures(path)
+
+
+def _changed(job: JobRecord) -> ResultError:
+    return ResultError(
+        f"{job.result_path}: the archived result of {job.name} was changed or cannot be read: its sha256 no "
+        f"longer matches the ledger's {job.result_sha256}. Restore it (a file from git; a PostgreSQL ledger's blob "
+        "from a backup of its database), or remove it so `reconciler errors` fetches it again"
+    )
+
+
 def _result_ready(settings, job: JobRecord) -> JobRecord:
     """The job with its result archived and intact, fetching it through a Session when needed."""
-    state = result_state(settings, job)
+    state = _stored(settings, job)
     if state == "ok":
         return job
     if state in ("changed", "unreadable"):
-        raise ResultError(
-            f"{job.result_path}: the archived result of {job.name} was changed or cannot be read: its sha256 no "
-            f"longer matches the ledger's {job.result_sha256}. Restore it (e.g. from git), or move it away so "
-            "`reconciler errors` fetches it again"
-        )
+        raise _changed(job)
     if _no_response_file(job):
         raise _whole_job_failed(job)
     from reconciler.engine.run import Session
@@ -112,7 +139,7 @@ def _result_ready(settings, job: JobRecord) -> JobRecord:
             )
         if _no_response_file(job):
             raise _whole_job_failed(job)
-        if result_state(settings, job) != "ok":
+        if result_state(session.blobs, job) != "ok":
             with session.acting_on(job.name):
                 obs = session.client.observe(job.kind, job.remote_id)
                 if obs.missing:
@@ -123,7 +150,7 @@ def _result_ready(settings, job: JobRecord) -> JobRecord:
         outcome = "ok"
     finally:
         session.close(outcome)
-    if result_state(settings, job) != "ok":
+    if _stored(settings, job) != "ok":
         raise ResultError(f"the result of job {job.remote_id} of {job.name} could not be fetched; "
                               f"`reconciler history {job.name}` shows the failed calls")
     return job

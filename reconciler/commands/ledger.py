@@ -1,4 +1,5 @@
-"""`reconciler ledger checkpoint` and `reconciler ledger copy SRC DST` (copy: ledger/copy.py).
+"""`reconciler ledger checkpoint` and `reconciler ledger copy SRC DST` (copy, results and sent files included:
+ledger/copy.py).
 
 `ledger checkpoint` puts every commit of the ledger into `ledger.db` itself, emptying its `-wal`.
 
@@ -23,7 +24,7 @@ import socket
 import sys
 from typing import TextIO
 
-from reconciler.commands._common import display_path, user_path
+from reconciler.commands._common import count, display_path, user_path
 from reconciler.errors import ExitCode, LedgerError, UsageError
 
 
@@ -79,10 +80,13 @@ def copy(settings, out: TextIO, *, source: str, destination: str) -> int:
     from reconciler.ledger.copy import copy_ledger, shown
 
     origin, target = _location(settings, source, "SRC"), _location(settings, destination, "DST")
-    done = copy_ledger(origin, target, binding(settings))
-    out.write(f"Copied the ledger {shown(origin)} to {shown(target)}: {done.runs} run{'s' * (done.runs != 1)}, "
-              f"{done.jobs} job{'s' * (done.jobs != 1)}, {done.events} event{'s' * (done.events != 1)}; lineage "
-              f"{done.lineage}, serial {done.serial}, head {done.head}; the copy verifies.\n")
+    done = copy_ledger(origin, target, binding(settings), root=settings.root)
+    out.write(f"Copied the ledger {shown(origin)} to {shown(target)}: {count(done.runs, 'run')}, "
+              f"{count(done.jobs, 'job')}, {count(done.events, 'event')}, {count(done.blobs, 'result and sent file')}"
+              f"; lineage {done.lineage}, serial {done.serial}, head {done.head}; the copy verifies.\n")
+    if done.missing:
+        out.write(f"Not copied, because the source does not hold them ({len(done.missing)}; `reconciler show NAME` "
+                  f"reports them missing): {', '.join(done.missing)}\n")
     return ExitCode.OK
 
 

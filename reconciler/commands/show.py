@@ -12,7 +12,7 @@ from reconciler.commands._common import (
     count,
     event_row,
     job_document,
-    result_state,
+    result_states,
     when,
     write_json,
 )
@@ -31,10 +31,12 @@ def show(settings, out: TextIO, *, name: str, as_json: bool = False, events_show
     ledger = read_ledger(settings)
     jobs: list[JobRecord] = []
     events: list[dict] = []
+    states: dict[int, str | None] = {}
     if ledger is not None:
         with ledger:
             jobs = ledger.jobs(name)
             events = ledger.events(name=name, limit=events_shown + 1)
+            states = result_states(ledger.blobs(settings.root), jobs)
     spec = specs.get(name)
     if spec is None and not jobs and not events:
         raise specs.unknown(name)
@@ -44,14 +46,14 @@ def show(settings, out: TextIO, *, name: str, as_json: bool = False, events_show
     if as_json:
         write_json(out, {
             "name": name, "spec_state": state, "spec": _spec_document(spec) if spec else None,
-            "jobs": [job_document(j, settings) for j in jobs], "events": events, "more_events": more,
+            "jobs": [job_document(j, states) for j in jobs], "events": events, "more_events": more,
         })
         return ExitCode.OK
     width = terminal_width(out)
     text = io.StringIO()
     _spec_text(text, name, spec, state, specs.problems, jobs)
     text.write("\n")
-    _jobs_text(text, settings, jobs, ledger is not None)
+    _jobs_text(text, states, jobs, ledger is not None)
     for line in text.getvalue().splitlines():  # long hashes, keys and paths are cut to the terminal, like tables
         out.write(fit_line(line, width) + "\n")
     out.write("\n")
@@ -124,7 +126,7 @@ def _spec_text(out: TextIO, name: str, spec: DesiredSpec | None, state: str, pro
         out.write(f"  {label.ljust(width)}  {value}\n")
 
 
-def _jobs_text(out: TextIO, settings, jobs: list[JobRecord], has_ledger: bool) -> None:
+def _jobs_text(out: TextIO, states: dict[int, str | None], jobs: list[JobRecord], has_ledger: bool) -> None:
     if not jobs:
         out.write("Jobs: none" + ("" if has_ledger else " (no ledger yet)") + "\n")
         return
@@ -145,5 +147,5 @@ def _jobs_text(out: TextIO, settings, jobs: list[JobRecord], has_ledger: bool) -
             out.write(f"    error: {job.detail['error']}\n")
         if job.result_path:
             check = {"ok": "file matches", "missing": "FILE MISSING", "changed": "FILE CHANGED since archived",
-                     "unreadable": "file unreadable"}[result_state(settings, job)]
+                     "unreadable": "file unreadable"}[states[job.id]]
             out.write(f"    result {job.result_path} (sha256 {job.result_sha256}; {check})\n")

@@ -3,18 +3,20 @@
 A Mass Updater response file repeats every input row with `Success` Y or N (blank: not processed), so
 it says both. A custom object job's `/errors` lists the rows that failed, by row number in the file it
 was sent (header = row 1); the others succeeded, so the sent file is needed too: the copy archived
-under state/<env>/sent/ (what a new-rows change sends), else the spec's file when its sha256 is still
-the one the job sent. An archive whose sha256 no longer matches the ledger counts as missing.
+as state/<env>/sent/... (what a new-rows change sends), else the spec's file when its sha256 is still
+the one the job sent. Results and sent files are read from the ledger's blobs (dataset.blobs: files
+under state/, or a PostgreSQL ledger's table); one whose sha256 no longer matches the ledger counts
+as missing.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler.dataset.blobs import Blobs
 from reconciler.dataset.results import custom_object_failures, mass_updater_rows
 from reconciler.dataset.table import Identity, Table, identity, read
 from reconciler.errors import ResultError
@@ -29,11 +31,13 @@ class Unknown(Exception):
 
 @dataclass(frozen=True)
 class Archive:
-    """Where the repository keeps files: its root (result paths are relative to it) and the spec's current file."""
+    """Where a spec's files are: the repository root (the spec's current file is relative to it) and the
+    ledger's blobs (results and sent files)."""
 
     root: Path
     current_file: str | None
     current_sha256: str | None
+    blobs: Blobs
 
 
 def ran(jobs: Iterable[JobRecord]) -> list[JobRecord]:
@@ -88,8 +92,8 @@ def _applied_by(job: JobRecord, archive: Archive, action_type: str | None) -> Co
 
 def _checked(job: JobRecord, archive: Archive) -> Path:
     assert job.result_path is not None
-    path = archive.root / job.result_path
-    if _sha256(path) != job.result_sha256:
+    path = archive.blobs.fetch(job.result_path, job.result_sha256)
+    if path is None:
         raise Unknown(f"{job.result_path}: the archived result of generation {job.generation} is missing or changed "
                       "since it was archived (its sha256 differs from the ledger's)")
     return path
@@ -99,8 +103,8 @@ def _sent_table(job: JobRecord, archive: Archive) -> Table | None:
     """The file `job` was sent: its archived copy, or the spec's file if it is still the one sent."""
     sent, sent_sha = job.detail.get("sent_file"), job.detail.get("sent_sha256")
     if isinstance(sent, str) and isinstance(sent_sha, str):
-        path = archive.root / sent
-        return _read_or_none(path, sent) if _sha256(path) == sent_sha else None  # never the spec's file instead
+        path = archive.blobs.fetch(sent, sent_sha)
+        return _read_or_none(path, sent) if path is not None else None  # never the spec's file instead
     if archive.current_file and archive.current_sha256 and job.detail.get("file_sha256") == archive.current_sha256:
         return _read_or_none(archive.root / archive.current_file, archive.current_file)
     return None
@@ -110,11 +114,4 @@ def _read_or_none(path: Path, display: str) -> Table | None:
     try:
         return read(path, display)
     except ResultError:
-        return None
-
-
-def _sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
         return None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from reconciler.actions import MASS_ACTIONS, OPERATIONS
 from reconciler.dataset.applied import Archive, Unknown, applied_rows, ran, sent_rows
+from reconciler.dataset.blobs import Blobs
 from reconciler.dataset.summary import Digest, Tally
 from reconciler.dataset.table import Identity, identity, key_of, parse, render
 from reconciler.errors import ResultError
@@ -53,8 +54,8 @@ def resend_of(kind: str, action_type: str | None, operation: str | None, resend:
     return RESEND_ALL if _rules(kind, action_type, operation)[0] else RESEND_NEW_ROWS
 
 
-def outgoing(spec: DesiredSpec, jobs: Sequence[JobRecord], root: Path) -> Outgoing:
-    """The data facts of running `spec` now, after `jobs` (its earlier jobs, any order)."""
+def outgoing(spec: DesiredSpec, jobs: Sequence[JobRecord], root: Path, blobs: Blobs) -> Outgoing:
+    """The data facts of running `spec` now, after `jobs` (its earlier jobs, any order, their results in `blobs`)."""
     if not spec.file:
         return Outgoing(DataFacts(rows=None, send=None, summary=_filter_summary(spec)))
     mode = resend_mode(spec)
@@ -68,7 +69,7 @@ def outgoing(spec: DesiredSpec, jobs: Sequence[JobRecord], root: Path) -> Outgoi
         raise ResultError(f"{spec.file}: cannot read the file ({exc.strerror or exc})") from exc
     _, key = _rules(spec.kind, spec.action_type, spec.operation)
     records = table.records()
-    archive = Archive(root, spec.file, spec.file_sha256)
+    archive = Archive(root, spec.file, spec.file_sha256, blobs)
     added, changed, removed = _diff(sent_rows(earlier[-1], archive, spec.action_type), records, key) if earlier \
         else (None, None, None)
     since = Since(earlier[-1].generation, earlier[-1].revision, earlier[-1].remote_id) if earlier else None

@@ -8,19 +8,19 @@ gives each change its DataFacts. Then, in `new-rows` mode:
   once it has ended, so the rest is submitted by the next plan;
 - a conflict that a revision bump resolves says what the bump would send.
 A resumed submission or upload keeps the file its intent recorded. `SentFiles` is the applier's
-Outbox: it writes the file a new-rows change sends (state/<env>/sent/<name>/g<generation>.csv)
-before the intent, and gives an interrupted one back byte for byte.
+Outbox: it stores the file a new-rows change sends (state/<env>/sent/<name>/g<generation>.csv, a
+file or a database blob: dataset.blobs) durably before the intent, and gives an interrupted one
+back byte for byte.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from reconciler.dataset.blobs import Blobs
 from reconciler.dataset.facts import Outgoing, outgoing, resend_mode
-from reconciler.engine.answers import ChangeFailed, file_sha256
+from reconciler.engine.answers import ChangeFailed
 from reconciler.engine.plan import Change, Plan, halt_action
 from reconciler.errors import ResultError
 from reconciler.model import (
@@ -42,8 +42,14 @@ def sent_path(settings, name: str, generation: int) -> Path:
     return settings.sent_dir / name / f"g{int(generation)}.csv"
 
 
-def with_data(plan: Plan, desired: DesiredState, recorded: RecordedState, root: Path) -> Plan:
-    """The plan with each change's DataFacts, and the new-rows rules of the module docstring applied."""
+def sent_ref(settings, name: str, generation: int) -> str:
+    """sent_path relative to the repository: the file's name in the ledger and in its blobs."""
+    return sent_path(settings, name, generation).relative_to(settings.root).as_posix()
+
+
+def with_data(plan: Plan, desired: DesiredState, recorded: RecordedState, root: Path, blobs: Blobs) -> Plan:
+    """The plan with each change's DataFacts (earlier results read from `blobs`), and the new-rows rules of the
+    module docstring applied."""
     specs = desired.by_name()
     records = recorded.by_name()
     changes, notes, unchanged = [], list(plan.notes), plan.unchanged
@@ -57,7 +63,8 @@ def with_data(plan: Plan, desired: DesiredState, recorded: RecordedState, root: 
             changes.append(replace(change, data=_recorded(jobs, change)))
             continue
         try:
-            out = outgoing(spec, jobs if change.action is not Action.REPLACE else _without_running(jobs, change), root)
+            out = outgoing(spec, jobs if change.action is not Action.REPLACE else _without_running(jobs, change), root,
+                           blobs)
         except ResultError as err:
             changes.append(replace(change, action=Action.CONFLICT, reason=f"cannot read the data file: {err}",
                                    resolve="restore the file, then plan again"))
@@ -137,17 +144,17 @@ def intent_facts(settings, change: Change) -> dict:
     data = change.data
     if data is None or data.sent_sha256 is None:
         return {}
-    path = sent_path(settings, change.name, change.generation or 1)
-    return {"sent_file": path.relative_to(settings.root).as_posix(), "sent_sha256": data.sent_sha256,
+    return {"sent_file": sent_ref(settings, change.name, change.generation or 1), "sent_sha256": data.sent_sha256,
             "send": data.send, "resend": data.resend}
 
 
 class SentFiles:
-    """The applier's Outbox: the file a new-rows change sends, written (or found) before its intent."""
+    """The applier's Outbox: the file a new-rows change sends, stored durably (or found) before its intent."""
 
-    def __init__(self, settings, ledger, desired: DesiredState):
+    def __init__(self, settings, ledger, desired: DesiredState, blobs: Blobs):
         self.settings = settings
         self.ledger = ledger
+        self.blobs = blobs
         self.specs = desired.by_name()
 
     def file_for(self, change: Change) -> Path | None:
@@ -155,9 +162,10 @@ class SentFiles:
         data = change.data
         if data is None or data.sent_sha256 is None:
             return None
-        dest = sent_path(self.settings, change.name, change.generation or 1)
-        if _sha256(dest) == data.sent_sha256:
-            return dest  # written before an intent that was interrupted, or by an earlier attempt
+        ref = sent_ref(self.settings, change.name, change.generation or 1)
+        stored = self.blobs.fetch(ref, data.sent_sha256)
+        if stored is not None:
+            return stored  # stored before an intent that was interrupted, or by an earlier attempt
         spec = self.specs.get(change.name)
         if spec is None:
             raise ChangeFailed(f"{change.name}: its spec is gone, so the file its submission sent cannot be made again",
@@ -165,33 +173,20 @@ class SentFiles:
         try:
             # without the checks' digest, so the file's bytes are read and the payload made
             out: Outgoing = outgoing(replace(spec, file_facts=None), tuple(self.ledger.jobs(change.name)),
-                                     self.settings.root)
+                                     self.settings.root, self.blobs)
         except ResultError as err:
             raise ChangeFailed(str(err), "restore the file, then plan and apply again") from err
         if out.payload is None or out.facts.sent_sha256 != data.sent_sha256 or resend_mode(spec) != data.resend:
             what = "the interrupted submission sent" if change.resume or change.action is Action.UPLOAD else "the plan"
             raise ChangeFailed(f"{change.name}: the rows to send are no longer those {what} named (a result was "
                                "archived or a file changed since)", "run plan again and review what it sends")
-        _write_atomic(dest, out.payload)
-        return dest
-
-
-def _write_atomic(dest: Path, payload: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _sha256(path: Path) -> str | None:
-    try:
-        return file_sha256(path)
-    except OSError:
-        return None
+        payload = out.payload
+        try:
+            self.blobs.put(ref, lambda dest: dest.write_bytes(payload))
+        except OSError as err:
+            raise ChangeFailed(f"{ref}: cannot store the file to send ({err.strerror or err})",
+                               "check the disk and state/'s permissions, then apply again") from err
+        stored = self.blobs.fetch(ref, data.sent_sha256)
+        if stored is None:
+            raise ChangeFailed(f"{ref}: the file to send did not read back as stored", "apply again")
+        return stored

@@ -7,10 +7,12 @@ compares a saved plan with.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from datetime import datetime, timezone
 
 from reconciler.engine.refresh import refresh as refresh_jobs, result_pending
 from reconciler import __version__
+from reconciler.dataset.blobs import FileBlobs
 from reconciler.engine.data import with_data
 from reconciler.engine.plan import Plan, PlanOptions
 from reconciler.engine.planner import make_plan
@@ -48,12 +50,16 @@ def compute_plan(settings, *, session: Session | None, refresh: bool, targets=()
             refresh_only = set(refresh_only) | {j.name for j in session.ledger.live_jobs() if result_pending(j)}
         observed = refresh_jobs(session, refresh_only) if refresh else ObservedState()
         recorded = session.ledger.recorded_state(names) if refresh else before
-    else:
-        recorded, observed = read_only(settings, names), ObservedState()
-        before = recorded
-    plan = make_plan(desired, recorded, observed, options, environment=settings.environment,
-                     reconciler_version=__version__, drift_since=before)
-    return with_data(plan, desired, recorded, settings.root)
+        plan = make_plan(desired, recorded, observed, options, environment=settings.environment,
+                         reconciler_version=__version__, drift_since=before)
+        return with_data(plan, desired, recorded, settings.root, session.blobs)
+    ledger = read_ledger(settings)  # kept open while the data is read: a PostgreSQL ledger holds the results
+    with ledger if ledger is not None else nullcontext():
+        recorded = ledger.recorded_state(names) if ledger is not None else RecordedState()
+        plan = make_plan(desired, recorded, ObservedState(), options, environment=settings.environment,
+                         reconciler_version=__version__, drift_since=recorded)
+        blobs = ledger.blobs(settings.root) if ledger is not None else FileBlobs(settings.root)  # nothing to read
+        return with_data(plan, desired, recorded, settings.root, blobs)
 
 
 def check_filters(settings, desired: DesiredState, *, targets=(), excludes=(), selectors=(), reruns=()) -> None:
@@ -75,7 +81,7 @@ def replan_saved(settings, ledger, desired: DesiredState, saved: Plan) -> Plan:
         recorded = ledger.recorded_state({s.name for s in desired.specs} | names)
         plan = make_plan(desired, recorded, ObservedState(), options,
                          environment=settings.environment, reconciler_version=__version__)
-        return with_data(plan, desired, recorded, settings.root)
+        return with_data(plan, desired, recorded, settings.root, ledger.blobs(settings.root))
     except UsageError as err:  # it names a spec that is not there
         raise PlanFileError(f"plan is stale: {err}. Make a new plan with `reconciler plan --out FILE`") from err
 

@@ -3,22 +3,21 @@
 A refresh writes only what it observed (drift events included) through the session's ledger, with
 the read that observed it only when it changed something (a poll that saw nothing new leaves no
 event); a finished job's result (a Mass Updater response file, a custom object job's error list) is stored
-under state/<env>/results/ with its sha256 in the ledger.
+as state/<env>/results/<name>/... (a file beside a SQLite ledger, a blob in a PostgreSQL one: dataset.blobs)
+with its sha256 in the ledger.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from reconciler.dataset.blobs import UnsafeRef
 from reconciler.engine.run import Session
 from reconciler.errors import RemoteError
 from reconciler.model import CUSTOM_OBJECT_JOB, JobRecord, Observation, ObservedState, Phase
@@ -65,18 +64,17 @@ def record_observation(session: Session, job: JobRecord, obs: Observation, *, so
 
 
 def archive(session: Session, job: JobRecord, obs: Observation) -> str | None:
-    """Store a finished job's result under state/<env>/results/ and its sha256 in the ledger."""
+    """Store a finished job's result where its ledger keeps blobs, then its ref and sha256 in the ledger."""
     assert job.remote_id is not None
     try:
         suffix = ".errors.json" if job.kind == CUSTOM_OBJECT_JOB else ".csv.zip"
-        dest = archive_path(session.settings, job.name, job.generation, job.remote_id, suffix)
+        ref = archive_path(session.settings, job.name, job.generation, job.remote_id, suffix).relative_to(
+            session.settings.root).as_posix()
         if job.kind == CUSTOM_OBJECT_JOB:
             errors = session.client.co_job_errors(job.remote_id)
             session.keep_reads()
-            dest.parent.mkdir(parents=True, exist_ok=True)
             payload = json.dumps({"job": job.remote_id, "errors": errors}, indent=2, sort_keys=True).encode()
-            _write_atomic(dest, payload)
-            digest = hashlib.sha256(payload).hexdigest()
+            digest = session.blobs.put(ref, lambda dest: dest.write_bytes(payload))
             if obs.status is not None and not obs.missing:
                 session.ledger.record_observation(job.id, _row_counts(obs, errors), run_id=session.run_id,
                                                   source="errors")
@@ -84,19 +82,18 @@ def archive(session: Session, job: JobRecord, obs: Observation) -> str | None:
             url = obs.output_url or job.detail.get("output_url")
             if not url:  # Failed, or stopped while Pending: Zuora makes no response file
                 return None
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            digest = session.client.download_file(url, dest)
+            # streamed to a file (bounded memory), which the store keeps (files) or copies in by parts (database)
+            digest = session.blobs.put(ref, lambda dest: session.client.download_file(url, dest))
             session.keep_reads()
-    except (RemoteError, OSError, UnsafePath) as err:
+    except (RemoteError, OSError, UnsafePath, UnsafeRef) as err:
         log.warning("could not archive the result of %s (%s): %s", job.name, job.remote_id, err)
         session.ledger.record_event(
             run_id=session.run_id, event_type="result_archive_failed", name=job.name,
             idempotency_key=job.idempotency_key, outcome="error", detail={"error": str(err)},
         )
         return None
-    relative = dest.relative_to(session.settings.root).as_posix()
-    session.ledger.record_result(job.id, path=relative, sha256=digest, run_id=session.run_id)
-    return relative
+    session.ledger.record_result(job.id, path=ref, sha256=digest, run_id=session.run_id)
+    return ref
 
 
 class UnsafePath(ValueError):
@@ -131,15 +128,3 @@ def result_pending(job: JobRecord) -> bool:
     if job.phase != Phase.DONE or job.result_path:
         return False
     return job.kind == CUSTOM_OBJECT_JOB or bool(job.detail.get("output_url"))
-
-
-def _write_atomic(dest: Path, payload: bytes) -> None:
-    """Write through a temporary file of its own (two refreshes never share one) and rename it in place."""
-    fd, temp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-        os.replace(temp, dest)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise

@@ -28,6 +28,7 @@ from reconciler.ledger.interface import LedgerStore
 from reconciler.ledger.store import Actor, Binding, Ledger
 
 if TYPE_CHECKING:
+    from reconciler.dataset.blobs import Blobs
     from reconciler.zuora.client import ZuoraClient
 
 log = logging.getLogger("reconciler.session")
@@ -180,6 +181,11 @@ class Session:
                 log.warning("lock heartbeat failed: %s", err)
 
     # --- the client -----------------------------------------------------------------------------
+
+    @property
+    def blobs(self) -> Blobs:
+        """Where this run's ledger keeps results and sent files (files under state/, or its database)."""
+        return self.ledger.blobs(self.settings.root)
 
     @property
     def client(self) -> ZuoraClient:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reconciler.dataset.blobs import Blobs
 from reconciler.errors import LedgerError
 from reconciler.ledger.audit import verify_ledger
 from reconciler.ledger.chain import AuditReport, Head
@@ -45,6 +46,7 @@ class LedgerBase:
         self._events = EventLog(self._c)
         self._lease = LeaseLock(self._c, self._events)
         self._jobs = JobBook(self._c, self._events, self._lease, self.schema_version)
+        self._blobs: Blobs | None = None
 
     def _elsewhere(self, environment: str) -> str:
         """Where the ledger of `environment` would be, for the refusal of another environment's ledger."""
@@ -95,9 +97,22 @@ class LedgerBase:
             meta = self._c.meta_row() or {}
             return meta, {t: self._c.rows(f"SELECT * FROM {t} ORDER BY id") for t in COPIED_TABLES}
 
+    def blobs(self, root: Path) -> Blobs:
+        """Where this ledger keeps results and sent files, `root` being the repository's (one per open ledger)."""
+        if self._blobs is None:
+            self._blobs = self._blob_store(root)
+        return self._blobs
+
+    def _blob_store(self, root: Path) -> Blobs:
+        raise NotImplementedError
+
     def close(self) -> None:
-        """Close the connection (see the store's connection for what a closing writer does)."""
-        self._c.close()
+        """Close the blobs and the connection (see the store's connection for what a closing writer does)."""
+        try:
+            if self._blobs is not None:
+                self._blobs.close()
+        finally:
+            self._c.close()
 
     def __enter__(self: _Store) -> _Store:
         return self

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.errors import LedgerError
@@ -31,8 +32,10 @@ except ImportError as missing:  # the SQLite ledger needs no driver, so psycopg 
         "pip install 'zuora-reconciler[postgres]' (psycopg 3)"
     ) from missing
 
+from reconciler.dataset.blobs import Blobs
 from reconciler.ledger import schema
 from reconciler.ledger.base import LedgerBase
+from reconciler.ledger.blobs import TableBlobs, parts_of
 from reconciler.ledger.chain import GENESIS_HASH
 from reconciler.ledger.connection import Row
 from reconciler.ledger.interface import Binding
@@ -79,7 +82,7 @@ def _insert(conn: psycopg.Connection, table: str, rows: Sequence[Row]) -> None:
 
 
 def _create(conn: psycopg.Connection, meta: Row, shown: str, tables: Mapping[str, Sequence[Row]] | None = None,
-            ) -> bool:
+            blobs: Sequence[tuple[str, Path]] = ()) -> bool:
     """Make a new ledger (with these rows, for a copy) in one transaction; False when one was there already.
 
     The advisory lock is taken before the transaction begins, so the check inside it sees the
@@ -91,7 +94,7 @@ def _create(conn: psycopg.Connection, meta: Row, shown: str, tables: Mapping[str
         try:
             made = not _has_ledger(conn)
             if made:
-                _make(conn, meta, shown, tables or {})
+                _make(conn, meta, shown, tables or {}, blobs)
             conn.execute("COMMIT")
             return made
         except BaseException:
@@ -101,7 +104,8 @@ def _create(conn: psycopg.Connection, meta: Row, shown: str, tables: Mapping[str
         conn.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_LOCK,))
 
 
-def _make(conn: psycopg.Connection, meta: Row, shown: str, tables: Mapping[str, Sequence[Row]]) -> None:
+def _make(conn: psycopg.Connection, meta: Row, shown: str, tables: Mapping[str, Sequence[Row]],
+          blobs: Sequence[tuple[str, Path]] = ()) -> None:
     _refuse_foreign_tables(conn, shown)
     target = _first_schema(conn)
     current = conn.execute("SELECT current_schema()").fetchone()
@@ -114,14 +118,24 @@ def _make(conn: psycopg.Connection, meta: Row, shown: str, tables: Mapping[str, 
         _insert(conn, name, rows)
         if rows and name != "locks":  # ids were given: the next one the database picks follows them
             conn.execute(f"SELECT setval(pg_get_serial_sequence('\"{name}\"', 'id'), (SELECT max(id) FROM \"{name}\"))")
+    if blobs and meta["schema_version"] < schema.BLOBS_SCHEMA:  # a copy of an older ledger: give it the table
+        for version in range(meta["schema_version"] + 1, schema.BLOBS_SCHEMA + 1):
+            for statement in schema.postgres_migrate(version):
+                conn.execute(statement)
+        conn.execute("UPDATE meta SET schema_version = %s WHERE id = 1", (schema.BLOBS_SCHEMA,))
+    for ref, path in blobs:
+        for number, data in enumerate(parts_of(path)):
+            _insert(conn, "blobs", [{"ref": ref, "part": number, "data": data}])
 
 
-def create_copy(url: LedgerUrl, meta: Row, tables: Mapping[str, Sequence[Row]]) -> None:
-    """Make a new ledger holding exactly these rows (`ledger copy`); LedgerError when one is there already."""
+def create_copy(url: LedgerUrl, meta: Row, tables: Mapping[str, Sequence[Row]],
+                blobs: Sequence[tuple[str, Path]] = ()) -> None:
+    """Make a new ledger holding exactly these rows and these blobs (ref, the file holding its bytes), for
+    `ledger copy`, in one transaction; LedgerError when one is there already."""
     conn = connect(url, read_only=False)
     try:
         with pg_errors(url):
-            if not _create(conn, dict(meta), url.display, tables):
+            if not _create(conn, dict(meta), url.display, tables, blobs):
                 raise LedgerError(f"{url.display} already holds a ledger; `ledger copy` only makes a new one "
                                   "(point it at an empty schema or database)")
     finally:
@@ -186,6 +200,9 @@ class PgLedger(LedgerBase):
     def _migrate_to(self, version: int) -> None:
         for statement in schema.postgres_migrate(version):
             self._c.conn.execute(statement)
+
+    def _blob_store(self, root: Path) -> Blobs:
+        return TableBlobs(self._c, self.schema_version)  # in the database: every runner reads them, no state/
 
 
 if TYPE_CHECKING:

@@ -22,8 +22,10 @@ from reconciler.model import CO_ACTIVE, CUSTOM_OBJECT_JOB
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 LIVE_SCHEMA = 3  # the first version with jobs.superseded and a live-jobs index
+BLOBS_SCHEMA = 5  # the first version with the blobs table (a PostgreSQL ledger's results and sent files)
+BLOB_PART_BYTES = 1 << 20  # one blobs row holds at most this much of a file, so no step holds a whole result
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,13 @@ TABLES = (
         Column("id", str), Column("user", str), Column("host", str), Column("pid", int), Column("ci_run_url", str),
         Column("acquired_at", float), Column("heartbeat_at", float), Column("lease_seconds", float),
     )),
+    # The files a ledger archives (results, sent files), by the path they have under state/, in parts of
+    # BLOB_PART_BYTES. A PostgreSQL ledger keeps them here (ledger/blobs.py); a SQLite ledger keeps them as
+    # those very files beside it and leaves this table empty, so a copy between the two moves them 1:1.
+    Table("blobs", (
+        Column("id", int), Column("ref", str, not_null=True), Column("part", int, not_null=True),
+        Column("data", bytes, not_null=True),
+    ), since=BLOBS_SCHEMA),
 )
 
 INDEXES = (
@@ -160,6 +169,7 @@ INDEXES = (
     # `recorded_state(names)` finds the names that still need planning by an index
     Index("jobs_live", "jobs", ("name",), where=LIVE_JOB_V3, since=3, until=4),
     Index("jobs_live_v4", "jobs", ("name",), where=LIVE_JOB, since=4),
+    Index("blobs_by_ref_part", "blobs", ("ref", "part"), unique=True, since=BLOBS_SCHEMA),
 )
 
 TRIGGERS = (

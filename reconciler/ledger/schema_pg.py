@@ -1,8 +1,8 @@
 """schema.py's one definition rendered as PostgreSQL DDL, for the PostgreSQL store.
 
 The tables, columns, indexes, triggers and backfills are schema.py's, element by element and version
-by version; only the spelling differs: `bigint`/`text`/`double precision` for int/str/float, an
-identity column for an integer primary key (SQLite's rowid), quoted names (`user` and `commit` are
+by version; only the spelling differs: `bigint`/`text`/`double precision`/`bytea` for int/str/float/bytes,
+an identity column for an integer primary key (SQLite's rowid), quoted names (`user` and `commit` are
 keywords there), and triggers as PL/pgSQL functions. The SQL the ledger runs is written once for
 both dialects; the few SQLite functions it uses (json_valid, json_extract, instr) are defined here,
 IMMUTABLE so the live-jobs partial index may use them, and are made first in every new ledger.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from reconciler.ledger.schema import BACKFILLS, INDEXES, TABLES, TRIGGERS, Column, Index, Table
 
-_TYPES = {int: "bigint", str: "text", float: "double precision"}
+_TYPES = {int: "bigint", str: "text", float: "double precision", bytes: "bytea"}
 
 # SQLite's json_extract gives SQL NULL for a JSON null; jsonb's own null would be a value here.
 FUNCTIONS = (

@@ -41,6 +41,8 @@ Choices a caller relies on:
 - **Migrations** come from schema.py, forward only, run by `open_write` in one transaction; a new
   ledger is made from the same definition. Every schema version stays readable by the current read
   code, so `open_read` accepts older ledgers; a newer one is refused.
+- **Results and sent files** are files under the repository's state/ (dataset.blobs.FileBlobs),
+  committed with the ledger; the schema's `blobs` table (a PostgreSQL ledger's) stays empty here.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from reconciler.dataset.blobs import Blobs, FileBlobs
 from reconciler.errors import LedgerError
 from reconciler.ledger import schema
 from reconciler.ledger.base import LedgerBase
@@ -199,6 +202,9 @@ class Ledger(LedgerBase):
 
     def _migrate_to(self, version: int) -> None:
         schema.migrate(self._c.db, version)
+
+    def _blob_store(self, root: Path) -> Blobs:
+        return FileBlobs(root)  # beside the ledger under state/, committed with it; the blobs table stays empty
 
 
 if TYPE_CHECKING:
