@@ -121,7 +121,8 @@ class _Run:
         self.journal = LedgerJournal(session, crash=crash)
         self.applier = Applier(session.client, self.journal, root=settings.root,
                                lineage=session.ledger.lineage, parallelism=settings.parallelism,
-                               outbox=SentFiles(settings, session.ledger, desired))
+                               outbox=SentFiles(settings, session.ledger, desired),
+                               sleep=self.sleep)  # confirming a stop waits on the same clock as --wait
         options = PlanOptions.from_cli(**filters, now=datetime.now(timezone.utc))
         specs = desired.by_name()
         scope = {c.name for c in saved.changes} if saved is not None else None

@@ -3,7 +3,8 @@
 The lifecycle is computed from the sandbox time when read: Pending for pending_seconds after the
 upload, then Processing at rows_per_second (counts live), then Completed. Row outcomes are decided
 at upload (they depend only on the file) and revealed as the clock passes each row. A stop freezes
-the processed count; Stopping lasts one row's processing time, then Stopped.
+the processed count; Stopping lasts one row's processing time, or the app's stopping_seconds when
+longer (serve --stopping-seconds, so a test can observe it), then Stopped.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ CHECKSUM = re.compile(r"^[0-9a-fA-F]{32}$")
 CHUNK = 64 * 1024
 # Everything but the file content and per-row outcomes, which only the response file needs.
 SUMMARY = ("bulk_key, action_type, uploaded_by, uploaded_at, pending_seconds, rows_per_second, input_size, total,"
-           " file_error, flags, stop_at, file_id, idempotency_key")
+           " file_error, flags, stop_at, stopped_at, file_id, idempotency_key")
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def lifecycle(row, now: float) -> View:
         return 0 if at < start else min(total, int((at - start) * rps + 1e-9))
 
     if row["stop_at"] is not None:
-        settled = row["stop_at"] + 1.0 / rps
+        settled = row["stopped_at"] if row["stopped_at"] is not None else row["stop_at"] + 1.0 / rps
         from_pending = row["stop_at"] < start
         stopped = now >= settled
         return View(
@@ -247,7 +248,9 @@ def stop(ctx: Context, bulk_key: str) -> Response:
             400, f"The mass action is {status}; only a Pending or Processing mass action can be stopped",
             category=RULE,
         )
-    ctx.conn.execute("UPDATE mass_actions SET stop_at = ? WHERE bulk_key = ?", (ctx.now, bulk_key))
+    settles = ctx.now + max(1.0 / row["rows_per_second"], ctx.settings.stopping_seconds)
+    ctx.conn.execute("UPDATE mass_actions SET stop_at = ?, stopped_at = ? WHERE bulk_key = ?",
+                     (ctx.now, settles, bulk_key))
     return json_response(200, {"success": True})
 
 
