@@ -82,3 +82,101 @@ def test_reconciler_takes_a_stop_whose_first_polls_say_stopping_then_retires_it_
         assert code == 0, out.getvalue()
         [job] = ledger_jobs(repo)
         assert job.remote_status == "Stopped" and job.phase == Phase.RETIRED, out.getvalue()
+
+
+# --- The response file keeps the uploaded bytes' form -------------------------------------------------------
+
+# A BOM, CRLF and a bare LF, quoted fields holding a comma, a doubled quote and a line break, an
+# informational column, a blank line, and no newline at the end.
+UPLOADED = ('\ufeffProvider Exchange Rate Date,Currency (From),Currency (To),Exchange Rate,"#Note, free text"\r\n'
+            '2026-01-02,USD,EUR,0.92,"plain, with a comma"\r\n'
+            '"2026-01-02",usd,GBP,0.79,"she said ""hi"""\n'
+            '\r\n'
+            '2026-01-02,USD,"JPY",147.1,"two\r\nlines"\r\n'
+            '2026-01-02,USD,CHF,0.88,').encode()
+FAILED = "Currency (From) must be a 3-letter currency code such as USD, not 'usd'"
+RESPONSE = ('\ufeffProvider Exchange Rate Date,Currency (From),Currency (To),Exchange Rate,"#Note, free text"'
+            ',Success,Error Message\r\n'
+            '2026-01-02,USD,EUR,0.92,"plain, with a comma",Y,\r\n'
+            f'"2026-01-02",usd,GBP,0.79,"she said ""hi""",N,"{FAILED}"\n'
+            '\r\n'
+            '2026-01-02,USD,"JPY",147.1,"two\r\nlines",Y,\r\n'
+            '2026-01-02,USD,CHF,0.88,,Y,').encode()
+
+
+def response_of(data: bytes, *, zipped_upload: bool = False) -> bytes:
+    """The CSV inside the sandbox's response file for an ImportFXRate upload of `data`."""
+    app = make_app(clock=FakeClock(), pending_seconds=0)
+    client = wsgi_client(app)
+    if zipped_upload:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("rates.csv", data)
+        data = buffer.getvalue()
+    key = client.post("/v1/bulk", files={"file": ("f", data)},
+                      data={"params": '{"actionType": "ImportFXRate"}'}).json()["bulkKey"]
+    app.clock.advance(60)
+    body = client.get(f"/v1/bulk/{key}").json()
+    assert body["status"] == "Completed", body
+    with zipfile.ZipFile(io.BytesIO(client.get(body["outputURL"].replace("http://sandbox.local", "")).content)) as z:
+        [entry] = z.infolist()
+        return z.read(entry)
+
+
+@pytest.mark.parametrize("zipped_upload", [False, True])
+def test_the_response_file_is_the_uploaded_file_byte_for_byte_plus_the_result_columns(zipped_upload):
+    assert response_of(UPLOADED, zipped_upload=zipped_upload) == RESPONSE
+
+
+def test_a_short_row_is_padded_and_a_long_one_cut_so_the_result_columns_stay_under_their_names():
+    uploaded = b"Revenue Schedule Number,#Note\nRS-1\nRS-2,a,b\n"
+    expected = (b"Revenue Schedule Number,#Note,Success,Error Message\n"
+                b"RS-1,,N,The row has 1 values but the header has 2 columns\n"
+                b"RS-2,a,N,The row has 3 values but the header has 2 columns\n")
+    app = make_app(clock=FakeClock(), pending_seconds=0)
+    client = wsgi_client(app)
+    key = client.post("/v1/bulk", files={"file": ("f", uploaded)},
+                      data={"params": '{"actionType": "DeleteRevenueSchedule"}'}).json()["bulkKey"]
+    app.clock.advance(60)
+    url = client.get(f"/v1/bulk/{key}").json()["outputURL"].replace("http://sandbox.local", "")
+    with zipfile.ZipFile(io.BytesIO(client.get(url).content)) as archive:
+        assert archive.read(archive.infolist()[0]) == expected
+
+
+def test_lf_files_stay_lf_and_quoting_stays_as_uploaded():
+    uploaded = (b'"Provider Exchange Rate Date","Currency (From)","Currency (To)","Exchange Rate"\n'
+                b'"2026-01-02","USD","EUR","0.92"\n')
+    assert response_of(uploaded) == (b'"Provider Exchange Rate Date","Currency (From)","Currency (To)",'
+                                     b'"Exchange Rate",Success,Error Message\n"2026-01-02","USD","EUR","0.92",Y,\n')
+
+
+def test_reconcilers_readers_and_errors_failed_rows_read_such_a_file_right(tmp_path, monkeypatch):
+    from reconciler.commands.errors import errors
+    from reconciler.dataset.results import mass_updater_failures, mass_updater_rows
+
+    archived = tmp_path / "response.csv.zip"
+    with zipfile.ZipFile(archived, "w") as archive:
+        archive.writestr("r.csv", RESPONSE)
+    columns, rows = mass_updater_rows(archived, "ImportFXRate")
+    assert columns == ("Provider Exchange Rate Date", "Currency (From)", "Currency (To)", "Exchange Rate",
+                       "#Note, free text")
+    assert [(values["#Note, free text"], success) for values, success in rows] == [
+        ("plain, with a comma", "Y"), ('she said "hi"', "N"), ("two\r\nlines", "Y"), ("", "Y")]
+    [failed] = mass_updater_failures(archived, "ImportFXRate").rows
+    assert (failed.row, failed.message, failed.values["Currency (From)"]) == (3, FAILED, "usd")
+
+    for name, value in CREDENTIALS.items():  # the same file through apply, the archive and errors --failed-rows
+        monkeypatch.setenv(name, value)
+    with served_sandbox(pending_seconds=0) as url:
+        repo = make_repo(tmp_path / "repo", url, mass=("fx-a",), create=(), delete=())
+        (repo / "data" / "fx-a.csv").write_bytes(UPLOADED)
+        settings = load_settings(chdir=str(repo))
+        out = io.StringIO()
+        assert apply(settings, out, auto_approve=True, wait=True, timeout=60) == 0, out.getvalue()
+        out = io.StringIO()
+        assert errors(settings, out, name="fx-a", failed_rows="retry.csv") == 0
+        assert any(line.startswith("3 ") and line.endswith(FAILED) for line in out.getvalue().splitlines()), \
+            out.getvalue()
+    assert (repo / "retry.csv").read_text() == (
+        'Provider Exchange Rate Date,Currency (From),Currency (To),Exchange Rate,"#Note, free text"\n'
+        '2026-01-02,usd,GBP,0.79,"she said ""hi"""\n')

@@ -78,7 +78,7 @@ def submit(ctx: Context) -> Response:
         if hashlib.md5(data).hexdigest() != checksum.lower():
             raise ApiError(400, "params.checksum does not match the MD5 checksum of the uploaded file")
 
-    header, rows = _read(action_type, data)  # Zuora checks the format at upload: a bad file gets no bulkKey
+    header, rows, text = _read(action_type, data)  # Zuora checks the format at upload: a bad file gets no bulkKey
     bulk_key = uuid.uuid4().hex
     outcomes = _decide(ctx.conn, action_type, header, rows, bulk_key)
     settings = ctx.settings
@@ -90,7 +90,7 @@ def submit(ctx: Context) -> Response:
             bulk_key, ctx.conn.next_counter("mass_action_seq"), action_type, settings.user_email, ctx.now,
             settings.pending_seconds, settings.rows_per_second, len(data), len(rows), None,
             "".join(outcome[0] for outcome in outcomes), json.dumps(outcomes),
-            json.dumps({"header": header, "rows": rows}), uuid.uuid4().hex, ctx.idempotency_key,
+            json.dumps({"header": header, "rows": rows, "text": text}), uuid.uuid4().hex, ctx.idempotency_key,
         ),
     )
     return json_response(200, {"success": True, "bulkKey": bulk_key})
@@ -113,7 +113,7 @@ def _read(action_type: str, data: bytes):
     """Header and rows of a file Zuora would accept; a format problem is refused at once (reference A.4:
     "Zuora checks the formatting on upload"), in the v1 error shape and without a bulkKey."""
     try:
-        header, rows = massfiles.read_table(data)
+        header, rows, text = massfiles.read_table(data)
     except massfiles.FileProblem as err:
         raise ApiError(400, str(err), category=FORMAT) from None
     names = [name for name in header if not name.startswith("#")]
@@ -126,7 +126,7 @@ def _read(action_type: str, data: bytes):
     if missing:
         raise ApiError(400, f"Missing required column(s) for {action_type}: {', '.join(missing)}",
                        category=MISSING_FIELD)
-    return header, rows
+    return header, rows, text
 
 
 def _decide(conn, action_type, header, rows, bulk_key):
@@ -211,17 +211,20 @@ def ensure_output(conn, row, view: View) -> bytes:
     header = content["header"]
     extra_columns = massupdater.response_columns(row["action_type"])
     extra_names = [column for column in extra_columns if column not in ("Success", "Error Message")]
-    rows = []
-    for index, cells in enumerate(content["rows"]):
-        # Ragged rows failed with a message saying so; align them so the result columns line up.
-        cells = (cells + [""] * len(header))[: len(header)]
+    results = []
+    for index in range(len(content["rows"])):
         result = {}
         if index < view.processed:
             flag, message, extras = outcomes[index]
             result = {"Success": flag, "Error Message": message, **dict(zip(extra_names, extras))}
-        rows.append(cells + [result.get(column, "") for column in extra_columns])
+        results.append([result.get(column, "") for column in extra_columns])
+    if "text" in content:  # the uploaded text, each record's own form kept (reference A.4: "identical")
+        text = massfiles.response_csv(content["text"], extra_columns, results)
+    else:  # a job stored by an older sandbox: written afresh, ragged rows aligned to the header
+        cells = [(cells + [""] * len(header))[: len(header)] for cells in content["rows"]]
+        text = massfiles.legacy_csv(header + extra_columns, [c + r for c, r in zip(cells, results)])
     name = f"{row['action_type']}-{row['bulk_key']}-response.csv"
-    data = massfiles.response_zip(name, header + extra_columns, rows, view.ended or 0)
+    data = massfiles.response_zip(name, text, view.ended or 0)
     conn.execute("INSERT INTO output_files (file_id, content) VALUES (?, ?)", (row["file_id"], data))
     return data
 
