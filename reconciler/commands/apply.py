@@ -35,6 +35,7 @@ from reconciler.engine.waiter import (
     longest_poll,
     moving,
     poll_seconds,
+    quota_spacing,
     waiting,
 )
 from reconciler.errors import (
@@ -277,7 +278,7 @@ class _Run:
                         in_scope=self.in_scope, progress=self.progress,
                         deadline=None if deadline is None else self.clock() + deadline - time.monotonic(),
                         poll=poll_seconds(self.settings), longest=longest_poll(self.settings), sleep=self.sleep,
-                        clock=self.clock)
+                        clock=self.clock, spacing=quota_spacing(self.session.client))
         try:
             return waiter.run(self.failed)
         finally:

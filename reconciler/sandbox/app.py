@@ -62,6 +62,7 @@ ROUTES = [
     ("GET", "/_sandbox/records", ADMIN_ROUTE, admin.list_records),
     ("POST", "/_sandbox/fail", ADMIN_ROUTE, admin.fail),
     ("POST", "/_sandbox/rate", ADMIN_ROUTE, admin.rate),
+    ("GET", "/_sandbox/rate", ADMIN_ROUTE, admin.rate_usage),
     ("POST", "/_sandbox/permissions", ADMIN_ROUTE, admin.permissions),
 ]
 COMPILED = [
