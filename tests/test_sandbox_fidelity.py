@@ -180,3 +180,31 @@ def test_reconcilers_readers_and_errors_failed_rows_read_such_a_file_right(tmp_p
     assert (repo / "retry.csv").read_text() == (
         'Provider Exchange Rate Date,Currency (From),Currency (To),Exchange Rate,"#Note, free text"\n'
         '2026-01-02,usd,GBP,0.79,"she said ""hi"""\n')
+
+
+# --- 4 MB and 15 MB, in the smaller reading (10^6 bytes), in validate and in the sandbox ----------------------
+
+
+@pytest.mark.parametrize("kind, limit", [("mass", 4_000_000), ("object", 15_000_000)])
+def test_the_size_limits_are_millions_of_bytes_in_validate_and_in_the_sandbox(tmp_path, kind, limit):
+    from reconciler.spec.datafiles import check_custom_object_file, check_mass_action_file
+
+    check = {"mass": lambda p: check_mass_action_file(p, "ImportFXRate", "f.csv"),
+             "object": lambda p: check_custom_object_file(p, "create", "f.csv")}[kind]
+    client = wsgi_client(make_app(clock=FakeClock()))
+
+    def upload(data: bytes) -> int:
+        if kind == "mass":
+            return client.post("/v1/bulk", files={"file": ("f.csv", data)},
+                               data={"params": '{"actionType": "ImportFXRate"}'}).status_code
+        job = client.post("/objects/jobs", json={"namespace": "default", "object": "car", "operation": "create"})
+        return client.post(f"/objects/jobs/{job.json()['Id']}/files", content=data,
+                           headers={"Content-Type": "text/csv"}).status_code
+
+    for size, too_big in ((limit, False), (limit + 1, True)):
+        data = b"x" * size
+        path = tmp_path / "f.csv"
+        path.write_bytes(data)
+        size_problems = [p for p in check(path) if "may be at most" in p.message]
+        assert bool(size_problems) is too_big, (size, size_problems)
+        assert (upload(data) == 413) is too_big, size  # at the limit: refused for its content (400), not its size
