@@ -155,11 +155,11 @@ def test_size_limits_are_checked_before_reading(tmp_path):
     with open(path, "wb") as handle:
         handle.truncate(csvcheck.MASS_ACTION_MAX_BYTES + 1)
     assert rendered(check_mass_action_file(path, "MPU", "big.csv")) == [
-        "big.csv: file is 4,194,305 bytes; Mass Updater files may be at most 4 MB (4,194,304 bytes)"]
+        "big.csv: file is 4,000,001 bytes; Mass Updater files may be at most 4 MB (4,000,000 bytes)"]
     with open(path, "wb") as handle:
         handle.truncate(csvcheck.CUSTOM_OBJECT_MAX_BYTES + 1)
     assert rendered(check_custom_object_file(path, "create", "big.csv")) == [
-        "big.csv: file is 15,728,641 bytes; custom object files may be at most 15 MB (15,728,640 bytes)"]
+        "big.csv: file is 15,000,001 bytes; custom object files may be at most 15 MB (15,000,000 bytes)"]
 
 
 def test_custom_object_files(tmp_path):

@@ -136,6 +136,8 @@ def sandbox():
 @click.option("--client-secret", default=None, help="OAuth client secret it accepts (default documented).")
 @click.option("--pending-seconds", type=click.FloatRange(0), default=None, help="How long a job waits before processing.")
 @click.option("--rows-per-second", type=click.FloatRange(0, min_open=True), default=None, help="Processing speed.")
+@click.option("--stopping-seconds", type=click.FloatRange(0), default=0, show_default=True,
+              help="How long a stopped mass action stays Stopping (at least one row's time).")
 @click.option("--replay-status", type=click.Choice(["200", "409"]), default="200", show_default=True,
               help="Status of a replayed Idempotency-Key success (409: the stored body with status 409).")
 @click.option("--v1-errors", type=click.Choice(["http", "200"]), default="http", show_default=True,
@@ -150,8 +152,8 @@ def sandbox():
 @click.option("--without-permission", "denied", multiple=True, type=click.Choice(["view", "edit", "delete"]),
               help="A Custom Objects permission the API user lacks: its calls get Zuora's 403 (repeatable).")
 @pass_ctx
-def sandbox_serve(c, host, port, db, client_id, client_secret, pending_seconds, rows_per_second, replay_status,
-                  v1_errors, job_limit, tenant_type, definitions_path, denied):
+def sandbox_serve(c, host, port, db, client_id, client_secret, pending_seconds, rows_per_second, stopping_seconds,
+                  replay_status, v1_errors, job_limit, tenant_type, definitions_path, denied):
     """Serve the simulator over real HTTP (threaded) until interrupted."""
     from reconciler.commands.sandbox import serve as run
 
@@ -159,5 +161,6 @@ def sandbox_serve(c, host, port, db, client_id, client_secret, pending_seconds, 
         c.out, host=host, port=port, db=db, client_id=client_id, client_secret=client_secret,
         pending_seconds=pending_seconds, rows_per_second=rows_per_second,
         answers={"replay_status": int(replay_status), "v1_errors": v1_errors, "job_limit": job_limit,
-                 "tenant_type": tenant_type, "definitions": definitions_path, "denied_permissions": denied},
+                 "tenant_type": tenant_type, "definitions": definitions_path, "denied_permissions": denied,
+                 "stopping_seconds": stopping_seconds},
     )

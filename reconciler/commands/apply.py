@@ -35,6 +35,7 @@ from reconciler.engine.waiter import (
     longest_poll,
     moving,
     poll_seconds,
+    quota_spacing,
     waiting,
 )
 from reconciler.errors import (
@@ -121,7 +122,8 @@ class _Run:
         self.journal = LedgerJournal(session, crash=crash)
         self.applier = Applier(session.client, self.journal, root=settings.root,
                                lineage=session.ledger.lineage, parallelism=settings.parallelism,
-                               outbox=SentFiles(settings, session.ledger, desired, session.blobs))
+                               outbox=SentFiles(settings, session.ledger, desired, session.blobs),
+                               sleep=self.sleep)  # confirming a stop waits on the same clock as --wait
         options = PlanOptions.from_cli(**filters, now=datetime.now(timezone.utc))
         specs = desired.by_name()
         scope = {c.name for c in saved.changes} if saved is not None else None
@@ -276,7 +278,7 @@ class _Run:
                         in_scope=self.in_scope, progress=self.progress,
                         deadline=None if deadline is None else self.clock() + deadline - time.monotonic(),
                         poll=poll_seconds(self.settings), longest=longest_poll(self.settings), sleep=self.sleep,
-                        clock=self.clock)
+                        clock=self.clock, spacing=quota_spacing(self.session.client))
         try:
             return waiter.run(self.failed)
         finally:

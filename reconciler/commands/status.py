@@ -8,7 +8,8 @@ Choices:
   `--json` prints `{"jobs": []}`; the exit code is 0 and nothing is created.
 - `--refresh` and `--wait` fetch live status through a Session (recording drift and archiving
   results, like `plan` does); `--wait` polls (like `apply --wait`: engine.waiter.poll_seconds, doubling
-  while nothing moves up to longest_poll) until each listed job is terminal.
+  while nothing moves up to longest_poll, stretched so polls keep to their share of the rate limit:
+  engine.waiter.quota_spacing) until each listed job is terminal.
   Jobs that polling cannot move are not waited for, with a note: an unconfirmed submission (intent),
   a custom object job whose file is not uploaded yet, a job missing remotely (404).
 - Exit 1 when a listed job's status is Failed (Mass Updater) or failed (custom object), or when
@@ -24,7 +25,7 @@ from typing import TextIO
 
 from reconciler.engine.refresh import refresh
 from reconciler.engine.waiter import CLEAR_LINE, HEARTBEAT_SECONDS, progress_bar, waiting
-from reconciler.engine.waiter import longest_poll
+from reconciler.engine.waiter import longest_poll, quota_spacing, stretched
 from reconciler.engine.waiter import poll_seconds as default_poll_seconds  # `status` takes a poll_seconds too
 from reconciler.commands._common import (
     Specs,
@@ -128,6 +129,7 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
     noted: set[str] = set()
     started = clock()
     interval, last, said = poll_seconds, None, 0.0
+    spacing = quota_spacing(session.client)
     try:
         out_of_time = False
         while True:
@@ -168,7 +170,8 @@ def _follow(settings, out: TextIO, targets: list[str], *, wait: bool, timeout: f
             now = [(j.remote_status, j.processed) for j in jobs]
             interval = poll_seconds if now != last else min(interval * 2, max(poll_seconds, longest))
             last = now
-            delay = interval if timeout is None else min(interval, max(0.0, timeout - elapsed))
+            pause = stretched(interval, spacing(), len(pending))  # polls keep to their share of the rate limit
+            delay = pause if timeout is None else min(pause, max(0.0, timeout - elapsed))
             sleep(delay)
     finally:
         session.close(outcome)

@@ -4,7 +4,10 @@ Each pass refreshes the jobs due for a poll (which records status changes and ar
 finished jobs), plans again and executes the changes that became actionable, typically dependents
 whose dependencies just completed. On Zuora each job is polled 1 s after it was submitted or moved,
 then at doubling intervals up to 30 s, and never much later than its rows should be done (PollSchedule);
-a sandbox is polled every 0.25 s. A line saying what is still running is printed at least every
+a sandbox is polled every 0.25 s. Polls spend at most POLL_QUOTA_SHARE (10 %) of the tenant's rate limit,
+as the client reads it from the RateLimit-* headers: with N jobs moving, each job's interval is at
+least N times the client's `spacing(0.10)` (an API Sandbox's 10,000 a day: 86.4 s for one job, so at most
+1,000 polls a day). A line saying what is still running is printed at least every
 60 s, so a CI log never looks hung. The loop ends when nothing is actionable and no job that could still move is running;
 waits left then can never resolve (a failed dependency) and are reported. Names whose change failed
 or turned into a conflict are left out of later passes: they need a person.
@@ -26,6 +29,7 @@ from reconciler.zuora.wire import is_sandbox
 POLL_SANDBOX_SECONDS = 0.25  # the sandbox moves in milliseconds
 POLL_ZUORA_SECONDS = 1.0  # a job's first poll on Zuora, and the first after it moved
 POLL_ZUORA_LONGEST = 30.0  # Zuora's jobs take seconds to hours; polling faster only spends rate limit
+POLL_QUOTA_SHARE = 0.10  # the most of any rate-limit window (minute, hour, day) polling may spend
 HEARTBEAT_SECONDS = 60.0  # the longest a wait stays silent
 MAX_REFRESH_FAILURES = 5  # passes in a row whose refresh failed before the wait gives up
 _BAR = 20
@@ -54,6 +58,16 @@ def longest_poll(settings) -> float:
     return POLL_SANDBOX_SECONDS if is_sandbox(settings) else POLL_ZUORA_LONGEST
 
 
+def quota_spacing(client) -> Callable[[], float]:
+    """Seconds between polls for them to spend at most POLL_QUOTA_SHARE of the tenant's rate limit."""
+    return lambda: client.spacing(POLL_QUOTA_SHARE)
+
+
+def stretched(interval: float, spacing: float, polled: int) -> float:
+    """`interval`, made long enough that `polled` jobs polled once each keep `spacing` seconds apart on average."""
+    return max(interval, spacing * polled)
+
+
 @dataclass
 class _Pace:
     seen: tuple  # (status, processed) at the last poll
@@ -63,12 +77,14 @@ class _Pace:
 
 class PollSchedule:
     """When each moving job is polled next: `first` seconds after it appeared or moved, then doubling up to
-    `longest`, and never later than its remaining rows should take at the rate seen so far."""
+    `longest`, and never later than its remaining rows should take at the rate seen so far; but always at
+    least `spacing()` x the number of moving jobs, so the polls keep inside their share of the rate limit."""
 
     def __init__(self, first: float, longest: float, *, clock: Callable[[], float] = time.monotonic,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+                 spacing: Callable[[], float] = lambda: 0.0):
         self.first, self.longest = first, max(first, longest)
-        self.clock, self.now = clock, now
+        self.clock, self.now, self.spacing = clock, now, spacing
         self._jobs: dict[int, _Pace] = {}
         self._names: dict[int, str] = {}
 
@@ -77,9 +93,9 @@ class PollSchedule:
         at = self.clock()
         polled = None if polled is None else set(polled)
         current = {}
+        jobs = [job for job in jobs if moving(job)]
+        spacing = self.spacing() if jobs else 0.0
         for job in jobs:
-            if not moving(job):
-                continue
             seen = (job.remote_status, job.processed)
             pace = self._jobs.get(job.id)
             if pace is None or pace.seen != seen:
@@ -89,7 +105,7 @@ class PollSchedule:
             else:  # not polled this pass: its turn stays as it was
                 current[job.id] = pace
                 continue
-            interval = min(interval, max(self.first, self._time_left(job)))
+            interval = stretched(min(interval, max(self.first, self._time_left(job))), spacing, len(jobs))
             current[job.id] = _Pace(seen, interval, at + interval)
             self._names[job.id] = job.name
         self._jobs = current
@@ -195,13 +211,13 @@ class Waiter:
                  execute: Callable[[Sequence[Change]], list[Result]], jobs: Callable[[], list[JobRecord]],
                  in_scope: Callable[[str], bool], progress: Progress, poll: float, longest: float | None = None,
                  deadline: float | None, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, spacing: Callable[[], float] = lambda: 0.0):
         self.plan_next = plan_next  # refreshes the jobs of the names given, then plans
         self.execute = execute
         self.jobs = jobs
         self.in_scope = in_scope
         self.progress = progress
-        self.schedule = PollSchedule(poll, poll if longest is None else longest, clock=clock)
+        self.schedule = PollSchedule(poll, poll if longest is None else longest, clock=clock, spacing=spacing)
         self.deadline = deadline
         self.sleep = sleep
         self.clock = clock

@@ -74,6 +74,7 @@ def make_app(
     tenant_type: str = "production",
     definitions: str | None = None,
     denied_permissions=(),
+    stopping_seconds: float = 0.0,
 ) -> SandboxApp:
     """A sandbox WSGI app on `db_path` (None: in memory); ValueError names a bad setting or unusable db.
 
@@ -81,7 +82,8 @@ def make_app(
     Zuora's documented answers where it has two (README, "The sandbox"); tenant_type ("production" |
     "apisandbox" | "developer-sandbox") whose rate limits it enforces. `definitions` is a file or directory of
     custom object definitions (definitions.load) that replace the tenant's, the demo set when None;
-    `denied_permissions` the Custom Objects permissions ("view", "edit", "delete") the API user lacks (403).
+    `denied_permissions` the Custom Objects permissions ("view", "edit", "delete") the API user lacks (403);
+    `stopping_seconds` how long a stopped mass action stays `Stopping` (at least one row's processing time).
     """
     from . import definitions as co_definitions
     from .app import SandboxApp, make_settings
@@ -89,7 +91,8 @@ def make_app(
 
     settings = make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds,
                              replay_status=replay_status, v1_errors=v1_errors, job_limit=job_limit,
-                             tenant_type=tenant_type, denied_permissions=denied_permissions)
+                             tenant_type=tenant_type, denied_permissions=denied_permissions,
+                             stopping_seconds=stopping_seconds)
     found = co_definitions.DEMO if definitions is None else co_definitions.load(definitions)
     app = SandboxApp(Store(db_path), settings, clock=clock or time.time)
     app.install_definitions(found)

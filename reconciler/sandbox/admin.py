@@ -116,8 +116,13 @@ def fail(ctx: Context) -> Response:
 
 
 def rate(ctx: Context) -> Response:
-    """POST /_sandbox/rate {"api": N, "auth": N}: this minute's, hour's and day's request counts set to N."""
+    """POST /_sandbox/rate {"api": N | {"day": N, ...}, "auth": ...}: the current windows' request counts set."""
     return json_response(200, limits.preload(ctx.conn, ctx.settings.tenant_type, _payload(ctx), ctx.now))
+
+
+def rate_usage(ctx: Context) -> Response:
+    """GET /_sandbox/rate: the limits and the requests counted so far in the current minute, hour and day."""
+    return json_response(200, limits.usage(ctx.conn, ctx.settings.tenant_type, ctx.now))
 
 
 def permissions(ctx: Context) -> Response:

@@ -62,6 +62,7 @@ ROUTES = [
     ("GET", "/_sandbox/records", ADMIN_ROUTE, admin.list_records),
     ("POST", "/_sandbox/fail", ADMIN_ROUTE, admin.fail),
     ("POST", "/_sandbox/rate", ADMIN_ROUTE, admin.rate),
+    ("GET", "/_sandbox/rate", ADMIN_ROUTE, admin.rate_usage),
     ("POST", "/_sandbox/permissions", ADMIN_ROUTE, admin.permissions),
 ]
 COMPILED = [
@@ -87,6 +88,7 @@ class Settings:
     v1_errors: str = "http"
     job_limit: str = "400"
     tenant_type: str = "production"  # whose rate limits apply (limits.TENANT_TYPES)
+    stopping_seconds: float = 0.0  # how long a stopped mass action stays Stopping (at least one row's time)
     # The Custom Objects permissions the API user lacks (definitions.PERMISSIONS): their calls get a 403.
     denied_permissions: frozenset = frozenset()
 
@@ -295,7 +297,7 @@ JOB_LIMITS = ("400", "failed")
 
 def make_settings(client_id, client_secret, pending_seconds, rows_per_second, token_seconds, *,
                   replay_status=200, v1_errors="http", job_limit="400", tenant_type="production",
-                  denied_permissions=()) -> Settings:
+                  denied_permissions=(), stopping_seconds=0.0) -> Settings:
     """Validated settings; a bad value raises ValueError naming it."""
     if len(client_id) != 36:
         raise ValueError(f"client_id must be exactly 36 characters (got {len(client_id)})")
@@ -307,6 +309,8 @@ def make_settings(client_id, client_secret, pending_seconds, rows_per_second, to
         raise ValueError("rows_per_second must be greater than 0")
     if token_seconds <= 0:
         raise ValueError("token_seconds must be greater than 0")
+    if not 0 <= stopping_seconds < float("inf"):
+        raise ValueError("stopping_seconds must be a number of seconds, 0 or more")
     for name, value, allowed in (("replay_status", replay_status, REPLAY_STATUSES),
                                  ("v1_errors", v1_errors, V1_ERRORS), ("job_limit", job_limit, JOB_LIMITS),
                                  ("tenant_type", tenant_type, tuple(limits.TENANT_TYPES))):
@@ -317,4 +321,4 @@ def make_settings(client_id, client_secret, pending_seconds, rows_per_second, to
         raise ValueError(f"denied_permissions: {unknown[0]!r} is not one of {', '.join(definitions.PERMISSIONS)}")
     return Settings(client_id, client_secret, float(pending_seconds), float(rows_per_second), int(token_seconds),
                     replay_status=replay_status, v1_errors=v1_errors, job_limit=job_limit, tenant_type=tenant_type,
-                    denied_permissions=frozenset(denied_permissions))
+                    denied_permissions=frozenset(denied_permissions), stopping_seconds=float(stopping_seconds))

@@ -3,7 +3,8 @@
 The lifecycle is computed from the sandbox time when read: Pending for pending_seconds after the
 upload, then Processing at rows_per_second (counts live), then Completed. Row outcomes are decided
 at upload (they depend only on the file) and revealed as the clock passes each row. A stop freezes
-the processed count; Stopping lasts one row's processing time, then Stopped.
+the processed count; Stopping lasts one row's processing time, or the app's stopping_seconds when
+longer (serve --stopping-seconds, so a test can observe it), then Stopped.
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ from .web import (
     parse_multipart,
 )
 
-FILE_LIMIT = 4 * 1024 * 1024
-BODY_LIMIT = FILE_LIMIT + 64 * 1024  # room for the multipart envelope and the params part
+FILE_LIMIT = 4_000_000  # Zuora's "4 MB" in its smaller reading, as validate checks it (README)
+BODY_LIMIT = FILE_LIMIT + 256 * 1024  # the envelope, params, and room to say a file is over 4 MB (not to cut it)
 CHECKSUM = re.compile(r"^[0-9a-fA-F]{32}$")
 CHUNK = 64 * 1024
 # Everything but the file content and per-row outcomes, which only the response file needs.
 SUMMARY = ("bulk_key, action_type, uploaded_by, uploaded_at, pending_seconds, rows_per_second, input_size, total,"
-           " file_error, flags, stop_at, file_id, idempotency_key")
+           " file_error, flags, stop_at, stopped_at, file_id, idempotency_key")
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def submit(ctx: Context) -> Response:
         if hashlib.md5(data).hexdigest() != checksum.lower():
             raise ApiError(400, "params.checksum does not match the MD5 checksum of the uploaded file")
 
-    header, rows = _read(action_type, data)  # Zuora checks the format at upload: a bad file gets no bulkKey
+    header, rows, text = _read(action_type, data)  # Zuora checks the format at upload: a bad file gets no bulkKey
     bulk_key = uuid.uuid4().hex
     outcomes = _decide(ctx.conn, action_type, header, rows, bulk_key)
     settings = ctx.settings
@@ -89,7 +90,7 @@ def submit(ctx: Context) -> Response:
             bulk_key, ctx.conn.next_counter("mass_action_seq"), action_type, settings.user_email, ctx.now,
             settings.pending_seconds, settings.rows_per_second, len(data), len(rows), None,
             "".join(outcome[0] for outcome in outcomes), json.dumps(outcomes),
-            json.dumps({"header": header, "rows": rows}), uuid.uuid4().hex, ctx.idempotency_key,
+            json.dumps({"header": header, "rows": rows, "text": text}), uuid.uuid4().hex, ctx.idempotency_key,
         ),
     )
     return json_response(200, {"success": True, "bulkKey": bulk_key})
@@ -112,7 +113,7 @@ def _read(action_type: str, data: bytes):
     """Header and rows of a file Zuora would accept; a format problem is refused at once (reference A.4:
     "Zuora checks the formatting on upload"), in the v1 error shape and without a bulkKey."""
     try:
-        header, rows = massfiles.read_table(data)
+        header, rows, text = massfiles.read_table(data)
     except massfiles.FileProblem as err:
         raise ApiError(400, str(err), category=FORMAT) from None
     names = [name for name in header if not name.startswith("#")]
@@ -125,7 +126,7 @@ def _read(action_type: str, data: bytes):
     if missing:
         raise ApiError(400, f"Missing required column(s) for {action_type}: {', '.join(missing)}",
                        category=MISSING_FIELD)
-    return header, rows
+    return header, rows, text
 
 
 def _decide(conn, action_type, header, rows, bulk_key):
@@ -149,7 +150,7 @@ def lifecycle(row, now: float) -> View:
         return 0 if at < start else min(total, int((at - start) * rps + 1e-9))
 
     if row["stop_at"] is not None:
-        settled = row["stop_at"] + 1.0 / rps
+        settled = row["stopped_at"] if row["stopped_at"] is not None else row["stop_at"] + 1.0 / rps
         from_pending = row["stop_at"] < start
         stopped = now >= settled
         return View(
@@ -210,17 +211,20 @@ def ensure_output(conn, row, view: View) -> bytes:
     header = content["header"]
     extra_columns = massupdater.response_columns(row["action_type"])
     extra_names = [column for column in extra_columns if column not in ("Success", "Error Message")]
-    rows = []
-    for index, cells in enumerate(content["rows"]):
-        # Ragged rows failed with a message saying so; align them so the result columns line up.
-        cells = (cells + [""] * len(header))[: len(header)]
+    results = []
+    for index in range(len(content["rows"])):
         result = {}
         if index < view.processed:
             flag, message, extras = outcomes[index]
             result = {"Success": flag, "Error Message": message, **dict(zip(extra_names, extras))}
-        rows.append(cells + [result.get(column, "") for column in extra_columns])
+        results.append([result.get(column, "") for column in extra_columns])
+    if "text" in content:  # the uploaded text, each record's own form kept (reference A.4: "identical")
+        text = massfiles.response_csv(content["text"], extra_columns, results)
+    else:  # a job stored by an older sandbox: written afresh, ragged rows aligned to the header
+        cells = [(cells + [""] * len(header))[: len(header)] for cells in content["rows"]]
+        text = massfiles.legacy_csv(header + extra_columns, [c + r for c, r in zip(cells, results)])
     name = f"{row['action_type']}-{row['bulk_key']}-response.csv"
-    data = massfiles.response_zip(name, header + extra_columns, rows, view.ended or 0)
+    data = massfiles.response_zip(name, text, view.ended or 0)
     conn.execute("INSERT INTO output_files (file_id, content) VALUES (?, ?)", (row["file_id"], data))
     return data
 
@@ -247,7 +251,9 @@ def stop(ctx: Context, bulk_key: str) -> Response:
             400, f"The mass action is {status}; only a Pending or Processing mass action can be stopped",
             category=RULE,
         )
-    ctx.conn.execute("UPDATE mass_actions SET stop_at = ? WHERE bulk_key = ?", (ctx.now, bulk_key))
+    settles = ctx.now + max(1.0 / row["rows_per_second"], ctx.settings.stopping_seconds)
+    ctx.conn.execute("UPDATE mass_actions SET stop_at = ?, stopped_at = ? WHERE bulk_key = ?",
+                     (ctx.now, settles, bulk_key))
     return json_response(200, {"success": True})
 
 

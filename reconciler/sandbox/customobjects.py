@@ -22,7 +22,7 @@ from . import definitions, records
 from .web import MISSING_FIELD, ApiError, Context, Response, json_response
 
 JSON_LIMIT = 1024 * 1024
-FILE_LIMIT = 15 * 1024 * 1024
+FILE_LIMIT = 15_000_000  # Zuora's "15 MB" in its smaller reading, as validate checks it (README)
 MAX_ACTIVE_JOBS = 5
 NAMESPACES = ("default", "com_zuora")
 OPERATIONS = ("create", "update", "delete")

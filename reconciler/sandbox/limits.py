@@ -77,17 +77,33 @@ def _count(conn, key: str, window: int, cap: int, now: float) -> tuple[int, int,
 
 
 def preload(conn, tenant_type: str, payload: dict, now: float) -> dict:
-    """POST /_sandbox/rate {"api": N, "auth": N}: set this minute's, hour's and day's counts to N (tests reach a
-    limit without sending thousands of requests); the answer is the class's limits and counts."""
+    """POST /_sandbox/rate {"api": N, "auth": N}: set this minute's, hour's and day's counts to N, or with
+    {"api": {"day": N, ...}} only the windows named (tests reach a limit without sending thousands of
+    requests); the answer is what GET /_sandbox/rate shows."""
     if not isinstance(payload, dict) or not payload or set(payload) - {API, AUTH}:
-        raise ApiError(400, 'The body must be {"api": N} and/or {"auth": N}, N a non-negative integer')
-    shown = {}
+        raise ApiError(400, 'The body must be {"api": N} and/or {"auth": N}, N a non-negative integer or '
+                            '{"minute"|"hour"|"day": N}')
     for request_class, used in payload.items():
-        if isinstance(used, bool) or not isinstance(used, int) or used < 0:
-            raise ApiError(400, f"{request_class} must be a non-negative integer")
+        counts = used if isinstance(used, dict) else {_NAMES[w]: used for w in WINDOWS}
+        if not counts or set(counts) - set(_NAMES.values()) or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts.values()):
+            raise ApiError(400, f"{request_class} must be a non-negative integer, or an object of them by "
+                                "window: minute, hour, day")
         for window in WINDOWS:
-            conn.execute("INSERT OR REPLACE INTO rate_windows (key, start, count) VALUES (?, ?, ?)",
-                         (f"{request_class}:{window}", int(now // window) * window, used))
+            if _NAMES[window] in counts:
+                conn.execute("INSERT OR REPLACE INTO rate_windows (key, start, count) VALUES (?, ?, ?)",
+                             (f"{request_class}:{window}", int(now // window) * window, counts[_NAMES[window]]))
+    return usage(conn, tenant_type, now)
+
+
+def usage(conn, tenant_type: str, now: float) -> dict:
+    """GET /_sandbox/rate: each class's limits and the requests counted in the current minute, hour and day."""
+    shown: dict = {"tenant_type": tenant_type}
+    for request_class in (API, AUTH):
+        used = {}
+        for window in WINDOWS:
+            row = conn.one("SELECT start, count FROM rate_windows WHERE key = ?", (f"{request_class}:{window}",))
+            used[_NAMES[window]] = row["count"] if row is not None and row["start"] == int(now // window) * window else 0
         shown[request_class] = {"limits": dict(zip(map(_NAMES.get, WINDOWS), limits(tenant_type, request_class))),
                                 "used": used}
-    return {"tenant_type": tenant_type, **shown}
+    return shown

@@ -17,7 +17,7 @@ CREATE TABLE IF NOT EXISTS mass_actions (
     bulk_key TEXT PRIMARY KEY, seq INTEGER NOT NULL, action_type TEXT NOT NULL, uploaded_by TEXT NOT NULL,
     uploaded_at REAL NOT NULL, pending_seconds REAL NOT NULL, rows_per_second REAL NOT NULL,
     input_size INTEGER NOT NULL, total INTEGER NOT NULL, file_error TEXT, flags TEXT NOT NULL, outcomes TEXT NOT NULL,
-    content TEXT NOT NULL, stop_at REAL, file_id TEXT NOT NULL, idempotency_key TEXT);
+    content TEXT NOT NULL, stop_at REAL, file_id TEXT NOT NULL, idempotency_key TEXT, stopped_at REAL);
 CREATE INDEX IF NOT EXISTS mass_actions_order ON mass_actions (seq);
 CREATE INDEX IF NOT EXISTS mass_actions_file ON mass_actions (file_id);
 CREATE TABLE IF NOT EXISTS output_files (file_id TEXT PRIMARY KEY, content BLOB NOT NULL);
@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS rate_windows (key TEXT PRIMARY KEY, start INTEGER NOT
 CREATE TABLE IF NOT EXISTS co_definitions (namespace TEXT NOT NULL, object TEXT NOT NULL, body TEXT NOT NULL,
     PRIMARY KEY (namespace, object));
 """
+
+# Columns added since schema 1, added to an older tenant db when it is opened (all nullable).
+ADDED_COLUMNS = (("mass_actions", "stopped_at", "REAL"),)  # when a stop's Stopping ends
 
 # Tables emptied by POST /_sandbox/reset; tokens, the clock offset and the custom object definitions (the
 # tenant's schema, which each app writes when it starts) survive so clients keep working.
@@ -79,6 +82,9 @@ class Store:
             for statement in SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+            for table, column, kind in ADDED_COLUMNS:  # a tenant db written before the column existed
+                if column not in {row["name"] for row in conn.all(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             conn.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )

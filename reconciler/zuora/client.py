@@ -86,6 +86,10 @@ class ZuoraClient:
         """Close the connection pool."""
         self._connection.close()
 
+    def spacing(self, share: float) -> float:
+        """Seconds between calls for them to spend at most `share` of Zuora's rate limit (RateLimit-* headers)."""
+        return self._connection.spacing(share)
+
     def set_deadline(self, deadline: float | None) -> None:
         """No call is sent, or waited on, past `deadline` (a time.monotonic() value; None: no limit)."""
         self._connection.deadline = deadline

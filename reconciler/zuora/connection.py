@@ -122,6 +122,10 @@ class Connection:
 
         return self._call("GET", path, handle)
 
+    def spacing(self, share: float) -> float:
+        """Seconds between calls for them to spend at most `share` of the rate limit the answers so far report."""
+        return self._pacer.spacing(share)
+
     def authenticate(self) -> None:
         """Check the credentials before anything is written: fetch the OAuth token (kept for the calls that
         follow), or try a static token on one cheap GET. AuthError when Zuora refuses them; other failures

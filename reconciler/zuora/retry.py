@@ -234,9 +234,11 @@ class Pacer:
     """Keeps a client's calls inside Zuora's rate limit instead of running into its 429s.
 
     Every answer's `RateLimit-Remaining` and `RateLimit-Reset` (the window closest to exhaustion) are
-    noted; each call sent spends one of the remaining requests. Once none is left, `wait()` says how long
-    until the window resets. A wait longer than `max_wait` is not made (the call goes, and its 429 is
-    handled by the retry policy, which gives up within its own bounds). Thread-safe; no I/O, no sleeping.
+    noted, and `RateLimit-Limit`'s policies (`2500;w=60, 5000;w=3600, 10000;w=86400`); each call sent
+    spends one of the remaining requests. Once none is left, `wait()` says how long until the window
+    resets. A wait longer than `max_wait` is not made (the call goes, and its 429 is handled by the retry
+    policy, which gives up within its own bounds). `spacing(share)` says how far apart calls must be to
+    spend at most that share of the quota (--wait's polls use it). Thread-safe; no I/O, no sleeping.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_wait: float = 120.0,
@@ -247,6 +249,8 @@ class Pacer:
         self._lock = threading.Lock()
         self._remaining: int | None = None
         self._until = 0.0
+        self._window = float(ZUORA_WINDOWS[-1])  # the reported window's length
+        self._policies: tuple[tuple[float, float], ...] = ()  # (limit, window seconds) of every window
 
     def observe(self, headers: Mapping[str, str]) -> None:
         """Note the rate-limit headers of one answer (ignored when absent or not numbers)."""
@@ -255,9 +259,14 @@ class Pacer:
             return
         if reset > 1_000_000_000:  # an epoch timestamp instead of delta-seconds, as some gateways send
             reset = max(0.0, reset - self._now())
+        policies = _policies(headers.get("ratelimit-limit", "")) or self._policies
+        windows = sorted({w for _, w in policies} or ZUORA_WINDOWS)
         with self._lock:
             self._remaining = max(0, int(remaining))
             self._until = self._clock() + max(0.0, reset)
+            self._policies = policies
+            # The reported window is the shortest one that can still be `reset` seconds from its end.
+            self._window = next((float(w) for w in windows if w >= reset), float(windows[-1]))
 
     def wait(self) -> float:
         """Seconds to wait before sending the next call (0: send now); spends one remaining request."""
@@ -272,6 +281,34 @@ class Pacer:
                 self._remaining -= 1
                 return 0.0
             return left if left <= self._max_wait else 0.0
+
+    def spacing(self, share: float) -> float:
+        """Seconds between calls for them to spend at most `share` (0 < share <= 1) of the quota: of every
+        window's whole limit (a day's polls never pass share x the daily limit), and of what the reported
+        window has left, spread over a whole window's length so the bound holds however often it is asked
+        (a window with nothing to spare: none until it resets). 0 before any answer said."""
+        with self._lock:
+            gaps = [window / (share * limit) for limit, window in self._policies if limit > 0]
+            left = self._until - self._clock()
+            if self._remaining is not None and left > 0:
+                spread = self._window / (share * self._remaining) if self._remaining else float("inf")
+                gaps.append(min(spread, left))
+            return max(gaps, default=0.0)
+
+
+ZUORA_WINDOWS = (60, 3600, 86400)  # Zuora counts requests per minute, hour and day (rate-limit guide)
+
+
+def _policies(value: str) -> tuple[tuple[float, float], ...]:
+    """The `limit;w=seconds` policies of a RateLimit-Limit value (the draft standard's form), as numbers."""
+    found = []
+    for item in value.split(","):
+        limit, _, rest = item.strip().partition(";")
+        window = next((_number(p.strip()[2:]) for p in rest.split(";") if p.strip().startswith("w=")), None)
+        count = _number(limit.strip())
+        if count is not None and window is not None and count > 0 and window > 0:
+            found.append((count, window))
+    return tuple(found)
 
 
 def _number(value: str | None) -> float | None:
