@@ -3,9 +3,10 @@
 The served sandbox adds 40 ms to every Zuora request (`/_sandbox/faults` latency_ms 40; /oauth/token
 is not delayed). Measured: the wall time of `reconciler apply --auto-approve` (a subprocess, fresh
 ledger, empty tenant each time) against
-- (a) bench/handwritten.py, a sequential loop of plain httpx POSTs of the same files to /v1/bulk
-  (token, then one POST per file; Zuora's `zuora-sdk` is not in the package index these machines
-  reach, and its `create_mass_updater` is one such POST): goal apply >= 10x faster;
+- (a) bench/sdkloop.py, a sequential loop over Zuora's official SDK (`zuora-sdk` 3.21,
+  MassUpdaterApi.create_mass_updater: its token, then one POST /v1/bulk per file), timed by itself
+  without the SDK's import (~20 s of building its pydantic models, which would flatter apply):
+  goal apply >= 10x faster;
 - (b) the floor: N x 40 ms / parallelism (16, reconciler.yaml's default) plus start-up, where
   start-up is `reconciler plan --no-refresh` of the same repository with no ledger (imports,
   validation and planning: what apply does before its first POST, the lock and token aside):
@@ -17,6 +18,7 @@ submission are reported beside them: both share the 2 cores.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -85,7 +87,7 @@ def _measure_size(ws, sandbox: Sandbox, env: dict, count: int, repeat: int) -> l
     root = _repo(ws, sandbox.url, count)
     files = sorted(str(p) for p in (root / "data").rglob("*.csv"))
     apply_cmd = reconciler_cmd("--chdir", str(root), "apply", "--auto-approve")
-    loop_cmd = [PYTHON, str(BENCH / "handwritten.py"), sandbox.url, "ImportFXRate", *files]
+    loop_cmd = [PYTHON, str(BENCH / "sdkloop.py"), sandbox.url, "ImportFXRate", *files]
     startup_cmd = reconciler_cmd("--chdir", str(root), "plan", "--no-refresh")
     best = {"apply": float("inf"), "loop": float("inf"), "startup": float("inf")}
     cpu = {"apply": float("inf"), "sandbox": float("inf")}
@@ -96,7 +98,9 @@ def _measure_size(ws, sandbox: Sandbox, env: dict, count: int, repeat: int) -> l
             if side == "apply":
                 best["startup"] = min(best["startup"], run(startup_cmd, env=env, what="start-up")[0])
             before, served = _children_cpu(), _cpu_of(sandbox.proc.pid)
-            elapsed, _ = run(cmd, env=env, what=side)
+            elapsed, proc = run(cmd, env=env, what=side)
+            if side == "loop":
+                elapsed = json.loads(proc.stdout)["loop_seconds"]  # the SDK's import left out
             if side == "apply":
                 cpu["apply"] = min(cpu["apply"], _children_cpu() - before)
                 cpu["sandbox"] = min(cpu["sandbox"], _cpu_of(sandbox.proc.pid) - served)
@@ -106,8 +110,8 @@ def _measure_size(ws, sandbox: Sandbox, env: dict, count: int, repeat: int) -> l
     floor = network + best["startup"]
     return [
         Result(
-            key=f"P2-loop-{count}", title=f"P2 apply {count} specs vs sequential httpx loop",
-            figure=f"{seconds(best['apply'])} vs loop {seconds(best['loop'])}",
+            key=f"P2-loop-{count}", title=f"P2 apply {count} specs vs sequential zuora-sdk loop",
+            figure=f"{seconds(best['apply'])} vs SDK loop {seconds(best['loop'])} (its import left out)",
             value=best["loop"] / best["apply"], goal=SPEEDUP_GOAL, op=">=", unit="x faster",
             extra={"seconds": best["apply"], "loop_seconds": best["loop"]},
         ),
