@@ -37,24 +37,25 @@ class _Unreadable(Exception):
 
 
 def check_mass_action_file(path: Path, action_type: str, display: str, *, digest=None,
-                           observe=None) -> list[Problem]:
+                           observe=None, content: bytes | None = None) -> list[Problem]:
     """Every problem of a Mass Updater upload file (CSV, or a zip holding one CSV) for `action_type`.
 
     `observe(header)`, when given, returns an object whose `add(rows)` is fed every batch of rows checked
-    (a dataset.summary.Tally), so the file's digest needs no second read."""
+    (a dataset.summary.Tally), so the file's digest needs no second read. `content`: the file's bytes, when
+    the caller has read them already (they are checked instead of reading `path`)."""
     if action_type not in MASS_ACTIONS:
         return [Problem(display, f"unknown action type {action_type!r}")]
     return _check_file(os.fspath(path), display, "Mass Updater", MASS_ACTION_MAX_BYTES, True, digest,
-                       _observed(lambda header: mass_table(action_type, tuple(header)), observe))
+                       _observed(lambda header: mass_table(action_type, tuple(header)), observe), content)
 
 
 def check_custom_object_file(path: Path, operation: str, display: str, *, digest=None,
-                             observe=None) -> list[Problem]:
+                             observe=None, content: bytes | None = None) -> list[Problem]:
     """Every problem of a custom object bulk job CSV for `operation` (create or update); `observe` as above."""
     if operation not in OPERATIONS or not OPERATIONS[operation].takes_file:
         return [Problem(display, f"a custom object {operation} job takes no file")]
     return _check_file(os.fspath(path), display, "custom object", CUSTOM_OBJECT_MAX_BYTES, False, digest,
-                       _observed(lambda header: ObjectTable(operation, header), observe))
+                       _observed(lambda header: ObjectTable(operation, header), observe), content)
 
 
 class _Observed:
@@ -75,10 +76,11 @@ def _observed(make_table, observe):
     return lambda header: _Observed(make_table(header), observe(header))
 
 
-def _check_file(path: str, display: str, what: str, limit: int, zip_ok: bool, digest, table) -> list[Problem]:
+def _check_file(path: str, display: str, what: str, limit: int, zip_ok: bool, digest, table,
+                content: bytes | None = None) -> list[Problem]:
     try:
-        with open(path, "rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
+        with open(path, "rb") if content is None else io.BytesIO(content) as stream:
+            size = os.fstat(stream.fileno()).st_size if content is None else len(content)
             if size > limit:
                 return [Problem(display, f"file is {size:,} bytes; {what} files may be at most {limit // 1_000_000} MB "
                                          f"({limit:,} bytes)")]

@@ -164,19 +164,27 @@ class DataFiles:
         return False if found else result
 
     def _verdict(self, real: str, size: int, kind: str, mode: str, where: tuple[str, str], display: str, check):
-        """(problems, (display, sha256, size, digest)) of one file: remembered by content, or checked now."""
-        sha = key = None
+        """(problems, (display, sha256, size, digest)) of one file: remembered by content, or checked now.
+
+        With a cache, a file under datafiles.BLOCK (most are) is read once: its bytes are hashed for the
+        lookup and, when it is not known, checked as they are."""
+        sha = key = content = None
         if self.cache.path is not None:
             try:
-                sha = speccache.file_sha256(real, size)
+                if size < datafiles.BLOCK:
+                    with open(real, "rb") as stream:
+                        content = stream.read()
+                    sha = hashlib.sha256(content).hexdigest()
+                else:
+                    sha = speccache.file_sha256(real, size)
             except OSError:
                 pass  # the check says why it cannot be read
             else:
                 key = speccache.data_key(sha, kind, mode, where)
                 known = self.cache.digest(key)
                 if known is not None:
-                    return [], (display, sha, size, known)
-        digest, tallies = hashlib.sha256(), []
+                    return [], (display, sha, len(content) if content is not None else size, known)
+        digest, tallies = (None if content is not None else hashlib.sha256()), []
 
         def observe(header):
             fields = dict(action_type=mode) if kind == MASS_ACTION else dict(
@@ -184,11 +192,12 @@ class DataFiles:
             tallies.append(Tally(kind, header, **fields))
             return tallies[-1]
 
-        found = check(real, mode, display, digest=digest, observe=observe)
+        found = check(real, mode, display, digest=digest, observe=observe, content=content)
         facts = tallies[0].digest() if tallies else None
-        if not found and facts is not None and key is not None and digest.hexdigest() == sha:
+        read = sha if digest is None else digest.hexdigest()
+        if not found and facts is not None and key is not None and read == sha:
             self.cache.remember_data(key, facts)
-        return found, (display, digest.hexdigest(), size, facts)
+        return found, (display, read, len(content) if content is not None else size, facts)
 
 
 def inside(path: str, root: str) -> bool:
