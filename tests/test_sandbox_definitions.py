@@ -118,6 +118,11 @@ def test_definitions_option_replaces_the_demo_set(tmp_path):
         client = httpx.Client(base_url=server.url, timeout=10)
         client.headers["Authorization"] = f"Bearer {token(client)}"
         assert list(client.get("/objects/definitions/default").json()["definitions"]) == ["ticket"]
+        # the file gives only custom fields; Zuora's answer has the system fields it adds, and so does the sandbox
+        ticket = client.get("/objects/definitions/default/ticket").json()["schema"]
+        assert ticket["properties"]["Id"] == {"format": "uuid", "label": "Id", "origin": "system", "type": "string"}
+        assert ticket["required"] == ["code__c", *SYSTEM] and ticket["filterable"] == ["code__c", "price__c", *SYSTEM]
+        assert ticket["properties"]["kind__c"]["enum"] == ["day", "week"]
         refused = client.post("/objects/jobs", json={"namespace": "default", "object": "vehicle", "operation": "create"})
         assert refused.status_code == 400
         _, errors = run_create(clock, client, "code__c,paid__c,price__c,kind__c\nA1,true,9.5,day\n"

@@ -127,9 +127,32 @@ def load(path: str) -> dict:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: line {err.lineno} column {err.colno}: not valid JSON ({err.msg})") from None
     if isinstance(body, dict) and isinstance(body.get("definitions"), dict):
-        return {name: check(each, f"{path}: definitions.{name}") for name, each in body["definitions"].items()}
+        return {name: complete(check(each, f"{path}: definitions.{name}"), name)
+                for name, each in body["definitions"].items()}
     checked = check(body, path)
-    return {checked["schema"].get("object", checked.get("type")): checked}
+    name = checked["schema"].get("object", checked.get("type"))
+    return {name: complete(checked, name)}
+
+
+def complete(body: dict, object_name: str) -> dict:
+    """A checked definition as Zuora answers it once created: what Zuora adds to the custom fields one posts
+    (the system fields in `properties`, `required` and `filterable`; the definition's own Id, creator and
+    dates; `type`) is added where the file leaves it out, so a hand-written definition reads back in the shape
+    an exported one has. What the file gives is kept."""
+    schema = dict(body["schema"])
+    properties = dict(schema["properties"])
+    for name, fmt in SYSTEM.items():
+        properties.setdefault(name, {"format": fmt, "label": name, "origin": "system", "type": "string"})
+    schema["properties"] = properties
+    for key in ("required", "filterable"):
+        given = list(schema.get(key, []))
+        schema[key] = given + [name for name in SYSTEM if name not in given]
+    schema.setdefault("unique", [])
+    schema.setdefault("object", object_name)
+    schema.setdefault("type", "object")
+    defaults = {"Id": str(uuid.uuid5(DEFINITION_NAMESPACE, object_name)), "CreatedById": DEMO_USER,
+                "CreatedDate": DEMO_DATE, "UpdatedById": DEMO_USER, "UpdatedDate": DEMO_DATE, "type": object_name}
+    return {**defaults, **body, "schema": schema}
 
 
 def install(conn, found: dict) -> None:
