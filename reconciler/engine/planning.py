@@ -64,11 +64,12 @@ def compute_plan(settings, *, session: Session | None, refresh: bool, targets=()
 
 def check_filters(settings, desired: DesiredState, *, targets=(), excludes=(), selectors=(), reruns=()) -> None:
     """Refuse a bad --selector, or a --target/--exclude/--rerun naming nothing, before anything is opened for
-    writing (UsageError): the names are checked against the specs and a read of the ledger."""
+    writing (UsageError): the names are checked against the specs, and those no spec has against a read of
+    the ledger (only they: a plan reads the ledger's records of every spec anyway)."""
     options = PlanOptions.from_cli(targets=targets, excludes=excludes, selectors=selectors, reruns=reruns,
                                    now=datetime.now(timezone.utc))
-    names = {s.name for s in desired.specs} | options.targets | options.excludes | options.reruns
-    check_names(desired, read_only(settings, names), options)
+    unknown = (options.targets | options.excludes) - {s.name for s in desired.specs}
+    check_names(desired, read_only(settings, unknown) if unknown else RecordedState(), options)
 
 
 def replan_saved(settings, ledger, desired: DesiredState, saved: Plan) -> Plan:
