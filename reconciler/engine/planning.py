@@ -7,6 +7,7 @@ compares a saved plan with.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from contextlib import nullcontext
 from datetime import datetime, timezone
 
@@ -96,7 +97,7 @@ def has_ledger(settings) -> bool:
     return True
 
 
-def read_only(settings, names: set[str]) -> RecordedState:
+def read_only(settings, names: AbstractSet[str]) -> RecordedState:
     """The recorded state of `names`, read without writing anything (empty when there is no ledger)."""
     ledger = read_ledger(settings)
     if ledger is None:
