@@ -3,15 +3,13 @@
 A change ends as a `Result` (or a `ChangeFailed` carrying what to do next); `idempotency_key` is the
 deterministic key of one (ledger, name, fingerprint, generation); `is_definitive` says when Zuora
 refused a request outright (nothing was created, so it may be forgotten); `service_limit` spots a
-custom object job created `failed` for want of a slot; `file_sha256` hashes a file as plans pin it.
+custom object job created `failed` for want of a slot.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from reconciler.errors import AuthError, ReconcilerError, RemoteError
 from reconciler.model import Action, Outcome
@@ -81,12 +79,3 @@ def service_limit(job: dict) -> str | None:
     if job.get("status") != "failed" or not isinstance(error, dict) or str(error.get("code")) not in NO_SLOT_CODES:
         return None
     return f"code {error.get('code')}: {error.get('message') or 'service limit reached'}"
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 16), b""):
-            digest.update(block)
-    return digest.hexdigest()

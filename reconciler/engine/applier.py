@@ -39,11 +39,11 @@ from reconciler.engine.answers import (
     NO_SLOT_CODES,
     ChangeFailed,
     Result,
-    file_sha256,
     idempotency_key,
     is_definitive,
     service_limit,
 )
+from reconciler.dataset.blobs import file_sha256
 from reconciler.engine.plan import Change, MassTarget
 from reconciler.engine.ports import Journal, Outbox, Remote
 from reconciler.errors import AuthError, ReconcilerError, RemoteError

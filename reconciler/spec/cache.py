@@ -148,15 +148,3 @@ def _spec_entry(entry: object) -> bool:
     return (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and isinstance(entry[1], list)
             and all(isinstance(d, list) and len(d) == 3 and isinstance(d[0], int) and isinstance(d[1], int)
                     for d in entry[1]))
-
-
-def file_sha256(path: str, size: int) -> str:
-    """The sha256 of a file's bytes, read a block at a time (data files may be tens of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        if size < 1 << 20:
-            digest.update(stream.read())
-        else:
-            while block := stream.read(1 << 20):
-                digest.update(block)
-    return digest.hexdigest()

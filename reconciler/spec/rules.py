@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from reconciler.actions import FILE_OPERATIONS, FILTER_OPERATIONS, MASS_ACTIONS
+from reconciler.dataset.blobs import file_sha256
 from reconciler.dataset.facts import first_run_facts, resend_of
 from reconciler.dataset.summary import Tally
 from reconciler.model import (
@@ -176,7 +177,7 @@ class DataFiles:
                         content = stream.read()
                     sha = hashlib.sha256(content).hexdigest()
                 else:
-                    sha = speccache.file_sha256(real, size)
+                    sha = file_sha256(Path(real))
             except OSError:
                 pass  # the check says why it cannot be read
             else:
