@@ -26,8 +26,7 @@ from apply_support import CREDENTIALS, admin, cli, make_repo, sandbox_process
 from ops_fixtures import Tty
 from reconciler.commands.apply import apply
 from reconciler.engine.config import load_settings
-from reconciler.engine.waiter import CLEAR_LINE
-from reconciler.engine.waiter import PollSchedule
+from reconciler.engine.waiter import CLEAR_LINE, PollSchedule
 from reconciler.model import JobRecord, Phase
 
 
