@@ -174,23 +174,29 @@ def test_wait_does_not_wait_for_what_polling_cannot_move(repo):
     assert "(unconfirmed submission)" in text
 
 
-def test_wait_timeout_prints_the_table_then_exits_1(tmp_path):
+@pytest.fixture
+def pending(tmp_path):
+    """The settings of a repo on a served sandbox whose fx-rates job stays Pending."""
     with serve(make_app(pending_seconds=100_000)) as server:
         root = make_repo(tmp_path / "repo")
         (root / "reconciler.yaml").write_text(f"environment: {server.url}\n")
         settings = settings_of(root)
         submit(settings, "fx-rates")
-        out = io.StringIO()
-        ticks = iter(range(100))
-        with pytest.raises(ReconcilerError, match=r"timed out after 3s; still running: fx-rates \(Pending\)"):
-            status(settings, out, wait=True, timeout=3, poll_seconds=1, sleep=lambda s: None,
-                   clock=lambda: next(ticks))
-        assert "fx-rates: Pending" in out.getvalue()
-        lines = out.getvalue().splitlines()
-        assert lines[-3 - sum("(not applied)" in line for line in lines)].startswith("NAME")
-        assert lines[-1] == "(status fetched from Zuora just now)"
-        proc = cli(settings, "status", "--wait", "--timeout", "0.5")
-        assert proc.returncode == 1 and "timed out" in proc.stderr
+        yield settings
+
+
+def test_wait_timeout_prints_the_table_then_exits_1(pending):
+    settings, out = pending, io.StringIO()
+    ticks = iter(range(100))
+    with pytest.raises(ReconcilerError, match=r"timed out after 3s; still running: fx-rates \(Pending\)"):
+        status(settings, out, wait=True, timeout=3, poll_seconds=1, sleep=lambda s: None,
+               clock=lambda: next(ticks))
+    assert "fx-rates: Pending" in out.getvalue()
+    lines = out.getvalue().splitlines()
+    assert lines[-3 - sum("(not applied)" in line for line in lines)].startswith("NAME")
+    assert lines[-1] == "(status fetched from Zuora just now)"
+    proc = cli(settings, "status", "--wait", "--timeout", "0.5")
+    assert proc.returncode == 1 and "timed out" in proc.stderr
 
 
 def test_reads_never_write(repo):
@@ -227,16 +233,11 @@ def test_color_paints_the_status_and_keeps_columns_aligned(repo):
     assert "\x1b[" not in proc.stdout
 
 
-def test_a_long_wait_says_it_is_still_waiting_at_least_every_minute(tmp_path):
-    with serve(make_app(pending_seconds=100_000)) as server:
-        root = make_repo(tmp_path / "repo")
-        (root / "reconciler.yaml").write_text(f"environment: {server.url}\n")
-        settings = settings_of(root)
-        submit(settings, "fx-rates")
-        out = io.StringIO()
-        ticks = iter(range(0, 10_000, 20))  # 20 s between two looks at the clock
-        with pytest.raises(ReconcilerError, match="timed out after 300s"):
-            status(settings, out, names=("fx-rates",), wait=True, timeout=300, poll_seconds=1, sleep=lambda s: None,
-                   clock=lambda: next(ticks))
-        beats = [line for line in out.getvalue().splitlines() if line.startswith("still waiting after ")]
-        assert len(beats) >= 4 and all("fx-rates Pending" in line for line in beats), out.getvalue()
+def test_a_long_wait_says_it_is_still_waiting_at_least_every_minute(pending):
+    settings, out = pending, io.StringIO()
+    ticks = iter(range(0, 10_000, 20))  # 20 s between two looks at the clock
+    with pytest.raises(ReconcilerError, match="timed out after 300s"):
+        status(settings, out, names=("fx-rates",), wait=True, timeout=300, poll_seconds=1, sleep=lambda s: None,
+               clock=lambda: next(ticks))
+    beats = [line for line in out.getvalue().splitlines() if line.startswith("still waiting after ")]
+    assert len(beats) >= 4 and all("fx-rates Pending" in line for line in beats), out.getvalue()
