@@ -104,6 +104,41 @@ def test_dropped_connection_over_http_gets_no_response_but_takes_effect(served):
     assert client.get("/objects/jobs").status_code == 200  # the server is still fine
 
 
+def _send_cut_short(server, request: httpx.Request, body: bytes) -> None:
+    """Send `request`'s head and then `body` (short of what the head announces) and hang up, as a client
+    killed mid-upload does."""
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    head = [f"{request.method} {request.url.raw_path.decode()} HTTP/1.1"]
+    head += [f"{name.decode()}: {value.decode()}" for name, value in request.headers.raw]
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall("\r\n".join(head).encode() + b"\r\n\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(65536)  # the server hangs up without an answer
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_body_cut_short_is_no_request_and_its_key_stays_free(served, framing):
+    """A client that dies mid-body sent no request: nothing happens and nothing is stored under its key,
+    so the retry with the same key is handled afresh (a stored refusal would be replayed to it forever)."""
+    server, clock, client = served
+    job = client.post("/objects/jobs", json={"namespace": "default", "object": "car", "operation": "create"}).json()
+    path, data = f"/objects/jobs/{job['Id']}/files", b"make__c,seats__c\n" + b"model-x,4\n" * 50
+    headers = {"Content-Type": "text/csv", "Idempotency-Key": "upload-1"}
+    if framing == "chunked":
+        request = client.build_request("POST", path, content=iter([data]), headers=headers)
+        cut = b"%x\r\n" % len(data) + data[:40]
+    else:
+        request = client.build_request("POST", path, content=data, headers=headers)
+        cut = data[:40]
+    _send_cut_short(server, request, cut)
+    assert client.get(f"/objects/jobs/{job['Id']}").json()["status"] == "pending"
+    retried = client.post(path, content=data, headers=headers)
+    assert retried.status_code == 200 and retried.json()["status"] == "in_progress", retried.text
+    assert "Idempotent-Replayed" not in retried.headers
+
+
 def test_oversized_upload_over_http_gets_its_413(served):
     server, clock, client = served
     response = upload_bulk(client, "ImportFXRate", b"x" * (5 * 1024 * 1024))

@@ -158,7 +158,7 @@ class SandboxApp:
                 response = self._dispatch(request, family, request_id)
             except ApiError as err:
                 response = json_response(err.status, err.payload(family), err.headers)
-            except DroppedConnection:
+            except ConnectionResetError:  # ours (DroppedConnection) or the client hung up mid-body: no answer
                 raise
             except Exception:  # the one place an unexpected error becomes a 500 in the family's shape
                 log.exception("sandbox: unexpected error on %s %s", request.method, request.path)

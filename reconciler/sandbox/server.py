@@ -3,7 +3,9 @@
 wsgiref's server is single-threaded and always answers, so this small one is used instead: each
 connection gets a daemon thread; request bodies (Content-Length or chunked) reach the app as a
 bounded stream; a DroppedConnection (any ConnectionResetError) raised by the app closes the socket
-without a single byte of response.
+without a single byte of response. A body that ends before its Content-Length or its last chunk is
+no request at all (the client died mid-upload): reading it raises ClientGone, so the handler's
+transaction rolls back and nothing, not even a refusal, is stored under its Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from urllib.parse import unquote
 DRAIN_LIMIT = 64 * 1024 * 1024  # unread request bytes we still swallow so the client sees our answer
 
 
+class ClientGone(ConnectionResetError):
+    """The client hung up before its request body was complete."""
+
+
 class _BoundedReader:
     """At most `length` bytes of the request body."""
 
@@ -28,10 +34,11 @@ class _BoundedReader:
         if self.remaining <= 0:
             return b""
         size = self.remaining if size is None or size < 0 else min(size, self.remaining)
-        data = self._stream.read(size)
+        data = self._stream.read(size)  # a buffered socket file: short only at end of stream
+        if len(data) < size:
+            raise ClientGone(f"the request body ended {self.remaining - len(data)} bytes short of its "
+                             "Content-Length")
         self.remaining -= len(data)
-        if not data:
-            self.remaining = 0
         return data
 
 
@@ -46,6 +53,8 @@ class _ChunkedReader:
 
     def _next_chunk(self) -> None:
         line = self._stream.readline(1024)
+        if not line:
+            raise ClientGone("the chunked request body ended before its last chunk")
         try:
             size = int(line.split(b";")[0].strip() or b"0", 16)
         except ValueError:
@@ -64,9 +73,8 @@ class _ChunkedReader:
                 self._next_chunk()
                 continue
             data = self._stream.read(min(wanted, self._left))
-            if not data:
-                self.remaining = 0
-                break
+            if len(data) < min(wanted, self._left):
+                raise ClientGone("the chunked request body ended inside a chunk")
             self._left -= len(data)
             wanted -= len(data)
             out.append(data)
@@ -132,11 +140,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _drain(self, body) -> None:
         drained = 0
-        while body.remaining and drained <= DRAIN_LIMIT:
-            data = body.read(64 * 1024)
-            if not data:
-                break
-            drained += len(data)
+        try:
+            while body.remaining and drained <= DRAIN_LIMIT:
+                drained += len(body.read(64 * 1024))
+        except ClientGone:
+            pass  # the answer is written anyway; whoever hung up does not read it
         if body.remaining:
             self.close_connection = True
 
