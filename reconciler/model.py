@@ -280,8 +280,21 @@ class SpecRecord:
 
 
 @dataclass(frozen=True)
+class JobTip:
+    """A name's latest job and what its other jobs add up to: enough to tell whether the rest is needed."""
+
+    latest: JobRecord
+    top_revision: int | None  # the highest revision of its jobs that were not rejected
+    live_jobs: int  # how many of its jobs the ledger's live-jobs condition admits (the latest among them)
+
+
+@dataclass(frozen=True)
 class RecordedState:
-    """The ledger's view: records by name, plus the lineage/serial that pins a plan."""
+    """The ledger's view: records by name, plus the lineage/serial that pins a plan.
+
+    A record may hold only its name's latest job where the reader was told the others change nothing
+    (`Ledger.recorded_state`'s `brief`); every other record holds all of them.
+    """
 
     records: tuple[SpecRecord, ...] = ()
     lineage: str | None = None

@@ -15,8 +15,10 @@ import pytest
 from apply_support import admin, sandbox_process
 from pg_support import fresh_database, server
 from ops_fixtures import applied, clean_environment, make_repo, settings_of
+from reconciler.ledger.interface import Binding
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LOCAL = Binding("local", "http://127.0.0.1:8080")  # the ledger binding of tests that open one directly
 
 
 REPO_STATE = REPO_ROOT / "state"
@@ -86,6 +88,22 @@ def both_stores(request, monkeypatch):
         url = request.getfixturevalue("pg_url")
         monkeypatch.setenv("RECONCILER_LEDGER", url + "?options=-csearch_path%3D{environment}")
     return request.param
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def opener(request, tmp_path):
+    """open_write/open_read of either store, on a fresh ledger location bound to LOCAL by default."""
+    from reconciler.ledger.postgres import PgLedger
+    from reconciler.ledger.store import Ledger
+    from reconciler.ledger.url import LedgerUrl
+
+    if request.param == "sqlite":
+        path = tmp_path / "ledger.db"
+        return lambda write=True, binding=LOCAL: (Ledger.open_write(path, binding) if write
+                                                  else Ledger.open_read(path, binding))
+    url = LedgerUrl.from_setting(request.getfixturevalue("pg_url"), "RECONCILER_LEDGER")
+    return lambda write=True, binding=LOCAL: (PgLedger.open_write(url, binding) if write
+                                              else PgLedger.open_read(url, binding))
 
 
 # --- the apply tests: one `reconciler sandbox serve` process per module -----------------------------

@@ -11,29 +11,17 @@ from pg_support import SECRET_PASSWORD, SECRET_ROLE, objects, with_database
 from reconciler.errors import LedgerError, LockHeldError
 from reconciler.ledger.chain import GENESIS_HASH, event_hash
 from reconciler.ledger.postgres import PgLedger
-from reconciler.ledger.store import Actor, Binding, Ledger
+from reconciler.ledger.store import Actor, Binding
 from reconciler.ledger.url import LedgerUrl
 from reconciler.model import Observation
 
-LOCAL = Binding("local", "http://127.0.0.1:8080")
+LOCAL = Binding("local", "http://127.0.0.1:8080")  # the binding `opener` (conftest) opens with
 ALICE = Actor("alice", "host-a", os.getpid(), "c0ffee", "https://ci.example/runs/1")
 BOB = Actor("bob", "host-b", 1, None, None)
 
 
 def url_of(text: str) -> LedgerUrl:
     return LedgerUrl.from_setting(text, "RECONCILER_LEDGER")
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def opener(request, tmp_path):
-    """open_write/open_read of either store, on a fresh ledger location."""
-    if request.param == "sqlite":
-        path = tmp_path / "ledger.db"
-        return lambda write=True, binding=LOCAL: (Ledger.open_write(path, binding) if write
-                                                  else Ledger.open_read(path, binding))
-    url = url_of(request.getfixturevalue("pg_url"))
-    return lambda write=True, binding=LOCAL: (PgLedger.open_write(url, binding) if write
-                                              else PgLedger.open_read(url, binding))
 
 
 def intent(led, run_id: int, name: str = "fx", kind: str = "MassAction", **kw):

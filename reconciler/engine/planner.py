@@ -49,6 +49,7 @@ from reconciler.model import (
     DesiredSpec,
     DesiredState,
     JobRecord,
+    JobTip,
     ObservedState,
     RecordedState,
     SpecRecord,
@@ -100,6 +101,22 @@ def make_plan(
         drift=_drift(recorded if drift_since is None else drift_since, seen),
         unchanged=sum(1 for n in ordered if results[n] == UNCHANGED),
     )
+
+
+def judged_by_latest(spec: DesiredSpec | None, tip: JobTip, options: PlanOptions) -> bool:
+    """True when `make_plan` needs only the latest of the spec's jobs to judge it, whatever their live status.
+
+    That is when the spec is unchanged since its latest job, which was not rejected, is neither an
+    intent nor retired, ran at the spec's revision and that revision is the top one; no other job of
+    the name is live and no --rerun asks for a new run. `_judge` then reads the earlier jobs only for
+    the top revision (given) and for a completed run of a changed spec (not changed); drift, slots
+    and refresh concern live jobs only. Such a spec is never a change, so engine.data, which reads a
+    change's earlier results, always has all of a change's jobs. Every other spec is judged on all.
+    """
+    latest = tip.latest
+    return (spec is not None and spec.name not in options.reruns and tip.live_jobs == 1
+            and latest.phase not in (Phase.INTENT, Phase.RETIRED) and latest.remote_status != REJECTED
+            and spec.revision == latest.revision == tip.top_revision and not _changed(spec, latest))
 
 
 def _classify(spec: DesiredSpec | None, rec: SpecRecord | None, seen: Observer, options: PlanOptions):

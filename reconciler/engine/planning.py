@@ -16,11 +16,11 @@ from reconciler import __version__
 from reconciler.dataset.blobs import FileBlobs
 from reconciler.engine.data import with_data
 from reconciler.engine.plan import Plan, PlanOptions
-from reconciler.engine.planner import make_plan
+from reconciler.engine.planner import judged_by_latest, make_plan
 from reconciler.engine.rules import check_names
 from reconciler.engine.run import Session, read_ledger
 from reconciler.errors import PlanFileError, UsageError
-from reconciler.model import DesiredState, ObservedState, RecordedState
+from reconciler.model import DesiredState, JobTip, ObservedState, RecordedState
 
 
 def compute_plan(settings, *, session: Session | None, refresh: bool, targets=(), excludes=(), selectors=(),
@@ -42,21 +42,27 @@ def compute_plan(settings, *, session: Session | None, refresh: bool, targets=()
         desired = load_desired(settings)
     options = PlanOptions.from_cli(targets=targets, excludes=excludes, selectors=selectors, reruns=reruns,
                                    now=datetime.now(timezone.utc), custom_object_slots=settings.custom_object_slots)
-    # The ledger's live names come too; every other name is retired for good and changes no plan.
+    # The ledger's live names come too; every other name is retired for good and changes no plan. Of a
+    # spec the planner can judge by its latest job alone, only that job is read.
     names = {s.name for s in desired.specs} | options.targets | options.excludes | options.reruns
+    specs = desired.by_name()
+
+    def brief(tip: JobTip) -> bool:
+        return judged_by_latest(specs.get(tip.latest.name), tip, options)
+
     if session is not None:
-        before = session.ledger.recorded_state(names)
+        before = session.ledger.recorded_state(names, brief)
         check_names(desired, before, options)
         if refresh and refresh_only is not None:  # plus every finished job whose result is still to archive
             refresh_only = set(refresh_only) | {j.name for j in session.ledger.live_jobs() if result_pending(j)}
         observed = refresh_jobs(session, refresh_only) if refresh else ObservedState()
-        recorded = session.ledger.recorded_state(names) if refresh else before
+        recorded = session.ledger.recorded_state(names, brief) if refresh else before
         plan = make_plan(desired, recorded, observed, options, environment=settings.environment,
                          reconciler_version=__version__, drift_since=before)
         return with_data(plan, desired, recorded, settings.root, session.blobs)
     ledger = read_ledger(settings)  # kept open while the data is read: a PostgreSQL ledger holds the results
     with ledger if ledger is not None else nullcontext():
-        recorded = ledger.recorded_state(names) if ledger is not None else RecordedState()
+        recorded = ledger.recorded_state(names, brief) if ledger is not None else RecordedState()
         plan = make_plan(desired, recorded, ObservedState(), options, environment=settings.environment,
                          reconciler_version=__version__, drift_since=recorded)
         blobs = ledger.blobs(settings.root) if ledger is not None else FileBlobs(settings.root)  # nothing to read

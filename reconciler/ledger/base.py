@@ -9,7 +9,7 @@ semantics: serial, lineage, binding, the chain and the lock.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from reconciler.ledger.jobs import JobBook
 from reconciler.ledger.lock import Clock, LeaseLock
 from reconciler.ledger.rows import Actor
 from reconciler.ledger.schema import SCHEMA_VERSION
-from reconciler.model import JobRecord, Observation, RecordedState
+from reconciler.model import JobRecord, JobTip, Observation, RecordedState
 
 _Store = TypeVar("_Store", bound="LedgerBase")
 COPIED_TABLES = ("runs", "jobs", "events", "locks")  # in an order their references allow
@@ -128,9 +128,10 @@ class LedgerBase:
         with self._c.reading():
             return self._jobs.serial()
 
-    def recorded_state(self, names: Iterable[str] | None = None) -> RecordedState:
+    def recorded_state(self, names: Iterable[str] | None = None,
+                       brief: Callable[[JobTip], bool] | None = None) -> RecordedState:
         """Names' jobs, oldest first, with the lineage and serial they were read at (JobBook.recorded_state)."""
-        return self._jobs.recorded_state(self.lineage, names)
+        return self._jobs.recorded_state(self.lineage, names, brief)
 
     def jobs(self, name: str | None = None) -> list[JobRecord]:
         """Jobs in the order they were created, all or one name's."""

@@ -18,7 +18,7 @@ from reconciler.ledger.chain import AuditReport, Head
 from reconciler.ledger.connection import Row
 from reconciler.ledger.lock import Clock
 from reconciler.ledger.rows import Actor
-from reconciler.model import JobRecord, Observation, RecordedState
+from reconciler.model import JobRecord, JobTip, Observation, RecordedState
 
 
 def _as_spelled(environment: str, base_url: str) -> object:
@@ -54,7 +54,8 @@ class LedgerStore(Protocol):
     def serial(self) -> int: ...
 
     # jobs and runs
-    def recorded_state(self, names: Iterable[str] | None = None) -> RecordedState: ...
+    def recorded_state(self, names: Iterable[str] | None = None,
+                       brief: Callable[[JobTip], bool] | None = None) -> RecordedState: ...
     def jobs(self, name: str | None = None) -> list[JobRecord]: ...
     def live_jobs(self) -> list[JobRecord]: ...
     def jobs_matching(self, *, ids: Iterable[int] = (), remote_ids: Iterable[str] = (), live: bool = False,

@@ -11,7 +11,7 @@ retired job) do not.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from reconciler.errors import LedgerError
@@ -27,6 +27,7 @@ from reconciler.model import (
     phase_after,
     REJECTED,
     JobRecord,
+    JobTip,
     Observation,
     RecordedState,
     SpecRecord,
@@ -57,30 +58,48 @@ class JobBook:
         """The LIVE_JOB condition this ledger indexes, or None before schema LIVE_SCHEMA (read whole then)."""
         return live_job(self.schema_version) if self.schema_version >= LIVE_SCHEMA else None
 
-    def recorded_state(self, lineage: str, names: Iterable[str] | None = None) -> RecordedState:
+    def recorded_state(self, lineage: str, names: Iterable[str] | None = None,
+                       brief: Callable[[JobTip], bool] | None = None) -> RecordedState:
         """Names' jobs, oldest first, with the lineage and serial they were read at.
 
         Every name's by default. Given `names`, their jobs plus those of every name with a LIVE_JOB
         (through the live-jobs index): all the planner needs for those specs, since it gives any other
-        name nothing to do. A ledger older than schema 3 (read-only, not migrated yet) is read whole.
+        name nothing to do. Given `brief` as well, a name whose JobTip it accepts gets only its latest
+        job, so a plan's cost follows its specs and live jobs, not every generation ever recorded. A
+        ledger older than schema 3 (read-only, not migrated yet) is read whole.
         """
+        by_name: dict[str, list[JobRecord]] = {}
         with self._c.reading():
             serial = self.serial()
             live = self._live_job()
             if names is None or live is None:
                 rows = self._c.rows("SELECT * FROM jobs ORDER BY name, generation, id")
             else:
-                rows = self._live_and_named_rows(live, sorted(set(names)))
-        by_name: dict[str, list[JobRecord]] = {}
+                wanted = set(names) | {r["name"] for r in self._c.rows(f"SELECT DISTINCT name FROM jobs WHERE {live}")}
+                if brief is not None:
+                    for row in self._tip_rows(live, wanted):
+                        tip = JobTip(job_from_row(row), row["top_revision"], row["live_jobs"])
+                        if brief(tip):
+                            by_name[tip.latest.name] = [tip.latest]
+                wanted.difference_update(by_name)
+                rows = sorted(self._rows_in("name", wanted), key=lambda r: (r["generation"], r["id"]))
         for row in rows:
             by_name.setdefault(row["name"], []).append(job_from_row(row))
-        records = tuple(SpecRecord(name, tuple(jobs)) for name, jobs in by_name.items())
+        records = tuple(SpecRecord(name, tuple(by_name[name])) for name in sorted(by_name))
         return RecordedState(records=records, lineage=lineage, serial=serial)
 
-    def _live_and_named_rows(self, live: str, names: list[str]) -> list[Row]:
-        rows = {r["id"]: r for r in self._c.rows(f"SELECT * FROM jobs WHERE name IN (SELECT name FROM jobs WHERE {live})")}
-        rows.update((r["id"], r) for r in self._rows_in("name", names))
-        return sorted(rows.values(), key=lambda r: (r["name"], r["generation"], r["id"]))
+    def _tip_rows(self, live: str, names: Iterable[str]) -> list[Row]:
+        """The latest job of each of these names, with its name's `top_revision` and `live_jobs` (JobTip)."""
+        distinct = sorted(names)
+        rows: list[Row] = []
+        for start in range(0, len(distinct), _NAMES_PER_QUERY):
+            chunk = tuple(distinct[start:start + _NAMES_PER_QUERY])
+            rows += self._c.rows(
+                "SELECT j.*, (SELECT max(CASE WHEN x.remote_status = ? THEN NULL ELSE x.revision END) FROM jobs x "
+                f"WHERE x.name = j.name) AS top_revision, (SELECT count(*) FROM jobs x WHERE x.name = j.name AND ({live})"
+                f") AS live_jobs FROM jobs j WHERE j.superseded = 0 AND j.name IN ({', '.join('?' * len(chunk))})",
+                (REJECTED, *chunk))
+        return rows
 
     def _rows_in(self, column: str, values: Iterable[object]) -> list[Row]:
         """Jobs whose `column` (an indexed one: name, id, remote_id) is among `values`, in chunks."""
