@@ -103,3 +103,23 @@ def test_version_is_answered_before_click_is_imported_and_says_what_click_would(
     full = subprocess.run([sys.executable, "-c", "from reconciler.cli import main; main(['--version'])"],
                           capture_output=True, text=True)
     assert full.returncode == 0 and fast.stdout == full.stdout == f"reconciler {__import__('reconciler').__version__}\n"
+
+
+def test_a_command_run_never_imports_trio_or_the_httpx_command_line(tmp_path):
+    """Where trio and httpx's CLI (rich, pygments) are installed, httpx imports them; a command run blocks
+    them. Stand-ins that fail on import are put first on the path: the client still builds and works."""
+    for name in ("trio", "rich", "pygments"):
+        (tmp_path / f"{name}.py").write_text("raise RuntimeError('imported')\n")
+    code = ("import sys\n"
+            "from reconciler.__main__ import block_unused_imports\n"
+            "block_unused_imports()\n"
+            "import httpx, httpcore\n"
+            "from reconciler.zuora.client import ZuoraClient\n"
+            "httpx.Client().close()\n"
+            "print(sorted(m for m in ('trio', 'rich', 'pygments') if sys.modules.get(m)))\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    blocked = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert (blocked.returncode, blocked.stdout.strip()) == (0, "[]"), blocked.stderr
+    unblocked = subprocess.run([sys.executable, "-c", code.replace("block_unused_imports()\n", "")],
+                               capture_output=True, text=True, env=env)
+    assert unblocked.returncode != 0 and "RuntimeError: imported" in unblocked.stderr  # the stand-ins do bite
