@@ -1,11 +1,12 @@
 """The ledger file's SQLite connection and its transactions, handed to every collaborator of the store.
 
-`check_file`, `connect` and `create_file` open and make the file. `LedgerConnection` owns the one sqlite3 connection of an open ledger: short read snapshots
-(`reading`), `BEGIN IMMEDIATE` write transactions that bump the serial once unless told otherwise
-(`transaction`), plain-SQL row reads (the read path never imports sqlite-utils, so read-only commands
-stay fast) and, on the write path only, a sqlite-utils `Database` over the same connection that does
-the inserts, updates and deletes (imported on first use). Every sqlite error becomes a LedgerError
-naming the file; an RLock serializes every call so threads may share one ledger.
+`check_file`, `connect` and `create_file` open and make the file. `LedgerConnection` owns the one
+sqlite3 connection of an open ledger: short read snapshots (`reading`), `BEGIN IMMEDIATE` write
+transactions that bump the serial once unless told otherwise (`transaction`), plain-SQL row reads and
+writes, and, for creating and migrating the schema only, a sqlite-utils `Database` over the same
+connection (imported on first use, so read-only commands and applies never pay for it). Every sqlite
+error becomes a LedgerError naming the file; an RLock serializes every call so threads may share one
+ledger.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from reconciler.errors import LedgerError
 
 if TYPE_CHECKING:  # imported on the write path only (see database)
     from sqlite_utils import Database
-    from sqlite_utils.db import Table
 
 BUSY_TIMEOUT_SECONDS = 5.0
 # A writer checkpoints the WAL (see LedgerConnection.bound_wal) once `<ledger>-wal` is bigger than this.
@@ -223,7 +223,6 @@ class LedgerConnection:
         self.lock = threading.RLock()
         self.closed = False
         self._db: Database | None = None
-        self._tables: dict[str, Table] = {}
 
     # --- transactions ---------------------------------------------------------------------------
 
@@ -333,45 +332,37 @@ class LedgerConnection:
         """The first column of the first row (the query must return one)."""
         return self.conn.execute(sql, params).fetchone()[0]
 
-    # --- writes (sqlite-utils, inside the caller's transaction) ---------------------------------
+    # --- writes (inside the caller's transaction; sqlite-utils only for migrations) -----------
 
     @property
     def db(self) -> Database:
-        """sqlite-utils over this connection, made on the first write."""
+        """sqlite-utils over this connection, made when a migration first needs it."""
         if self._db is None:
             self._db = database(self.conn)
         return self._db
 
-    def _table(self, name: str) -> Table:
-        """sqlite-utils' Table, made once per connection (each `Database.table` call queries the views)."""
-        if name not in self._tables:
-            self._tables[name] = self.db.table(name)
-        return self._tables[name]
-
     def insert(self, table: str, row: Mapping[str, object]) -> int:
-        """INSERT one row inside the caller's transaction; returns its rowid."""
-        rowid = self._table(table).insert(dict(row)).last_rowid
-        if rowid is None:  # sqlite3 gives every INSERT a rowid; sqlite-utils types it optional
+        """INSERT one row inside the caller's transaction; returns its rowid.
+
+        Plain SQL, like the PostgreSQL connection's: sqlite-utils' Table.insert reads the table's
+        schema again on every call (a third of an apply's ledger time)."""
+        names = ", ".join(f'"{k}"' for k in row)
+        cursor = self.conn.execute(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(row))})',
+                                   tuple(row.values()))
+        if cursor.lastrowid is None:
             raise LedgerError(f"{self.path}: inserting into {table} gave no row id")
-        return rowid
+        return cursor.lastrowid
 
     def update(self, table: str, pk: str | int, changes: Mapping[str, object], what: str) -> None:
         """UPDATE the row with this primary key; LedgerError naming `what` when there is none."""
-        from sqlite_utils.db import NotFoundError
-
-        try:
-            self._table(table).update(pk, dict(changes))
-        except NotFoundError:
-            raise self._not_found(what) from None
+        sets = ", ".join(f'"{k}" = ?' for k in changes)
+        if self.conn.execute(f'UPDATE "{table}" SET {sets} WHERE "id" = ?', (*changes.values(), pk)).rowcount != 1:
+            raise self._not_found(what)
 
     def delete(self, table: str, pk: str | int, what: str) -> None:
         """DELETE the row with this primary key; LedgerError naming `what` when there is none."""
-        from sqlite_utils.db import NotFoundError
-
-        try:
-            self._table(table).delete(pk)
-        except NotFoundError:
-            raise self._not_found(what) from None
+        if self.conn.execute(f'DELETE FROM "{table}" WHERE "id" = ?', (pk,)).rowcount != 1:
+            raise self._not_found(what)
 
     def _not_found(self, what: str) -> LedgerError:
         return LedgerError(f"{self.path}: {what} was not found (0 rows changed); nothing was recorded")
