@@ -72,6 +72,13 @@ def repo(tmp_path, url):
     return root
 
 
+def test_a_first_run_archives_the_specs_own_file_byte_for_byte(repo):
+    [job] = ledger_jobs(repo)
+    data = (repo / "data" / "pay.csv").read_bytes()
+    assert (settings_of(repo).root / job.detail["sent_file"]).read_bytes() == data
+    assert job.detail["sent_sha256"] == hashlib.sha256(data).hexdigest()
+
+
 def test_the_payments_story_ends_with_exactly_five_posted_payments(repo, url):
     write_payments(repo, FIXED, revision=2)
     change = plan_data(repo)["pay"]

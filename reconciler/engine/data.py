@@ -15,10 +15,12 @@ back byte for byte.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from reconciler.dataset.blobs import Blobs
+from reconciler.dataset.applied import ran
 from reconciler.dataset.facts import Outgoing, outgoing, resend_mode
 from reconciler.engine.answers import ChangeFailed
 from reconciler.engine.plan import Change, Plan, halt_action
@@ -170,23 +172,40 @@ class SentFiles:
         if spec is None:
             raise ChangeFailed(f"{change.name}: its spec is gone, so the file its submission sent cannot be made again",
                                "restore the spec, then plan and apply again")
+        jobs = tuple(self.ledger.jobs(change.name))
+        if resend_mode(spec) != data.resend:
+            raise self._stale(change)
+        payload: bytes | None = None  # a first run sends the spec's own file as it is
+        source = self.settings.root / str(spec.file)
+        if ran(jobs):
+            try:  # without the checks' digest, so the file's bytes are read and the payload made
+                out: Outgoing = outgoing(replace(spec, file_facts=None), jobs, self.settings.root, self.blobs)
+            except ResultError as err:
+                raise ChangeFailed(str(err), "restore the file, then plan and apply again") from err
+            if out.payload is None or out.facts.sent_sha256 != data.sent_sha256:
+                raise self._stale(change)
+            payload = out.payload
+
+        def write(dest: Path) -> None:
+            if payload is None:  # copied, never parsed or held whole (it may be 15 MB of custom objects)
+                shutil.copyfile(source, dest)
+            else:
+                dest.write_bytes(payload)
+
         try:
-            # without the checks' digest, so the file's bytes are read and the payload made
-            out: Outgoing = outgoing(replace(spec, file_facts=None), tuple(self.ledger.jobs(change.name)),
-                                     self.settings.root, self.blobs)
-        except ResultError as err:
-            raise ChangeFailed(str(err), "restore the file, then plan and apply again") from err
-        if out.payload is None or out.facts.sent_sha256 != data.sent_sha256 or resend_mode(spec) != data.resend:
-            what = "the interrupted submission sent" if change.resume or change.action is Action.UPLOAD else "the plan"
-            raise ChangeFailed(f"{change.name}: the rows to send are no longer those {what} named (a result was "
-                               "archived or a file changed since)", "run plan again and review what it sends")
-        payload = out.payload
-        try:
-            self.blobs.put(ref, lambda dest: dest.write_bytes(payload))
+            stored_sha = self.blobs.put(ref, write)
         except OSError as err:
             raise ChangeFailed(f"{ref}: cannot store the file to send ({err.strerror or err})",
                                "check the disk and state/'s permissions, then apply again") from err
+        if stored_sha != data.sent_sha256:  # the spec's file changed since the plan
+            raise self._stale(change)
         stored = self.blobs.fetch(ref, data.sent_sha256)
         if stored is None:
             raise ChangeFailed(f"{ref}: the file to send did not read back as stored", "apply again")
         return stored
+
+    @staticmethod
+    def _stale(change: Change) -> ChangeFailed:
+        what = "the interrupted submission sent" if change.resume or change.action is Action.UPLOAD else "the plan"
+        return ChangeFailed(f"{change.name}: the rows to send are no longer those {what} named (a result was "
+                            "archived or a file changed since)", "run plan again and review what it sends")
