@@ -123,19 +123,23 @@ def test_reads_import_no_sqlite_utils(path):
     assert proc.stdout.split() == ["False", "False"]
 
 
-def test_only_making_the_schema_uses_sqlite_utils_and_never_loads_numpy(path):
-    """sqlite-utils makes and migrates the schema (it loads numpy where installed only to map its values,
-    which the ledger never passes); rows are written in plain SQL, so an apply on a ledger imports neither."""
+def test_only_a_migration_uses_sqlite_utils_and_it_never_loads_numpy(path, tmp_path):
+    """sqlite-utils migrates an older ledger's schema (it loads numpy where installed only to map its values,
+    which the ledger never passes); a new ledger and every row are made in plain SQL, so creating a ledger
+    or applying on one imports neither."""
     code = READER.replace("open_read", "open_write").replace("led.recorded_state", "led.start_run('x', ALICE), led.recorded_state")
     code = code.replace("import sys\n", "import sys\nfrom reconciler.ledger.store import Actor\nALICE = Actor('a', 'h', 1)\n", 1)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for made in (True, False):  # the first run creates the ledger, the second writes to it
-        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, env=env,
+    old = tmp_path / "old" / "ledger.db"
+    Ledger.open_write(old, LOCAL, migrate_to=SCHEMA_VERSION - 1).close()
+    for ledger, migrated in ((path, False), (old, True), (old, False)):  # new; migrated; written to
+        proc = subprocess.run([sys.executable, "-c", code, str(ledger)], capture_output=True, text=True, env=env,
                               check=True)
-        assert proc.stdout.split() == [str(made), "False"]
-    with Ledger.open_read(path, LOCAL) as led:
-        assert led.verify().ok and led.schema_version == SCHEMA_VERSION
-    assert sqlite3.connect(path).execute("SELECT count(*) FROM runs").fetchone() == (2,)
+        assert proc.stdout.split() == [str(migrated), "False"]
+    for ledger in (path, old):
+        with Ledger.open_read(ledger, LOCAL) as led:
+            assert led.verify().ok and led.schema_version == SCHEMA_VERSION
+    assert sqlite3.connect(old).execute("SELECT count(*) FROM runs").fetchone() == (2,)
 
 
 def test_reads_never_change_a_byte_or_create_a_file(path):

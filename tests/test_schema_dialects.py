@@ -18,7 +18,8 @@ _KINDS = {"INTEGER": "int", "TEXT": "str", "FLOAT": "float", "REAL": "float",
 def sqlite_shape(version: int, migrate_from: int | None = None) -> dict:
     conn = sqlite3.connect(":memory:", isolation_level=None)
     db = sqlite_utils.Database(conn)
-    schema.create(db, migrate_from or version)
+    for statement in schema.create(migrate_from or version):
+        conn.execute(statement)
     for step in range((migrate_from or version) + 1, version + 1):
         schema.migrate(db, step)
     tables = {}

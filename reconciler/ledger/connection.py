@@ -3,8 +3,8 @@
 `check_file`, `connect` and `create_file` open and make the file. `LedgerConnection` owns the one
 sqlite3 connection of an open ledger: short read snapshots (`reading`), `BEGIN IMMEDIATE` write
 transactions that bump the serial once unless told otherwise (`transaction`), plain-SQL row reads and
-writes, and, for creating and migrating the schema only, a sqlite-utils `Database` over the same
-connection (imported on first use, so read-only commands and applies never pay for it). Every sqlite
+writes, and, for migrating an older ledger's schema only, a sqlite-utils `Database` over the same
+connection (imported then, so no other command pays for it). Every sqlite
 error becomes a LedgerError naming the file; an RLock serializes every call so threads may share one
 ledger.
 """
@@ -122,7 +122,7 @@ def database(conn: sqlite3.Connection) -> Database:
     return Database(conn, recursive_triggers=False, execute_plugins=False)
 
 
-def create_file(path: Path, build: Callable[[Database], None]) -> None:
+def create_file(path: Path, build: Callable[[sqlite3.Connection], None]) -> None:
     """Make a new ledger file: `build` fills it in one transaction beside `path`, then it is linked into
     place, so no one ever sees a half-made one (when another process linked one first, theirs stays)."""
     try:
@@ -135,7 +135,7 @@ def create_file(path: Path, build: Callable[[Database], None]) -> None:
         try:
             with sqlite_errors(path):
                 conn.execute("BEGIN IMMEDIATE")
-                build(database(conn))
+                build(conn)
                 conn.execute("COMMIT")
         finally:
             conn.close()
@@ -336,7 +336,7 @@ class LedgerConnection:
 
     @property
     def db(self) -> Database:
-        """sqlite-utils over this connection, made when a migration first needs it."""
+        """sqlite-utils over this connection, made when a migration needs it."""
         if self._db is None:
             self._db = database(self.conn)
         return self._db

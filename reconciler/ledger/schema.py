@@ -2,9 +2,10 @@
 
 Every table, column, index and trigger names the schema version that introduced it (`since`) and,
 for an index later replaced, the version that dropped it (`until`); `Backfill`s are the data changes a
-migration makes to rows recorded before it. `create(db, version)` builds a new ledger of any version
-in one pass; `migrate(db, version)` brings a ledger of version - 1 to `version`. Both run inside the
-store's transaction on a sqlite-utils Database (imported by the caller, on the write path only).
+migration makes to rows recorded before it. `create(version)` gives the SQLite statements of a new
+ledger of any version, made in one pass; `migrate(db, version)` brings a ledger of version - 1 to
+`version` on a sqlite-utils Database (imported by the caller, only when an old ledger is migrated).
+Both run inside the store's transaction.
 `postgres_create(version)` and `postgres_migrate(version)` render the same definition as PostgreSQL
 statements (schema_pg.py) for the PostgreSQL store; tests/test_schema_dialects.py checks both make
 the same tables, columns and indexes.
@@ -199,48 +200,53 @@ BACKFILLS = (
 )
 
 
-def _alive(index: Index, version: int) -> bool:
+def alive(index: Index, version: int) -> bool:
+    """Whether a ledger of this version has the index."""
     return index.since <= version and (index.until is None or version < index.until)
 
 
-def _create_table(db: Database, table: Table, version: int) -> None:
-    columns = [c for c in table.columns if c.since <= version]
-    db.table(table.name).create(
-        {c.name: c.type for c in columns},
-        pk=table.pk,
-        not_null=[c.name for c in columns if c.not_null],
-        defaults={c.name: c.default for c in columns if c.default is not None},
-        foreign_keys=[(c.name, c.references, "id") for c in columns if c.references],
-    )
+def index_sql(index: Index) -> str:
+    """CREATE INDEX for either dialect (the same text in both)."""
+    columns = ", ".join(f'"{c}"' for c in index.columns)
+    unique = "UNIQUE " if index.unique else ""
+    where = f" WHERE {index.where}" if index.where is not None else ""
+    return f'CREATE {unique}INDEX "{index.name}" ON "{index.table}" ({columns}){where}'
 
 
-def _create_index(db: Database, index: Index) -> None:
-    if index.where is None:
-        db.table(index.table).create_index(list(index.columns), index_name=index.name, unique=index.unique)
-    else:  # sqlite-utils makes no partial index
-        columns = ", ".join(f'"{c}"' for c in index.columns)
-        unique = "UNIQUE " if index.unique else ""
-        db.execute(f'CREATE {unique}INDEX "{index.name}" ON "{index.table}" ({columns}) WHERE {index.where}')
+_SQLITE_TYPES = {int: "INTEGER", str: "TEXT", float: "REAL", bytes: "BLOB"}  # as sqlite-utils 4 spells them
 
 
-def create(db: Database, version: int = SCHEMA_VERSION) -> None:
-    """Make the (empty) tables, indexes and triggers of a new ledger of this schema version."""
-    for table in TABLES:
-        if table.since <= version:
-            _create_table(db, table, version)
-    for index in INDEXES:
-        if _alive(index, version):
-            _create_index(db, index)
-    for trigger in TRIGGERS:
-        if trigger.since <= version:
-            db.execute(trigger.sql)
+def _sqlite_column(table: Table, column: Column) -> str:
+    spelled = f'"{column.name}" {_SQLITE_TYPES[column.type]}'
+    if column.name == table.pk:
+        spelled += " PRIMARY KEY"  # an INTEGER one is the rowid
+    if column.not_null:
+        spelled += " NOT NULL"
+    if column.default is not None:
+        spelled += f" DEFAULT {column.default!r}"
+    if column.references:
+        spelled += f' REFERENCES "{column.references}" ("id")'
+    return spelled
+
+
+def _table_sql(table: Table, version: int) -> str:
+    return f'CREATE TABLE "{table.name}" ({", ".join(_sqlite_column(table, c) for c in table.columns if c.since <= version)})'
+
+
+def create(version: int = SCHEMA_VERSION) -> list[str]:
+    """The SQLite statements that make the (empty) tables, indexes and triggers of a new ledger of this
+    version: plain SQL, so making a ledger needs no sqlite-utils (that it is what `migrate` makes from
+    an older version is checked by tests/test_schema_dialects.py)."""
+    statements = [_table_sql(t, version) for t in TABLES if t.since <= version]
+    statements += [index_sql(i) for i in INDEXES if alive(i, version)]
+    return statements + [t.sql for t in TRIGGERS if t.since <= version]
 
 
 def migrate(db: Database, version: int) -> None:
     """Bring a ledger of schema version - 1 to `version` (the caller records the new version in meta)."""
     for table in TABLES:
         if table.since == version:
-            _create_table(db, table, version)
+            db.execute(_table_sql(table, version))
         elif table.since < version:
             for column in table.columns:
                 if column.since == version:
@@ -253,7 +259,7 @@ def migrate(db: Database, version: int) -> None:
             db.execute(f'DROP INDEX "{index.name}"')
     for index in INDEXES:
         if index.since == version:
-            _create_index(db, index)
+            db.execute(index_sql(index))
     for trigger in TRIGGERS:
         if trigger.since == version:
             db.execute(trigger.sql)

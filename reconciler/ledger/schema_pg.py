@@ -10,7 +10,7 @@ IMMUTABLE so the live-jobs partial index may use them, and are made first in eve
 
 from __future__ import annotations
 
-from reconciler.ledger.schema import BACKFILLS, INDEXES, TABLES, TRIGGERS, Column, Index, Table
+from reconciler.ledger.schema import BACKFILLS, INDEXES, TABLES, TRIGGERS, Column, Table, alive, index_sql
 
 _TYPES = {int: "bigint", str: "text", float: "double precision", bytes: "bytea"}
 
@@ -46,22 +46,11 @@ def _create_table(table: Table, version: int) -> str:
     return f'CREATE TABLE "{table.name}" ({columns})'
 
 
-def _create_index(index: Index) -> str:
-    columns = ", ".join(f'"{c}"' for c in index.columns)
-    unique = "UNIQUE " if index.unique else ""
-    where = f" WHERE {index.where}" if index.where is not None else ""
-    return f'CREATE {unique}INDEX "{index.name}" ON "{index.table}" ({columns}){where}'
-
-
-def _alive(index: Index, version: int) -> bool:
-    return index.since <= version and (index.until is None or version < index.until)
-
-
 def create_statements(version: int) -> list[str]:
     """Functions, tables, indexes and triggers of a new ledger of schema `version`."""
     statements = list(FUNCTIONS)
     statements += [_create_table(t, version) for t in TABLES if t.since <= version]
-    statements += [_create_index(i) for i in INDEXES if _alive(i, version)]
+    statements += [index_sql(i) for i in INDEXES if alive(i, version)]
     for trigger in TRIGGERS:
         if trigger.since <= version:
             statements += trigger.postgres
@@ -79,7 +68,7 @@ def migrate_statements(version: int) -> list[str]:
                            for c in table.columns if c.since == version]
     statements += [b.sql for b in BACKFILLS if b.version == version]
     statements += [f'DROP INDEX "{i.name}"' for i in INDEXES if i.until == version]
-    statements += [_create_index(i) for i in INDEXES if i.since == version]
+    statements += [index_sql(i) for i in INDEXES if i.since == version]
     for trigger in TRIGGERS:
         if trigger.since == version:
             statements += trigger.postgres

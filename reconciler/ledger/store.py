@@ -79,8 +79,6 @@ from reconciler.ledger.rows import REDACTED, Actor, now, redact
 from reconciler.ledger.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
-    from sqlite_utils import Database
-
     from reconciler.ledger.interface import LedgerStore
 
 # Actor, redact, REDACTED, COUNT_FIELDS, the event types and events_query live in the collaborators, re-exported so
@@ -91,14 +89,26 @@ __all__ = [
 ]
 
 
-def _new_ledger(db: Database, binding: Binding, version: int) -> None:
+def _new_ledger(conn: sqlite3.Connection, binding: Binding, version: int) -> None:
     """The schema of `version` and the meta row of a new ledger bound to this environment."""
-    schema.create(db, version)
-    db.table("meta").insert({
+    _fill(conn, version, {"meta": [{
         "id": 1, "lineage": str(uuid.uuid4()), "serial": 0, "schema_version": version,
         "environment": binding.environment, "base_url": binding.base_url, "head_hash": GENESIS_HASH,
         "events_count": 0, "created_at": now(),
-    })
+    }]})
+
+
+def _fill(conn: sqlite3.Connection, version: int, tables: Mapping[str, list[Row]]) -> None:
+    """Make the schema of `version` on a new file's connection and insert these rows (each table's rows
+    have the same columns, as a snapshot reads them)."""
+    for statement in schema.create(version):
+        conn.execute(statement)
+    for name, rows in tables.items():
+        if rows:
+            columns = list(rows[0])
+            names = ", ".join(f'"{c}"' for c in columns)
+            conn.executemany(f'INSERT INTO "{name}" ({names}) VALUES ({", ".join("?" * len(columns))})',
+                             [tuple(row[c] for c in columns) for row in rows])
 
 
 def create_copy(path: Path, meta: Row, tables: Mapping[str, list[Row]]) -> None:
@@ -107,14 +117,7 @@ def create_copy(path: Path, meta: Row, tables: Mapping[str, list[Row]]) -> None:
     if path.exists():
         raise LedgerError(f"{path} already exists; `ledger copy` only makes a new ledger (move that one away first)")
 
-    def build(db: Database) -> None:
-        schema.create(db, meta["schema_version"])
-        db.table("meta").insert(dict(meta))
-        for name, rows in tables.items():
-            if rows:
-                db.table(name).insert_all(rows)
-
-    create_file(path, build)
+    create_file(path, lambda conn: _fill(conn, meta["schema_version"], {"meta": [dict(meta)], **tables}))
 
 
 # --- the SQLite store -----------------------------------------------------------------------------
@@ -152,7 +155,7 @@ class Ledger(LedgerBase):
         if not 1 <= migrate_to <= SCHEMA_VERSION:
             raise ValueError(f"schema version {migrate_to} does not exist")
         if not path.exists():
-            create_file(path, lambda db: _new_ledger(db, binding, migrate_to))
+            create_file(path, lambda conn: _new_ledger(conn, binding, migrate_to))
         check_file(path)
         conn = connect(str(path), path)
         try:
