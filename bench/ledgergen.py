@@ -5,7 +5,7 @@ rest goes in with plain sqlite3 in one transaction, continuing the hash chain wi
 and moving meta's head hash, event count and serial, so `audit verify` still passes.
 
 Shape of the history (what a ledger that has been used for years looks like):
-- each name has GENERATIONS jobs; every job has EVENTS_PER_JOB events (intent, the POST, submitted,
+- each name has GENERATIONS jobs (or `generations`); every job has EVENTS_PER_JOB events (intent, the POST, submitted,
   polls, status changes, the result download, its archive, and for the last job of a removed spec
   its retirement);
 - the specs of the repo (`desired`) are among the names: generations 1..N-1 failed (each with an
@@ -47,21 +47,21 @@ def _hex(*parts: object) -> str:
     return hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()
 
 
-def _plan(desired, jobs: int):
+def _plan(desired, jobs: int, generations: int = GENERATIONS):
     """(name, generation, spec or None) for every job, oldest first, in creation order."""
     specs = list(desired.specs)
-    removed = jobs // GENERATIONS - len(specs)
-    if removed < 0:
-        raise ValueError(f"{jobs} jobs cannot hold {len(specs)} specs x {GENERATIONS} generations")
+    removed = jobs // generations - len(specs)
+    if removed < 1:
+        raise ValueError(f"{jobs} jobs cannot hold {len(specs)} specs and a removed one x {generations} generations")
     names = [(f"old-{i:06d}", None) for i in range(removed)] + [(s.name, s) for s in specs]
-    for generation in range(1, GENERATIONS + 1):  # generation by generation: old and current interleave
+    for generation in range(1, generations + 1):  # generation by generation: old and current interleave
         for name, spec in names:
             yield name, generation, spec
 
 
-def _job_and_events(job_id, run_id, name, generation, spec, lineage):
+def _job_and_events(job_id, run_id, name, generation, spec, lineage, generations: int = GENERATIONS):
     """One job row and its events' fields (without id, prev_hash and hash)."""
-    last = generation == GENERATIONS
+    last = generation == generations
     created = EPOCH + timedelta(minutes=17 * job_id)
     if spec is not None:
         fingerprint = spec.fingerprint if last else _hex("old-file", name, generation)
@@ -155,8 +155,9 @@ def _api_job(ledger: Ledger, run_id: int, desired) -> None:
                          sha256=_hex("result", name, 1), run_id=run_id)
 
 
-def build(path, binding, desired, *, jobs: int = 100_000) -> dict:
-    """Create the ledger at `path` with `jobs` jobs (EVENTS_PER_JOB events each); returns the counts."""
+def build(path, binding, desired, *, jobs: int = 100_000, generations: int = GENERATIONS) -> dict:
+    """Create the ledger at `path` with `jobs` jobs (EVENTS_PER_JOB events each), `generations` a name;
+    returns the counts."""
     ledger = Ledger.open_write(path, binding)
     try:
         run_id = ledger.start_run("apply", ACTOR)
@@ -187,14 +188,14 @@ def build(path, binding, desired, *, jobs: int = 100_000) -> dict:
             conn.executemany(insert_events, event_rows)
             job_rows.clear(), event_rows.clear(), runs.clear()
 
-        entries = _plan(desired, jobs)
+        entries = _plan(desired, jobs, generations)
         next(entries)  # job 1 came through the API
         for name, generation, spec in entries:
             job_id += 1
             run = run_id + (job_id - 1) // JOBS_PER_RUN
             if (job_id - 1) % JOBS_PER_RUN == 0:
                 runs.append(run)
-            job, events = _job_and_events(job_id, run, name, generation, spec, lineage)
+            job, events = _job_and_events(job_id, run, name, generation, spec, lineage, generations)
             job_rows.append(job)
             for fields in events:
                 event_id += 1

@@ -25,8 +25,9 @@ HISTORY_GOAL = 0.3
 REPEAT = 5
 
 
-def repo_with_ledger(ws, name: str, big: bool, count: int = SPECS):
-    """A repo of `count` specs with its ledger (big, or empty but created); returns (root, settings)."""
+def repo_with_ledger(ws, name: str, big: bool, count: int = SPECS, *, jobs: int = 100_000, generations: int = 5):
+    """A repo of `count` specs with its ledger (big: `jobs` jobs, `generations` a name; or empty but created);
+    returns (root, settings)."""
     from ledgergen import build
     from validate_scale import build_repo
 
@@ -40,7 +41,8 @@ def repo_with_ledger(ws, name: str, big: bool, count: int = SPECS):
     settings = load_settings(chdir=str(root), env={})
     if big:
         start = time.perf_counter()
-        counts = build(settings.ledger_path, binding(settings), load_desired(settings))
+        counts = build(settings.ledger_path, binding(settings), load_desired(settings), jobs=jobs,
+                       generations=generations)
         print(f"  built a ledger of {counts['jobs']:,} jobs and {counts['events']:,} events "
               f"in {seconds(time.perf_counter() - start)}", flush=True)
     else:
