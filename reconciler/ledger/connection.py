@@ -4,9 +4,8 @@
 sqlite3 connection of an open ledger: short read snapshots (`reading`), `BEGIN IMMEDIATE` write
 transactions that bump the serial once unless told otherwise (`transaction`), plain-SQL row reads and
 writes, and, for migrating an older ledger's schema only, a sqlite-utils `Database` over the same
-connection (imported then, so no other command pays for it). Every sqlite
-error becomes a LedgerError naming the file; an RLock serializes every call so threads may share one
-ledger.
+connection (imported then, so no other command pays for it). Every sqlite error becomes a LedgerError
+naming the file; an RLock serializes every call so threads may share one ledger.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import LedgerError
 
-if TYPE_CHECKING:  # imported on the write path only (see database)
+if TYPE_CHECKING:  # imported for migrations only (see database)
     from sqlite_utils import Database
 
 BUSY_TIMEOUT_SECONDS = 5.0
@@ -344,8 +343,8 @@ class LedgerConnection:
     def insert(self, table: str, row: Mapping[str, object]) -> int:
         """INSERT one row inside the caller's transaction; returns its rowid.
 
-        Plain SQL, like the PostgreSQL connection's: sqlite-utils' Table.insert reads the table's
-        schema again on every call (a third of an apply's ledger time)."""
+        Plain SQL, like the PostgreSQL connection's (sqlite-utils' Table.insert reads the table's schema
+        again on every call)."""
         names = ", ".join(f'"{k}"' for k in row)
         cursor = self.conn.execute(f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * len(row))})',
                                    tuple(row.values()))

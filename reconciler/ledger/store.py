@@ -18,7 +18,7 @@ Choices a caller relies on:
   back. After each write transaction a writer also checkpoints once the `-wal` outgrows
   `wal_limit_bytes` (connection.py: bound_wal), so a long-lived reader cannot make it grow forever.
 - **Writes** are `BEGIN IMMEDIATE` transactions with a 5 s busy timeout and plain-SQL rows (sqlite-utils
-  only creates and migrates the schema); every sqlite error becomes a LedgerError naming the file; an
+  only migrates an older ledger's schema); every sqlite error becomes a LedgerError naming the file; an
   update that should touch one row and finds none raises.
 - **Durability**: writers run WAL with `synchronous = NORMAL`, so a commit is one append to the WAL
   without an fsync (the WAL is synced at checkpoints). A committed transaction survives the process
