@@ -49,7 +49,6 @@ class _ChunkedReader:
         self._stream = stream
         self._left = 0
         self.remaining = 1  # unknown until the last chunk is seen
-        self._buffer = b""
 
     def _next_chunk(self) -> None:
         line = self._stream.readline(1024)
