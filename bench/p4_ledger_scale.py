@@ -25,9 +25,9 @@ HISTORY_GOAL = 0.3
 REPEAT = 5
 
 
-def repo_with_ledger(ws, name: str, big: bool, count: int = SPECS, *, jobs: int = 100_000, generations: int = 5):
-    """A repo of `count` specs with its ledger (big: `jobs` jobs, `generations` a name; or empty but created);
-    returns (root, settings)."""
+def repo_with_ledger(ws, name: str, big: bool, count: int = SPECS, **shape):
+    """A repo of `count` specs with its ledger (big: ledgergen.build's, `shape` its jobs and generations;
+    or empty but created); returns (root, settings)."""
     from ledgergen import build
     from validate_scale import build_repo
 
@@ -41,8 +41,7 @@ def repo_with_ledger(ws, name: str, big: bool, count: int = SPECS, *, jobs: int 
     settings = load_settings(chdir=str(root), env={})
     if big:
         start = time.perf_counter()
-        counts = build(settings.ledger_path, binding(settings), load_desired(settings), jobs=jobs,
-                       generations=generations)
+        counts = build(settings.ledger_path, binding(settings), load_desired(settings), **shape)
         print(f"  built a ledger of {counts['jobs']:,} jobs and {counts['events']:,} events "
               f"in {seconds(time.perf_counter() - start)}", flush=True)
     else:

@@ -15,6 +15,7 @@ number on new elements. Reading needs none of this beyond SCHEMA_VERSION and `li
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -213,13 +214,15 @@ def index_sql(index: Index) -> str:
     return f'CREATE {unique}INDEX "{index.name}" ON "{index.table}" ({columns}){where}'
 
 
-_SQLITE_TYPES = {int: "INTEGER", str: "TEXT", float: "REAL", bytes: "BLOB"}  # as sqlite-utils 4 spells them
+SQLITE_TYPES = {int: "INTEGER", str: "TEXT", float: "REAL", bytes: "BLOB"}  # as sqlite-utils 4 spells them
 
 
-def _sqlite_column(table: Table, column: Column) -> str:
-    spelled = f'"{column.name}" {_SQLITE_TYPES[column.type]}'
+def column_sql(table: Table, column: Column, types: Mapping[type, str] = SQLITE_TYPES) -> str:
+    """A column's definition in the dialect whose type names `types` gives (an INTEGER primary key is
+    SQLite's rowid)."""
+    spelled = f'"{column.name}" {types[column.type]}'
     if column.name == table.pk:
-        spelled += " PRIMARY KEY"  # an INTEGER one is the rowid
+        spelled += " PRIMARY KEY"
     if column.not_null:
         spelled += " NOT NULL"
     if column.default is not None:
@@ -229,15 +232,16 @@ def _sqlite_column(table: Table, column: Column) -> str:
     return spelled
 
 
-def _table_sql(table: Table, version: int) -> str:
-    return f'CREATE TABLE "{table.name}" ({", ".join(_sqlite_column(table, c) for c in table.columns if c.since <= version)})'
+def table_sql(table: Table, version: int, column: Callable[[Table, Column], str] = column_sql) -> str:
+    """CREATE TABLE of `table` as a ledger of `version` has it, each column spelled by `column`."""
+    return f'CREATE TABLE "{table.name}" ({", ".join(column(table, c) for c in table.columns if c.since <= version)})'
 
 
 def create(version: int = SCHEMA_VERSION) -> list[str]:
     """The SQLite statements that make the (empty) tables, indexes and triggers of a new ledger of this
     version: plain SQL, so making a ledger needs no sqlite-utils (that it is what `migrate` makes from
     an older version is checked by tests/test_schema_dialects.py)."""
-    statements = [_table_sql(t, version) for t in TABLES if t.since <= version]
+    statements = [table_sql(t, version) for t in TABLES if t.since <= version]
     statements += [index_sql(i) for i in INDEXES if alive(i, version)]
     return statements + [t.sql for t in TRIGGERS if t.since <= version]
 
@@ -246,7 +250,7 @@ def migrate(db: Database, version: int) -> None:
     """Bring a ledger of schema version - 1 to `version` (the caller records the new version in meta)."""
     for table in TABLES:
         if table.since == version:
-            db.execute(_table_sql(table, version))
+            db.execute(table_sql(table, version))
         elif table.since < version:
             for column in table.columns:
                 if column.since == version:
